@@ -1,0 +1,22 @@
+//! Compiles `proto/` with protox (pure Rust), so building needs no system `protoc`.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        "flowctl/control_plane.proto",
+        "flowctl/v1/control_plane.proto",
+        "raw_ledger_service/raw_ledger_service.proto",
+        "token_transfer_service/event_service.proto",
+        "token_transfer/token_transfer_event.proto",
+        "asset/asset.proto",
+    ];
+    let descriptors = protox::compile(files, [&proto_root])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    println!("cargo:rerun-if-changed={}", proto_root.display());
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Component SDK for flowctl pipeline components.

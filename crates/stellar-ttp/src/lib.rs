@@ -1,0 +1,1 @@
+//! Token-transfer events from Stellar ledgers, with the semantics of stellar/go processors/token_transfer.
