@@ -1,2 +1,3 @@
 //! flowctl: a systemd-native supervisor and control plane for Stellar data pipelines.
+pub mod cli;
 pub mod plan;

@@ -1,0 +1,21 @@
+//! The `flowctl` command line: one file per subcommand. Each subcommand parses its own flags
+//! (a clap `Args` struct in its file) and returns the process exit code.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "flowctl", version, about = "Run and inspect Stellar data pipelines")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+impl Command {
+    /// Runs the subcommand and returns the process exit code.
+    pub fn run(self) -> anyhow::Result<i32> {
+        match self {}
+    }
+}
