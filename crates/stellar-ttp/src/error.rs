@@ -40,7 +40,4 @@ pub enum TtpError {
         op_type: &'static str,
         message: String,
     },
-
-    #[error("could not encode XDR: {0}")]
-    Xdr(#[from] stellar_xdr::Error),
 }
