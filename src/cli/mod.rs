@@ -3,19 +3,30 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod validate;
+
 #[derive(Debug, Parser)]
-#[command(name = "flowctl", version, about = "Run and inspect Stellar data pipelines")]
+#[command(
+    name = "flowctl",
+    version,
+    about = "Run and inspect Stellar data pipelines"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Check pipeline files and print every problem as FILE:LINE:COL: error: MESSAGE.
+    Validate(validate::ValidateArgs),
+}
 
 impl Command {
     /// Runs the subcommand and returns the process exit code.
     pub fn run(self) -> anyhow::Result<i32> {
-        match self {}
+        match self {
+            Command::Validate(args) => validate::run(args),
+        }
     }
 }
