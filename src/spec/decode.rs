@@ -307,7 +307,19 @@ fn component(
         Role::Processor => "processor",
         Role::Sink => "sink",
     };
-    let o = ctx.object(node, what, COMPONENT)?;
+    // Name the component in messages about its keys when its id can be read.
+    let peeked = match &node.value {
+        Value::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| scalar_text(k).as_deref() == Some("id"))
+            .and_then(|(_, v)| scalar_text(v)),
+        _ => None,
+    };
+    let label = match &peeked {
+        Some(id) => format!("{what} `{id}`"),
+        None => what.to_string(),
+    };
+    let o = ctx.object(node, &label, COMPONENT)?;
     let Some(id_node) = o.get("id") else {
         ctx.error(o.pos, format!("{what} is missing `id`"));
         return None;
@@ -322,7 +334,7 @@ fn component(
             ),
         );
     }
-    let what = format!("{what} `{id}`");
+    let what = label;
 
     let mut c = Component {
         id: id.clone(),
@@ -1074,7 +1086,8 @@ fn probe(ctx: &mut Ctx, n: &Node, field: &str) -> Option<Probe> {
         return Some(p);
     }
     let o = ctx.object(n, field, PROBE)?;
-    let checks: Vec<&str> = PROBE_CHECKS.iter().copied().filter(|k| o.has(k)).collect();
+    let mut checks: Vec<&str> = PROBE_CHECKS.iter().copied().filter(|k| o.has(k)).collect();
+    checks.sort_by_key(|k| o.key_pos(k));
     match checks.as_slice() {
         [] => {
             ctx.error(
