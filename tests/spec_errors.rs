@@ -133,7 +133,7 @@ fn every_validation_error_has_line_and_column() {
          &[(8, 16, "dependency cycle: p → q → r → p")]),
         ("reference to an unknown port",
          format!("{HEAD}  sources:\n    - id: src\n      command: x\n  sinks:\n    - id: b\n      command: y\n      env:\n        A: \"${{src.ports.http}}\"\n"),
-         &[(12, 12, "`src` has no port named `http` (it has grpc)")]),
+         &[(12, 12, "`src` has no port named `http` (it has grpc and health)")]),
         ("reference to an unknown component",
          format!("{HEAD}  sinks:\n    - id: b\n      command: y\n      args: [\"--to=${{srcc.address}}\"]\n"),
          &[(8, 14, "names `srcc`, which is not a component")]),

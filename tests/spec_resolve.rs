@@ -57,6 +57,8 @@ fn env_references_expand_to_own_and_other_ports_and_addresses() {
       env:
         WEB: \"${ports.web}\"
         FROM: \"${src.address}\"
+        OWN_HEALTH: \"${ports.health}\"
+        SRC_HEALTH: \"${src.ports.health}\"
 ",
         &opts_with(&[]),
     );
@@ -67,6 +69,8 @@ fn env_references_expand_to_own_and_other_ports_and_addresses() {
     assert_eq!(src.env["LISTEN"], format!("0.0.0.0:{grpc}"));
     assert_eq!(sink.env["WEB"], port(sink, "web").to_string());
     assert_eq!(sink.env["FROM"], format!("127.0.0.1:{grpc}"));
+    assert_eq!(sink.env["OWN_HEALTH"], sink.health_port.to_string());
+    assert_eq!(sink.env["SRC_HEALTH"], src.health_port.to_string());
     assert_eq!(
         sink.args,
         [

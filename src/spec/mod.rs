@@ -22,7 +22,7 @@
 //! A port whose `hostPort` is `0` or absent gets a free loopback port; an unnamed port is
 //! `grpc` (the one `PORT` and `${ID.address}` use) unless another has that name; a source or
 //! processor that declares no port gets a `grpc` port. Every component has a health port,
-//! `health_port` or allocated. Env values and args may use `${ports.NAME}`, `${ID.ports.NAME}`,
+//! `health_port` or allocated, which references and probes call `health`. Env values and args may use `${ports.NAME}`, `${ID.ports.NAME}`,
 //! `${ID.address}` (`127.0.0.1:<its grpc port, else its first port>`), `${VAR}` from flowctl's
 //! environment (unset is an error) and `$${` for a literal `${`.
 //!

@@ -43,8 +43,13 @@ struct Allocated {
 }
 
 impl Allocated {
+    /// A named port; `health` is the health port unless a port has that name.
     fn port(&self, name: &str) -> Option<u16> {
-        self.ports.iter().find(|p| p.name == name).map(|p| p.port)
+        self.ports
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.port)
+            .or_else(|| (name == "health").then_some(self.health_port))
     }
 
     fn service_port(&self) -> Option<u16> {
@@ -344,15 +349,10 @@ fn probe(
             Some(At {
                 value: PortRef::Name(name),
                 pos,
-            }) => {
-                if name == "health" {
-                    return Some(own.health_port);
-                }
-                own.port(name).or_else(|| {
-                    ctx.error(*pos, format!("`{}` has no port named `{name}`", c.id));
-                    None
-                })
-            }
+            }) => own.port(name).or_else(|| {
+                ctx.error(*pos, format!("`{}` has no port named `{name}`", c.id));
+                None
+            }),
         }
     };
     let check = match &pr.check {

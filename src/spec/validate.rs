@@ -118,10 +118,10 @@ fn references(ctx: &mut Ctx, p: &Pipeline, c: &Component, ids: &[&str]) {
         };
         for part in parts {
             let problem = match &part {
-                Part::OwnPort(name) => c.port(name).is_none().then(|| no_port(c, name)),
+                Part::OwnPort(name) => (!has_port(c, name)).then(|| no_port(c, name)),
                 Part::Port { id, name } => match p.component(id) {
                     None => Some(unknown_reference(id, ids)),
-                    Some(other) => other.port(name).is_none().then(|| no_port(other, name)),
+                    Some(other) => (!has_port(other, name)).then(|| no_port(other, name)),
                 },
                 Part::Address(id) => match p.component(id) {
                     None => Some(unknown_reference(id, ids)),
@@ -141,6 +141,11 @@ fn references(ctx: &mut Ctx, p: &Pipeline, c: &Component, ids: &[&str]) {
     }
 }
 
+/// `health` names the health port unless a port is called that.
+fn has_port(c: &Component, name: &str) -> bool {
+    name == "health" || c.port(name).is_some()
+}
+
 fn unknown_reference(id: &str, ids: &[&str]) -> String {
     let hint = suggest(id, ids)
         .map(|s| format!("; did you mean `{s}`?"))
@@ -151,9 +156,9 @@ fn unknown_reference(id: &str, ids: &[&str]) -> String {
 fn no_port(c: &Component, name: &str) -> String {
     let names: Vec<&str> = c.ports.iter().map(|p| p.name.as_str()).collect();
     let known = if names.is_empty() {
-        "it has none".to_string()
+        "it has only health".to_string()
     } else {
-        format!("it has {}", names.join(", "))
+        format!("it has {} and health", names.join(", "))
     };
     let hint = suggest(name, &names)
         .map(|s| format!("; did you mean `{s}`?"))
@@ -172,9 +177,7 @@ fn probe_port(ctx: &mut Ctx, c: &Component, check: &Check, pos: super::node::Pos
         Some(At {
             value: PortRef::Name(name),
             pos,
-        }) if name != "health" && c.port(name).is_none() => {
-            ctx.error(*pos, format!("probe port: {}", no_port(c, name)))
-        }
+        }) if !has_port(c, name) => ctx.error(*pos, format!("probe port: {}", no_port(c, name))),
         None if what != "http" && c.ports.is_empty() => ctx.error(
             pos,
             format!(
