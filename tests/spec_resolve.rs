@@ -574,6 +574,20 @@ fn bundled_images_run_bundled_programs_with_config_as_env() {
         }
     );
     assert!(own.readiness.is_none());
+    // A bundled program named by `command` is probed the same way.
+    let by_name = self::plan(
+        "  sinks:\n    - id: s\n      command: ttp-sink\n    - id: o\n      command: ./ttp-sink\n",
+        &opts_with(&[]),
+    );
+    let s = get(&by_name, "s");
+    assert_eq!(
+        s.readiness.as_ref().unwrap().check,
+        ProbeCheck::Http {
+            port: s.health_port,
+            path: "/health".into()
+        }
+    );
+    assert!(get(&by_name, "o").readiness.is_none());
 }
 
 #[test]

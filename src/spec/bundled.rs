@@ -45,6 +45,11 @@ pub fn commands() -> String {
     names.join(", ")
 }
 
+/// Whether `program` is one flowctl ships, written by its bare name (`ttp-processor`).
+pub fn is_command(program: &str) -> bool {
+    BUNDLED.iter().any(|b| b.command == program)
+}
+
 /// The repository name of an image reference: `ghcr.io/withobsrvr/ttp-processor:latest`,
 /// `localhost:5000/x/ttp-processor@sha256:…` → `ttp-processor`.
 pub fn image_name(image: &str) -> &str {

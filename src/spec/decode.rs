@@ -370,7 +370,129 @@ fn component(
         inherit_env: None,
     };
 
-    // The program: `command`, else a bundled component named by `image` or `type`.
+    let (argv, implied_env) = program(ctx, &o, &c, &what);
+    let mut argv = argv.into_iter();
+    if let Some(program) = argv.next() {
+        c.command = program;
+    }
+    c.args = argv.collect();
+    if let Some(n) = o.get("args") {
+        c.args.extend(ctx.string_list(n, "args"));
+    }
+    environment(ctx, &o, &mut c, implied_env, shared_config);
+
+    if let Some(n) = o.get("ports") {
+        c.ports = ports(ctx, n);
+    }
+    if c.ports.is_empty() && role != Role::Sink {
+        // Sources and processors serve the stream their readers pull: give them a port.
+        c.ports.push(Port {
+            name: "grpc".into(),
+            port: None,
+            protocol: "tcp".into(),
+            pos: c.pos,
+        });
+    }
+    if let Some(n) = o.get("health_port") {
+        c.health_port = ctx
+            .int(n, "health_port", 0, 65535)
+            .filter(|p| *p != 0)
+            .map(|p| At::new(p as u16, n.pos));
+    }
+
+    // Restart: the Go flowctl's `restart_policy` or our `restart`.
+    if let Some(n) = o.get("restart_policy") {
+        c.restart.policy = restart_policy(ctx, n, "restart_policy");
+    }
+    if let Some(n) = o.get("restart") {
+        restart(ctx, n, &mut c.restart, o.has("restart_policy"));
+    }
+
+    if let Some(n) = o.get("readiness") {
+        c.readiness = probe(ctx, n, "readiness");
+    }
+    if let Some(n) = o.get("liveness") {
+        c.liveness = probe(ctx, n, "liveness");
+    }
+    if let Some(n) = o.get("health_check") {
+        if let Some(hc) = ctx.string(n, "health_check") {
+            legacy_health_check(ctx, n, &hc, &mut c);
+        }
+    } else if c.readiness.is_none() {
+        if let Some(hp) = &c.health_port {
+            // The Go flowctl's `health_port` alone: its components serve `/health` there.
+            c.readiness = Some(http_probe(None, "/health".into(), hp.pos));
+        } else if bundled::is_command(&c.command.value) {
+            // Bundled components serve `/health` on HEALTH_PORT.
+            c.readiness = Some(http_probe(None, "/health".into(), c.command.pos));
+        }
+    }
+
+    if let Some(n) = o.get("stop") {
+        c.stop = stop(ctx, n);
+    }
+    if let Some(n) = o.get("watchdog") {
+        c.watchdog = ctx.duration(n, "watchdog");
+        if c.watchdog.is_some_and(|d| d.is_zero()) {
+            ctx.error(
+                n.pos,
+                "`watchdog` must be longer than zero (or leave it out)",
+            );
+        }
+    }
+    if let Some(n) = o.get("resources") {
+        c.resources = resources(ctx, n);
+    }
+    if let Some(n) = o.get("rlimits") {
+        c.rlimits = rlimits(ctx, n);
+    }
+    if let Some(n) = o.get("working_dir") {
+        if let Some(dir) = ctx.nonempty(n, "working_dir") {
+            c.working_dir = Some(At::new(relative_to_file(ctx.file, &dir), n.pos));
+        }
+    }
+    if let Some(n) = o.get("user") {
+        c.user = ctx.nonempty(n, "user").map(|s| At::new(s, n.pos));
+    }
+    if let Some(n) = o.get("group") {
+        c.group = ctx.nonempty(n, "group").map(|s| At::new(s, n.pos));
+    }
+    if let Some(n) = o.get("inherit_env") {
+        c.inherit_env = ctx.bool(n, "inherit_env");
+    }
+    if let Some(n) = o.get("replicas") {
+        if let Some(r) = ctx.int(n, "replicas", i128::MIN, i128::MAX) {
+            if r != 1 {
+                ctx.error(
+                    n.pos,
+                    format!(
+                        "`replicas: {r}`: flowctl runs one process per component. Leave \
+                         `replicas` out, or split the work by ledger range into several \
+                         pipelines or components with distinct ids"
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(pos) = o.key_pos("volumes") {
+        ctx.error(
+            pos,
+            "`volumes` mount host paths into a container; flowctl runs processes, which see the \
+             host's files directly: remove `volumes` and pass the paths in `env` or `args`",
+        );
+    }
+    Some(c)
+}
+
+/// The program: `command`, else the bundled component an `image` or a registry `type` names.
+/// Returns argv and the variables the image implies.
+fn program(
+    ctx: &mut Ctx,
+    o: &Obj,
+    c: &Component,
+    what: &str,
+) -> (Vec<At<String>>, &'static [(&'static str, &'static str)]) {
+    let id = &c.id;
     let mut argv: Vec<At<String>> = match o.get("command") {
         None => Vec::new(),
         Some(n) => match &n.value {
@@ -379,7 +501,7 @@ fn component(
         },
     };
     let image = o.get("image").and_then(|n| ctx.string_at(n, "image"));
-    let mut implied_env: &[(&str, &str)] = &[];
+    let mut implied_env: &'static [(&'static str, &'static str)] = &[];
     if let Some(cmd_node) = o.get("command") {
         if argv.is_empty() || argv[0].value.trim().is_empty() {
             ctx.error(cmd_node.pos, "`command` must name a program");
@@ -443,16 +565,18 @@ fn component(
             ),
         );
     }
-    let mut argv = argv.into_iter();
-    if let Some(program) = argv.next() {
-        c.command = program;
-    }
-    c.args = argv.collect();
-    if let Some(n) = o.get("args") {
-        c.args.extend(ctx.string_list(n, "args"));
-    }
+    (argv, implied_env)
+}
 
-    // Environment: what the image implied, then `config`, then `env` on top.
+/// Variables before expansion: what the image implied, then `config` (the pipeline's, then
+/// the component's), then `env` on top; and the secrets, which may not repeat an `env` name.
+fn environment(
+    ctx: &mut Ctx,
+    o: &Obj,
+    c: &mut Component,
+    implied_env: &[(&str, &str)],
+    shared_config: &[(String, At<String>)],
+) {
     for (k, v) in implied_env {
         c.env
             .insert(k.to_string(), At::new(v.to_string(), c.command.pos));
@@ -497,108 +621,6 @@ fn component(
             }
         }
     }
-
-    if let Some(n) = o.get("ports") {
-        c.ports = ports(ctx, n);
-    }
-    if c.ports.is_empty() && role != Role::Sink {
-        // Sources and processors serve the stream their readers pull: give them a port.
-        c.ports.push(Port {
-            name: "grpc".into(),
-            port: None,
-            protocol: "tcp".into(),
-            pos: c.pos,
-        });
-    }
-    if let Some(n) = o.get("health_port") {
-        c.health_port = ctx
-            .int(n, "health_port", 0, 65535)
-            .filter(|p| *p != 0)
-            .map(|p| At::new(p as u16, n.pos));
-    }
-
-    // Restart: the Go flowctl's `restart_policy` or our `restart`.
-    if let Some(n) = o.get("restart_policy") {
-        c.restart.policy = restart_policy(ctx, n, "restart_policy");
-    }
-    if let Some(n) = o.get("restart") {
-        restart(ctx, n, &mut c.restart, o.has("restart_policy"));
-    }
-
-    if let Some(n) = o.get("readiness") {
-        c.readiness = probe(ctx, n, "readiness");
-    }
-    if let Some(n) = o.get("liveness") {
-        c.liveness = probe(ctx, n, "liveness");
-    }
-    if let Some(n) = o.get("health_check") {
-        if let Some(hc) = ctx.string(n, "health_check") {
-            legacy_health_check(ctx, n, &hc, &mut c);
-        }
-    } else if c.readiness.is_none() {
-        if let Some(hp) = &c.health_port {
-            // The Go flowctl's `health_port` alone: its components serve `/health` there.
-            c.readiness = Some(http_probe(None, "/health".into(), hp.pos));
-        } else if o.get("command").is_none() && !c.command.value.is_empty() {
-            // Bundled components serve `/health` on HEALTH_PORT.
-            c.readiness = Some(http_probe(None, "/health".into(), c.command.pos));
-        }
-    }
-
-    if let Some(n) = o.get("stop") {
-        c.stop = stop(ctx, n);
-    }
-    if let Some(n) = o.get("watchdog") {
-        c.watchdog = ctx.duration(n, "watchdog");
-        if c.watchdog.is_some_and(|d| d.is_zero()) {
-            ctx.error(
-                n.pos,
-                "`watchdog` must be longer than zero (or leave it out)",
-            );
-        }
-    }
-    if let Some(n) = o.get("resources") {
-        c.resources = resources(ctx, n);
-    }
-    if let Some(n) = o.get("rlimits") {
-        c.rlimits = rlimits(ctx, n);
-    }
-    if let Some(n) = o.get("working_dir") {
-        if let Some(dir) = ctx.nonempty(n, "working_dir") {
-            c.working_dir = Some(At::new(relative_to_file(ctx.file, &dir), n.pos));
-        }
-    }
-    if let Some(n) = o.get("user") {
-        c.user = ctx.nonempty(n, "user").map(|s| At::new(s, n.pos));
-    }
-    if let Some(n) = o.get("group") {
-        c.group = ctx.nonempty(n, "group").map(|s| At::new(s, n.pos));
-    }
-    if let Some(n) = o.get("inherit_env") {
-        c.inherit_env = ctx.bool(n, "inherit_env");
-    }
-    if let Some(n) = o.get("replicas") {
-        if let Some(r) = ctx.int(n, "replicas", i128::MIN, i128::MAX) {
-            if r != 1 {
-                ctx.error(
-                    n.pos,
-                    format!(
-                        "`replicas: {r}`: flowctl runs one process per component. Leave \
-                         `replicas` out, or split the work by ledger range into several \
-                         pipelines or components with distinct ids"
-                    ),
-                );
-            }
-        }
-    }
-    if let Some(pos) = o.key_pos("volumes") {
-        ctx.error(
-            pos,
-            "`volumes` mount host paths into a container; flowctl runs processes, which see the \
-             host's files directly: remove `volumes` and pass the paths in `env` or `args`",
-        );
-    }
-    Some(c)
 }
 
 fn bundled_notice(named_by: &str, b: bundled::Bundled) -> String {
