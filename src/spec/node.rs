@@ -117,6 +117,11 @@ fn syntax_message(err: &serde_saphyr::Error) -> String {
         Some((pos, rest)) if pos.contains(" column ") => rest,
         _ => msg,
     };
+    if msg.contains("multiple YAML documents") {
+        return "a pipeline file holds one YAML document: split it at `---` into one file per \
+                pipeline"
+            .to_string();
+    }
     format!("invalid YAML: {msg}")
 }
 
