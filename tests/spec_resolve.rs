@@ -667,3 +667,16 @@ fn unknown_user_is_an_error() {
         "p.yaml:8:13: error: `user: no-such-user-flowctl-test`: no such user on this host"
     );
 }
+
+#[test]
+fn nul_bytes_in_values_are_errors() {
+    let err = try_plan(
+        "  sinks:\n    - id: s\n      command: s\n      env: {A: \"x\\0y\"}\n",
+        &opts_with(&[]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "p.yaml:8:16: error: `env.A` contains a NUL byte, which no process argument or variable can hold"
+    );
+}

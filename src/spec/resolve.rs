@@ -77,6 +77,13 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
                 }
             };
             match interp::render(&parts, |part| lookup(part, own, &allocated, opts)) {
+                Ok(s) if s.contains('\0') => {
+                    ctx.error(
+                        value.pos,
+                        format!("`{field}` contains a NUL byte, which no process argument or variable can hold"),
+                    );
+                    None
+                }
                 Ok(s) => Some(s),
                 Err(msg) => {
                     ctx.error(value.pos, format!("`{field}`: {msg}"));
