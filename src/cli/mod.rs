@@ -3,8 +3,14 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod run;
+
 #[derive(Debug, Parser)]
-#[command(name = "flowctl", version, about = "Run and inspect Stellar data pipelines")]
+#[command(
+    name = "flowctl",
+    version,
+    about = "Run and inspect Stellar data pipelines"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
