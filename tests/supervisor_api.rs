@@ -4,34 +4,60 @@ mod supervisor_common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use flowctl::api;
 use flowctl::plan::RestartPolicy;
+use flowctl::supervisor::reaper::{self, ExitStatus};
 use flowctl::supervisor::{testplan, StateName};
 use supervisor_common::*;
 
-/// Runs `flowctl-sup ARGS --socket SOCKET` off the runtime thread.
+/// What `flowctl-sup` printed and how it exited.
+struct Output {
+    code: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Runs `flowctl-sup ARGS --socket SOCKET`. The supervisor's reap loop collects every child
+/// of this process, so the CLI is spawned through it to get its exit status.
 async fn sup(socket: &Path, args: &[&str]) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flowctl-sup"));
-    cmd.args(args).arg("--socket").arg(socket);
-    // The reap loop collects every child of this process, so the CLI's exit status is not
-    // available to `Command::output` here: judge it by what it prints.
-    tokio::task::spawn_blocking(move || {
-        let child = cmd
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = child.wait_with_output();
-        match out {
-            Ok(out) => out,
-            Err(e) => panic!("flowctl-sup: {e}"),
-        }
+    cmd.args(args)
+        .arg("--socket")
+        .arg(socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut child = reaper::spawn_registered(
+        &mut cmd,
+        Box::new(move |status, _| {
+            let _ = tx.send(status);
+        }),
+    )
+    .unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let (stdout, stderr) = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        out.read_to_end(&mut o).unwrap();
+        err.read_to_end(&mut e).unwrap();
+        (o, e)
     })
     .await
-    .unwrap()
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    Output {
+        code: match status {
+            ExitStatus::Code(code) => Some(code),
+            ExitStatus::Signal(_) => None,
+        },
+        stdout,
+        stderr,
+    }
 }
 
 #[tokio::test]
@@ -56,6 +82,7 @@ async fn control_socket_is_0660_and_status_json_has_fields() {
     .await;
     wait_for(&run.handle, "worker", Duration::from_secs(5), |c| c.ready).await;
     let out = sup(&socket, &["status", "--json"]).await;
+    assert_eq!(out.code, Some(0));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let json: serde_json::Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
@@ -113,7 +140,7 @@ async fn flowctl_sup_restart_stop_start_act_on_one_component() {
         .await
         .pid;
 
-    sup(&socket, &["restart", "a"]).await;
+    assert_eq!(sup(&socket, &["restart", "a"]).await.code, Some(0));
     let again = wait_for(&run.handle, "a", Duration::from_secs(5), |c| {
         c.restarts == 1 && c.ready
     })
@@ -132,6 +159,7 @@ async fn flowctl_sup_restart_stop_start_act_on_one_component() {
     let out = sup(&socket, &["restart", "nope"]).await;
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("no component `nope`"), "{stderr}");
+    assert_eq!(out.code, Some(1));
     run.handle.shutdown();
     run.task.await.unwrap();
 }
