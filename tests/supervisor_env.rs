@@ -160,3 +160,67 @@ async fn child_output_lines_reach_the_log_sink_by_component() {
     );
     drop(dir);
 }
+
+#[tokio::test]
+async fn child_runs_as_configured_user_and_group() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        eprintln!("skipped: no user `nobody` on this host");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env_dir = tempfile::tempdir_in("/tmp").unwrap();
+    // The child writes as `nobody`: give it a directory it may write to.
+    std::fs::set_permissions(
+        env_dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let env_file = env_dir.path().join("env.json");
+    let mut c = kit("c", &["--env-file", env_file.to_str().unwrap()]);
+    c.user = Some("nobody".into());
+    let run = start_with(
+        testplan::pipeline("p", vec![c]),
+        options(dir.path()),
+        tempfile::tempdir().unwrap(),
+    );
+    let seen: BTreeMap<String, String> =
+        serde_json::from_str(&read_when_present(&env_file, Duration::from_secs(5)).await).unwrap();
+    assert_eq!(seen["HOME"], nobody.dir.display().to_string());
+    let pid = component(&run.handle, "c").await.pid.unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ids = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse::<u32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids("Uid:"), vec![nobody.uid.as_raw(); 4]);
+    assert_eq!(ids("Gid:"), vec![nobody.gid.as_raw(); 4]);
+    run.handle.shutdown();
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_user_fails_the_component_with_a_clear_reason() {
+    let mut c = kit("c", &[]);
+    c.user = Some("flowctl-no-such-user".into());
+    let run = start(testplan::pipeline("p", vec![c]));
+    let status = wait_for(&run.handle, "c", Duration::from_secs(5), |c| {
+        c.state == flowctl::supervisor::StateName::Failed
+    })
+    .await;
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("user `flowctl-no-such-user` does not exist")
+    );
+    run.handle.shutdown();
+    run.task.await.unwrap();
+}
