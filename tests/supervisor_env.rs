@@ -134,13 +134,7 @@ async fn child_output_lines_reach_the_log_sink_by_component() {
     opts.exit_when_done = true;
     let run = start_with(plan, opts, tempfile::tempdir().unwrap());
     run.task.await.unwrap();
-    // The pipes may be read a moment after the exit was reaped.
-    for _ in 0..100 {
-        if sink.0.lock().unwrap().len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // `run` returns only after the output still in the pipes has reached the sink.
     let mut lines = sink.0.lock().unwrap().clone();
     lines.sort_by_key(|(_, s, _)| *s == Stream::Stderr);
     assert_eq!(

@@ -193,6 +193,9 @@ pub struct Supervisor {
     shutting_down: bool,
     search_dirs: Arc<[PathBuf]>,
     parent_env: Vec<(String, String)>,
+    /// Tasks copying children's output to the log sink; awaited (briefly) at the end so a
+    /// bounded run does not lose its last lines.
+    forwarders: Vec<JoinHandle<()>>,
 }
 
 impl Supervisor {
@@ -307,6 +310,7 @@ impl Supervisor {
                 shutting_down: false,
                 search_dirs: Arc::from(dirs),
                 parent_env,
+                forwarders: Vec::new(),
             },
             handle,
         ))
@@ -336,6 +340,12 @@ impl Supervisor {
             self.handle(msg);
         }
         reap_loop.abort();
+        // Output still in the pipes of processes that just ended; a leftover holding a pipe
+        // open does not hold the supervisor for more than a second.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        for task in self.forwarders.drain(..) {
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
         for c in &mut self.components {
             c.probes.drain(..).for_each(|p| p.abort());
             if let Some((t, _)) = c.timer.take() {
@@ -787,6 +797,7 @@ impl Supervisor {
         c.env = Arc::new(env);
         c.last_probe = None;
         tracing::info!(pipeline = %c.pipeline, component = %c.id, pid = spawned.pid, "started {}", program.display());
+        self.forwarders.retain(|t| !t.is_finished());
         for (fd, stream) in [
             (spawned.stdout, logsink::Stream::Stdout),
             (spawned.stderr, logsink::Stream::Stderr),
