@@ -21,6 +21,7 @@ struct Output {
 
 /// Runs `flowctl-sup ARGS --socket SOCKET`. The supervisor's reap loop collects every child
 /// of this process, so the CLI is spawned through it to get its exit status.
+#[allow(clippy::zombie_processes)] // the reap loop waits for it
 async fn sup(socket: &Path, args: &[&str]) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flowctl-sup"));
     cmd.args(args)
