@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod validate;
+pub mod run;
 
 #[derive(Debug, Parser)]
 #[command(
