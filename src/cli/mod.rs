@@ -3,19 +3,42 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod get;
+pub mod list;
+pub mod pipelines;
+pub mod server;
+
 #[derive(Debug, Parser)]
-#[command(name = "flowctl", version, about = "Run and inspect Stellar data pipelines")]
+#[command(
+    name = "flowctl",
+    version,
+    about = "Run and inspect Stellar data pipelines"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Run the registry (control plane) alone, for components that run elsewhere.
+    Server(server::Args),
+    /// List the components registered with the registry.
+    List(list::Args),
+    /// Pipeline run history: list, runs NAME, get RUN_ID, stop RUN_ID.
+    Pipelines(pipelines::Args),
+    /// Show a kind of resource: pipelines or services.
+    Get(get::Args),
+}
 
 impl Command {
     /// Runs the subcommand and returns the process exit code.
     pub fn run(self) -> anyhow::Result<i32> {
-        match self {}
+        match self {
+            Command::Server(args) => args.run(),
+            Command::List(args) => args.run(),
+            Command::Pipelines(args) => args.run(),
+            Command::Get(args) => args.run(),
+        }
     }
 }

@@ -13,6 +13,22 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
+/// The registry a CLI talks to unless told: `FLOWCTL_ENDPOINT`, else the unix socket in the
+/// runtime dir when it exists (a local daemon or `flowctl server`), else `127.0.0.1:8080`.
+pub fn default_endpoint() -> String {
+    if let Some(e) = std::env::var("FLOWCTL_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return e;
+    }
+    let socket = super::server::default_runtime_dir().join(super::server::REGISTRY_SOCKET);
+    if socket.exists() {
+        return format!("unix:{}", socket.display());
+    }
+    "127.0.0.1:8080".to_string()
+}
+
 /// Mutual-TLS files of a client (PEM).
 #[derive(Debug, Clone, Default)]
 pub struct ClientTls {
@@ -55,13 +71,23 @@ pub enum ClientError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot connect to the registry at {endpoint}: {source}")]
+    #[error("cannot connect to the registry at {endpoint}: {}", root_cause(.cause))]
     Connect {
         endpoint: String,
-        source: tonic::transport::Error,
+        /// Not a `source`: its chain repeats itself, the root cause says it all.
+        cause: tonic::transport::Error,
     },
     #[error("the token in FLOWCTL_TOKEN is not a valid header value")]
     BadToken,
+}
+
+/// The innermost error: transport errors nest the same words several times.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = e;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
 }
 
 /// Adds `authorization: Bearer <token>` to every call.
@@ -103,9 +129,9 @@ pub async fn connect(options: &ClientOptions) -> Result<RegistryClient, ClientEr
         detail,
     };
     let raw = options.endpoint.trim();
-    let connect_err = |source| ClientError::Connect {
+    let connect_err = |cause| ClientError::Connect {
         endpoint: raw.to_string(),
-        source,
+        cause,
     };
     let channel = if let Some(path) = raw.strip_prefix("unix:") {
         let path = PathBuf::from(path.trim_start_matches("//"));

@@ -279,6 +279,34 @@ fn bind_unix(path: &Path) -> Result<UnixListener, ServerError> {
     Ok(listener)
 }
 
+/// Where the socket lives unless told: `/run/flowctl` for root, else
+/// `$XDG_RUNTIME_DIR/flowctl` (or `/tmp/flowctl-<uid>`).
+pub fn default_runtime_dir() -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/flowctl");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("flowctl"),
+        None => PathBuf::from(format!("/tmp/flowctl-{uid}")),
+    }
+}
+
+/// Where run history lives unless told: `/var/lib/flowctl` for root, else
+/// `$XDG_STATE_HOME/flowctl` (or `~/.local/state/flowctl`).
+pub fn default_state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/flowctl");
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir).join("flowctl");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/state/flowctl")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
