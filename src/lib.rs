@@ -3,6 +3,7 @@ pub mod api;
 pub mod cli;
 pub mod logsink;
 pub mod plan;
-pub mod spec;
 pub mod probe;
+pub mod registry;
+pub mod spec;
 pub mod supervisor;
