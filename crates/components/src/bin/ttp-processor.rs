@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use flowctl_components::processor::{config::ComponentConfig, extract, server::Component};
+use flowctl_components::processor::{
+    config::ComponentConfig, extract, registration::Registration, server::Component,
+};
 use stellar_ledgers::LedgerRange;
 
 #[derive(Parser)]
@@ -105,8 +107,16 @@ fn run_component() -> ExitCode {
     };
     let result = rt.block_on(async {
         let component = Component::bind(&config).await?;
-        tracing::info!(listen = %component.local_addr(), upstream = %config.upstream, "ttp-processor serving");
-        component.serve(shutdown_signal()).await
+        let registration = Registration::start(component.metrics(), &component.readiness()).await?;
+        tracing::info!(
+            listen = %component.local_addr(),
+            upstream = %config.upstream,
+            health = ?registration.health_addr(),
+            "ttp-processor serving"
+        );
+        let served = component.serve(shutdown_signal()).await;
+        registration.shutdown().await;
+        served
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@ pub mod config;
 pub mod extract;
 pub mod metrics;
 pub mod readiness;
+pub mod registration;
 pub mod server;
 pub mod service;
 pub mod upstream;

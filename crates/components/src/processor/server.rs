@@ -58,6 +58,10 @@ impl Component {
             .expect("a bound listener has an address")
     }
 
+    pub fn readiness(&self) -> Readiness {
+        self.service.readiness.clone()
+    }
+
     pub fn metrics(&self) -> Arc<Metrics> {
         self.service.metrics.clone()
     }
