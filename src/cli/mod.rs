@@ -4,7 +4,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "flowctl", version, about = "Run and inspect Stellar data pipelines")]
+#[command(
+    name = "flowctl",
+    version,
+    about = "Run and inspect Stellar data pipelines"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
