@@ -1,1 +1,4 @@
 //! Shared code of the bundled Stellar components.
+
+pub mod sink;
+pub mod source;
