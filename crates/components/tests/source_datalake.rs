@@ -265,3 +265,39 @@ fn a_directory_without_manifest_is_refused_naming_config_json() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(".config.json"), "{err}");
 }
+
+#[tokio::test]
+async fn a_corrupt_object_ends_the_stream_with_an_error_naming_it() {
+    let (dir, _gen, _ledgers) = synthetic_lake();
+    let m = Manifest {
+        network_passphrase: stellar_synth::DEFAULT_PASSPHRASE.into(),
+        version: "1.0".into(),
+        compression: "zstd".into(),
+        ledgers_per_batch: 4,
+        batches_per_partition: 2,
+    };
+    let key = m.object_key(16);
+    std::fs::write(dir.path().join(&key), b"not zstd at all").unwrap();
+    let (_p, port) = source(&[("DATALAKE_URL", dir.path().to_str().unwrap())]);
+    let mut c = client(port).await;
+    let mut stream = c
+        .stream_raw_ledgers(StreamLedgersRequest { start_ledger: 12 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(l)) => seqs.push(l.sequence),
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        seqs,
+        vec![12, 13, 14, 15],
+        "every ledger before the bad object"
+    );
+    assert!(err.message().contains(&key), "{}", err.message());
+    assert!(err.message().contains("zstd"), "{}", err.message());
+}

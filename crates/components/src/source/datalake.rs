@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowctl_proto::raw_ledger_service::RawLedger;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, ObjectStore};
 use stellar_ledgers::DataLakeConfig;
@@ -73,20 +73,23 @@ impl DataLake {
                 None => break,
             }
         }
-        let objects: Vec<Option<Vec<RawLedger>>> = futures::stream::iter(starts)
+        let mut objects = futures::stream::iter(starts)
             .map(|start| self.read_object(start))
-            .buffered(self.prefetch)
-            .try_collect()
-            .await?;
+            .buffered(self.prefetch);
         let mut out = Vec::new();
-        for object in objects {
-            // A missing object is the lake's tip: later ones cannot be served in order.
-            let Some(ledgers) = object else { break };
-            out.extend(
-                ledgers
-                    .into_iter()
-                    .filter(|l| l.sequence >= from && l.sequence <= last),
-            );
+        while let Some(object) = objects.next().await {
+            match object {
+                Ok(Some(ledgers)) => out.extend(
+                    ledgers
+                        .into_iter()
+                        .filter(|l| l.sequence >= from && l.sequence <= last),
+                ),
+                // A missing object is the lake's tip: later ones cannot be served in order.
+                Ok(None) => break,
+                // Serve what came before a bad object; the next call reports it.
+                Err(_) if !out.is_empty() => break,
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }

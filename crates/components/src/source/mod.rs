@@ -20,6 +20,8 @@ pub enum SourceError {
     Rpc { endpoint: String, message: String },
     #[error("ledger {seq}: {message}")]
     Ledger { seq: u32, message: String },
+    #[error("the backend returned ledger {got} where {due} was due")]
+    Order { got: u32, due: u32 },
     #[error("synthetic generator: {0}")]
     Synthetic(#[from] stellar_synth::ConfigError),
 }

@@ -66,6 +66,7 @@ impl LedgerService {
 fn status(e: SourceError) -> Status {
     match e {
         SourceError::Ledger { .. } => Status::out_of_range(e.to_string()),
+        SourceError::Order { .. } => Status::internal(e.to_string()),
         _ => Status::unavailable(e.to_string()),
     }
 }
@@ -90,6 +91,9 @@ impl RawLedgerService for LedgerService {
         let backend = self.backend.clone();
         let metrics = self.metrics.clone();
         let (end, poll) = (self.end, self.poll);
+        // The producer fetches the next batch while the previous one is being sent, so
+        // backend latency (object store, RPC, generation) overlaps with the consumer.
+        let (batches_tx, mut batches) = mpsc::channel::<Result<Vec<RawLedger>, SourceError>>(1);
         tokio::spawn(async move {
             let mut next = start;
             loop {
@@ -100,35 +104,53 @@ impl RawLedgerService for LedgerService {
                 };
                 let batch = tokio::select! {
                     b = backend.fetch(next, want) => b,
-                    _ = tx.closed() => return,
+                    _ = batches_tx.closed() => return,
                 };
+                let batch = batch.and_then(|ledgers| {
+                    for (i, l) in ledgers.iter().enumerate() {
+                        if l.sequence != next + i as u32 {
+                            return Err(SourceError::Order {
+                                got: l.sequence,
+                                due: next + i as u32,
+                            });
+                        }
+                    }
+                    Ok(ledgers)
+                });
                 match batch {
                     Ok(ledgers) if ledgers.is_empty() => {
                         tokio::select! {
                             _ = tokio::time::sleep(poll) => {}
-                            _ = tx.closed() => return,
+                            _ = batches_tx.closed() => return,
                         }
                     }
                     Ok(ledgers) => {
+                        next += ledgers.len() as u32;
+                        if batches_tx.send(Ok(ledgers)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = batches_tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(batch) = batches.recv().await {
+                match batch {
+                    Ok(ledgers) => {
                         for ledger in ledgers {
-                            if ledger.sequence != next {
-                                let msg = format!(
-                                    "backend returned ledger {} where {next} was due",
-                                    ledger.sequence
-                                );
-                                let _ = tx.send(Err(Status::internal(msg))).await;
-                                return;
-                            }
                             let seq = ledger.sequence;
                             if tx.send(Ok(ledger)).await.is_err() {
                                 return;
                             }
                             metrics.ledger_sent(seq);
-                            next += 1;
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(ledger = next, error = %e, "stream stopped");
+                        tracing::warn!(error = %e, "stream stopped");
                         let _ = tx.send(Err(status(e))).await;
                         return;
                     }
