@@ -241,3 +241,73 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     }
     out.join(": ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowctl_proto::token_transfer::EventMeta;
+
+    fn ev(ledger: u32) -> TokenTransferEvent {
+        TokenTransferEvent {
+            meta: Some(EventMeta {
+                ledger_sequence: ledger,
+                ..Default::default()
+            }),
+            event: None,
+        }
+    }
+
+    /// Feeds events of these ledgers after asking from `next`; returns the ledgers made
+    /// complete, how many events they hold, and the checkpoint they allow.
+    fn feed(next: u32, ledgers: &[u32]) -> Result<(Vec<u32>, usize, Option<u32>), String> {
+        let mut current = None;
+        let mut pending = Pending {
+            ledgers: Vec::new(),
+            events: 0,
+            through: None,
+            since: None,
+        };
+        for l in ledgers {
+            accept(ev(*l), next, &mut current, &mut pending)?;
+        }
+        Ok((
+            pending.ledgers.iter().map(|l| l.ledger).collect(),
+            pending.events,
+            pending.through,
+        ))
+    }
+
+    #[test]
+    fn a_ledger_completes_when_a_later_one_starts() {
+        let table: &[(u32, &[u32], Vec<u32>, usize, Option<u32>)] = &[
+            // Nothing is complete while only one ledger has been seen.
+            (10, &[10, 10], vec![], 0, Some(9)),
+            (10, &[10, 10, 11], vec![10], 2, Some(10)),
+            // Ledgers without events between two with events are complete too.
+            (10, &[10, 14], vec![10], 1, Some(13)),
+            // Events starting after the requested ledger: the gap is complete at once.
+            (10, &[12], vec![], 0, Some(11)),
+            // Without a requested start, nothing before the first ledger is claimed.
+            (0, &[7], vec![], 0, None),
+            (0, &[7, 8], vec![7], 1, Some(7)),
+        ];
+        for (next, ledgers, done, events, through) in table {
+            assert_eq!(
+                feed(*next, ledgers).unwrap(),
+                (done.clone(), *events, *through),
+                "next {next}, ledgers {ledgers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_order_or_early_events_are_refused() {
+        assert!(feed(10, &[11, 10])
+            .unwrap_err()
+            .contains("after one of ledger 11"));
+        assert!(feed(10, &[9])
+            .unwrap_err()
+            .contains("before the requested 10"));
+        assert!(feed(10, &[0]).unwrap_err().contains("ledger_sequence"));
+    }
+}
