@@ -277,9 +277,12 @@ mod tests {
         ))
     }
 
+    /// (requested start, ledgers of the events, complete ledgers, their events, checkpoint)
+    type Row = (u32, &'static [u32], Vec<u32>, usize, Option<u32>);
+
     #[test]
     fn a_ledger_completes_when_a_later_one_starts() {
-        let table: &[(u32, &[u32], Vec<u32>, usize, Option<u32>)] = &[
+        let table: &[Row] = &[
             // Nothing is complete while only one ledger has been seen.
             (10, &[10, 10], vec![], 0, Some(9)),
             (10, &[10, 10, 11], vec![10], 2, Some(10)),
