@@ -108,9 +108,9 @@ impl Driver {
                     continue;
                 }
             };
-            if !matches!(self.target, Target::Postgres(_)) {
-                self.readiness.set_ready();
-            }
+            // The database (if any) answered the checkpoint query or the last write; a
+            // failing write marks the sink not ready again.
+            self.readiness.set_ready();
             let mut current: Option<LedgerEvents> = None;
             let mut pending = Pending {
                 ledgers: Vec::new(),
