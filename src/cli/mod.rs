@@ -3,6 +3,13 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod get;
+pub mod list;
+pub mod pipelines;
+pub mod run;
+pub mod server;
+pub mod validate;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "flowctl",
@@ -15,11 +22,28 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Check pipeline files and print every problem as FILE:LINE:COL: error: MESSAGE.
+    Validate(validate::ValidateArgs),
+    /// Run the registry (control plane) alone, for components that run elsewhere.
+    Server(server::Args),
+    /// List the components registered with the registry.
+    List(list::Args),
+    /// Pipeline run history: list, runs NAME, get RUN_ID, stop RUN_ID.
+    Pipelines(pipelines::Args),
+    /// Show a kind of resource: pipelines or services.
+    Get(get::Args),
+}
 
 impl Command {
     /// Runs the subcommand and returns the process exit code.
     pub fn run(self) -> anyhow::Result<i32> {
-        match self {}
+        match self {
+            Command::Validate(args) => validate::run(args),
+            Command::Server(args) => args.run(),
+            Command::List(args) => args.run(),
+            Command::Pipelines(args) => args.run(),
+            Command::Get(args) => args.run(),
+        }
     }
 }
