@@ -208,6 +208,7 @@ async fn sink_pipeline(pg: &Pg) {
         end: Some(LEDGERS),
         target: Target::Postgres(PgSink::new(&pg.url(), "bench-pipeline", readiness.clone())),
         readiness,
+        metrics: Default::default(),
         flush_events: 5000,
         flush_interval: Duration::from_millis(200),
         max_backoff: Duration::from_secs(1),

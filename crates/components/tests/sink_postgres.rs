@@ -330,6 +330,7 @@ fn driver(addr: SocketAddr, pg: &Pg, id: &str, start: u32, end: u32) -> Driver {
                 .with_max_backoff(Duration::from_millis(200)),
         ),
         readiness,
+        metrics: Default::default(),
         flush_events: 10,
         flush_interval: Duration::from_millis(20),
         max_backoff: Duration::from_millis(200),
@@ -453,11 +454,11 @@ async fn stream_broken_mid_ledger_reconnects_from_the_next_ledger_without_gap_or
     assert_eq!(per_ledger, vec![6; 20]);
 }
 
-fn http_status(port: u16) -> Option<(u16, String)> {
+fn http_status(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
@@ -470,7 +471,7 @@ async fn database_down_then_up_reports_not_ready_and_loses_no_event() {
     let Some(pg) = Pg::start() else { return };
     let feed = Feed {
         ledgers: (100..=139).collect(),
-        pace: Duration::from_millis(50),
+        pace: Duration::from_millis(100),
         ..Default::default()
     };
     let addr = serve(feed).await;
@@ -507,8 +508,9 @@ async fn database_down_then_up_reports_not_ready_and_loses_no_event() {
     pg.down();
     let mut saw_not_ready = false;
     while Instant::now() < deadline {
-        if let Some((503, body)) = http_status(health) {
-            assert!(body.contains("database"), "{body}");
+        if let Some((503, body)) = http_status(health, "/health") {
+            assert!(body.contains("unhealthy"), "{body}");
+            assert_eq!(http_status(health, "/ready").map(|r| r.0), Some(503));
             saw_not_ready = true;
             break;
         }
@@ -520,10 +522,20 @@ async fn database_down_then_up_reports_not_ready_and_loses_no_event() {
         "the sink waits for the database"
     );
     pg.up();
+    let mut healthy_again = false;
+    while Instant::now() < deadline && sink.try_wait().unwrap().is_none() {
+        if let Some((200, body)) = http_status(health, "/health") {
+            assert!(body.contains("events_written_total"), "{body}");
+            healthy_again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let status = tokio::task::spawn_blocking(move || sink.wait().unwrap())
         .await
         .unwrap();
     assert!(status.success());
+    assert!(healthy_again, "/health never recovered");
     assert_eq!(pg.count().await, 240);
     assert_eq!(pg.checkpoint("ttp-sink").await, Some(139));
 }

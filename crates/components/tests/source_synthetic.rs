@@ -187,3 +187,42 @@ async fn bad_settings_exit_with_a_message_naming_the_variable() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("protocol_version 12"), "{err}");
 }
+
+#[tokio::test]
+async fn health_endpoint_reports_the_source_metrics() {
+    let health = free_port();
+    let (_p, port) = source(&[
+        ("BACKEND", "synthetic"),
+        ("START_LEDGER", "2"),
+        ("END_LEDGER", "6"),
+        ("HEALTH_PORT", &health.to_string()),
+    ]);
+    let mut c = client(port).await;
+    let mut stream = c
+        .stream_raw_ledgers(StreamLedgersRequest { start_ledger: 2 })
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", health)).unwrap();
+        s.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    })
+    .await
+    .unwrap();
+    assert!(
+        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+        "{body}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(json["metrics"]["ledgers_processed_total"], 5.0);
+    assert_eq!(json["metrics"]["current_ledger"], 6.0);
+    assert!(json["metrics"]["seconds_since_last_processed"].is_number());
+    assert!(json["metrics"]["ledgers_per_second"].as_f64().unwrap() > 0.0);
+}

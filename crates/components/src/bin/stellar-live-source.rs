@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
-use flowctl_components::sink::health::{self, Readiness};
 use flowctl_components::source::metrics::SourceMetrics;
 use flowctl_components::source::server::LedgerService;
 use flowctl_components::source::{datalake, rpc, synthetic, Backend};
@@ -34,9 +33,6 @@ struct Args {
     /// Address to bind; loopback unless told otherwise.
     #[arg(long, env = "BIND_ADDRESS", default_value = "127.0.0.1")]
     bind: IpAddr,
-    /// HTTP /health port (bare number); none when absent.
-    #[arg(long, env = "HEALTH_PORT")]
-    health_port: Option<u16>,
     /// Where ledgers come from; by default datalake when DATALAKE_URL is set, rpc when
     /// RPC_ENDPOINT is set, synthetic otherwise.
     #[arg(long, env = "BACKEND", value_enum, ignore_case = true)]
@@ -156,18 +152,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     reporter
         .set_serving::<RawLedgerServiceServer<LedgerService>>()
         .await;
-    if let Some(hp) = args.health_port {
-        let addr = SocketAddr::new(args.bind, hp);
-        tokio::spawn(async move {
-            if let Err(e) = health::serve(addr, Readiness::default()).await {
-                tracing::error!(%addr, error = %e, "health endpoint failed");
-            }
-        });
-    }
     let addr = SocketAddr::new(args.bind, port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr} (PORT)"))?;
+    // Registration, heartbeats and /health on HEALTH_PORT, through the component SDK.
+    let sdk_metrics = metrics.clone();
+    let sdk =
+        flowctl_sdk::Component::from_env("STELLAR_LIVE_SOURCE", flowctl_sdk::ServiceType::Source)?
+            .with_name("stellar-live-source")
+            .with_event_types(&[], &["raw_ledger_service.RawLedger"])
+            .with_metadata("backend", format!("{kind:?}").to_lowercase())
+            .with_metadata("network_passphrase", args.network_passphrase.clone())
+            .with_metrics(move || sdk_metrics.snapshot())
+            .start()
+            .await?;
+    sdk.set_ready(true);
     tracing::info!(%addr, backend = ?kind, ?end, "serving RawLedgerService");
     tonic::transport::Server::builder()
         .add_service(health_service)
@@ -182,6 +182,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
         .await
         .context("gRPC server")?;
+    sdk.shutdown().await;
     tracing::info!(ledgers = metrics.processed(), "stopped");
     Ok(())
 }

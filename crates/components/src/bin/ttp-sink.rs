@@ -1,13 +1,14 @@
 //! `ttp-sink`: reads token-transfer events from `EventService.GetTTPEvents` and writes them
 //! to the console, a JSON-lines file, or PostgreSQL.
 
-use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use flowctl_components::sink::driver::{Driver, Target};
-use flowctl_components::sink::health::{self, Readiness};
+use flowctl_components::sink::health::Readiness;
+use flowctl_components::sink::metrics::SinkMetrics;
 use flowctl_components::sink::output::Output;
 use flowctl_components::sink::postgres::PgSink;
 
@@ -49,10 +50,6 @@ struct Args {
     /// Name of this sink's checkpoint row, so several sinks can share a database.
     #[arg(long, env = "SINK_ID")]
     sink_id: Option<String>,
-    #[arg(long, env = "HEALTH_PORT")]
-    health_port: Option<u16>,
-    #[arg(long, env = "BIND_ADDRESS", default_value = "127.0.0.1")]
-    bind: IpAddr,
     #[arg(long, env = "FLUSH_EVENTS", default_value_t = 5000)]
     flush_events: usize,
     #[arg(long, env = "FLUSH_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
@@ -98,30 +95,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
         }
     };
-    if let Some(hp) = args.health_port {
-        let addr = SocketAddr::new(args.bind, hp);
-        let r = readiness.clone();
-        tokio::spawn(async move {
-            if let Err(e) = health::serve(addr, r).await {
-                tracing::error!(%addr, error = %e, "health endpoint failed");
-            }
-        });
-    }
+    // Registration, heartbeats and /health on HEALTH_PORT, through the component SDK.
+    let metrics = Arc::new(SinkMetrics::default());
+    let sdk_metrics = metrics.clone();
+    let sdk = flowctl_sdk::Component::from_env("TTP_SINK", flowctl_sdk::ServiceType::Sink)?
+        .with_name("ttp-sink")
+        .with_event_types(&["token_transfer.TokenTransferEvent"], &[])
+        .with_metadata("sink", format!("{:?}", args.sink).to_lowercase())
+        .with_metrics(move || sdk_metrics.snapshot())
+        .start()
+        .await?;
+    readiness.attach(sdk);
     let driver = Driver {
         addr: args.ttp_service_address.clone(),
         start: args.start_ledger,
         end: (args.end_ledger != 0).then_some(args.end_ledger),
         target,
-        readiness,
+        readiness: readiness.clone(),
+        metrics,
         flush_events: args.flush_events.max(1),
         flush_interval: args.flush_interval,
         max_backoff: args.max_backoff,
     };
-    let summary = tokio::select! {
-        s = driver.run() => s?,
-        _ = shutdown() => return Ok(()),
+    let result = tokio::select! {
+        s = driver.run() => s.map(Some),
+        _ = shutdown() => Ok(None),
     };
-    tracing::info!(events = summary.events, through = summary.through, "done");
+    readiness.shutdown().await;
+    if let Some(summary) = result? {
+        tracing::info!(events = summary.events, through = summary.through, "done");
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! stream breaks, the incomplete ledger is dropped and the sink reconnects with backoff
 //! from the ledger after the last one written, so nothing is skipped or written twice.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowctl_proto::token_transfer::TokenTransferEvent;
@@ -10,6 +11,7 @@ use flowctl_proto::token_transfer_service::event_service_client::EventServiceCli
 use flowctl_proto::token_transfer_service::GetEventsRequest;
 
 use super::health::Readiness;
+use super::metrics::SinkMetrics;
 use super::output::Output;
 use super::postgres::PgSink;
 use super::{LedgerEvents, SinkError};
@@ -36,6 +38,7 @@ pub struct Driver {
     pub end: Option<u32>,
     pub target: Target,
     pub readiness: Readiness,
+    pub metrics: Arc<SinkMetrics>,
     /// Flush when this many events of complete ledgers are waiting…
     pub flush_events: usize,
     /// …or this long after the first of them arrived.
@@ -102,7 +105,7 @@ impl Driver {
                 Err(message) => {
                     let reason = format!("event service {} unreachable: {message}", self.addr);
                     tracing::warn!(retry_in = ?delay, "{reason}");
-                    self.readiness.set_not_ready(reason);
+                    self.readiness.set_degraded(reason);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(self.max_backoff);
                     continue;
@@ -160,7 +163,7 @@ impl Driver {
             // Keep what is complete; the partial ledger comes again after reconnecting.
             self.flush(&mut pending, &mut next, &mut summary).await?;
             self.readiness
-                .set_not_ready(format!("reconnecting to {} from ledger {next}", self.addr));
+                .set_degraded(format!("reconnecting to {} from ledger {next}", self.addr));
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(self.max_backoff);
         }
@@ -177,6 +180,7 @@ impl Driver {
         };
         self.target.write(&pending.ledgers, through).await?;
         summary.events += pending.events as u64;
+        self.metrics.written(pending.events as u64, through);
         summary.through = through;
         *next = through + 1;
         pending.ledgers.clear();

@@ -1,55 +1,82 @@
-//! `/health` over HTTP: 200 while the sink can make progress, 503 (with the reason) while
-//! it cannot, e.g. when the database is down.
+//! The sink's readiness, mirrored to the component SDK (`/health`, `/ready` on
+//! `HEALTH_PORT`, heartbeats) once it is attached. The database being down makes the sink
+//! unhealthy (`/health` answers 503); an unreachable processor only degrades it.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use flowctl_sdk::{Handle, Health};
 
-/// Shared readiness: `None` = ready, `Some(reason)` = not ready.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<Mutex<Option<String>>>);
+pub struct Readiness(Arc<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    /// `None` = ready; `Some((health, reason))` = not ready.
+    state: Mutex<Option<(Health, String)>>,
+    sdk: Mutex<Option<Handle>>,
+}
 
 impl Readiness {
     pub fn not_ready(reason: impl Into<String>) -> Self {
         let r = Readiness::default();
-        r.set_not_ready(reason);
+        r.set(Some((Health::Degraded, reason.into())));
         r
     }
 
+    /// From now on `/health` and `/ready` follow this readiness.
+    pub fn attach(&self, handle: Handle) {
+        let mut sdk = self.0.sdk.lock().unwrap_or_else(|p| p.into_inner());
+        *sdk = Some(handle);
+        drop(sdk);
+        let state = self.state();
+        self.set(state);
+    }
+
     pub fn set_ready(&self) {
-        *self.0.lock().expect("readiness lock") = None;
+        self.set(None);
     }
 
-    pub fn set_not_ready(&self, reason: impl Into<String>) {
-        *self.0.lock().expect("readiness lock") = Some(reason.into());
+    /// Working around a problem (e.g. reconnecting upstream): not ready, still healthy.
+    pub fn set_degraded(&self, reason: impl Into<String>) {
+        self.set(Some((Health::Degraded, reason.into())));
     }
 
+    /// Cannot make progress (e.g. the database is down): `/health` answers 503.
+    pub fn set_unhealthy(&self, reason: impl Into<String>) {
+        self.set(Some((Health::Unhealthy, reason.into())));
+    }
+
+    /// Why the sink is not ready, if it is not.
     pub fn reason(&self) -> Option<String> {
-        self.0.lock().expect("readiness lock").clone()
+        self.state().map(|(_, r)| r)
     }
-}
 
-/// Serves `/health` on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, readiness: Readiness) -> std::io::Result<()> {
-    let app = Router::new().route(
-        "/health",
-        get(move || {
-            let r = readiness.clone();
-            async move {
-                match r.reason() {
-                    None => (StatusCode::OK, Json(json!({"status": "healthy"}))),
-                    Some(reason) => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        Json(json!({"status": "unhealthy", "reason": reason})),
-                    ),
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await
+    pub fn is_ready(&self) -> bool {
+        self.state().is_none()
+    }
+
+    /// Unregisters and stops the health endpoints.
+    pub async fn shutdown(&self) {
+        let handle = self.0.sdk.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            h.shutdown().await;
+        }
+    }
+
+    fn state(&self) -> Option<(Health, String)> {
+        self.0
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set(&self, state: Option<(Health, String)>) {
+        let sdk = self.0.sdk.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = sdk.as_ref() {
+            h.set_ready(state.is_none());
+            h.set_health(state.as_ref().map_or(Health::Healthy, |(h, _)| *h));
+        }
+        *self.0.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
 }

@@ -5,6 +5,7 @@ pub mod driver;
 pub mod encode;
 pub mod fields;
 pub mod health;
+pub mod metrics;
 pub mod output;
 pub mod postgres;
 

@@ -134,7 +134,7 @@ impl PgSink {
     async fn wait(&self, what: &str, e: &tokio_postgres::Error, delay: &mut Duration) {
         let reason = format!("database unavailable ({what}): {}", describe(e));
         tracing::warn!(retry_in = ?*delay, "{reason}");
-        self.readiness.set_not_ready(reason);
+        self.readiness.set_unhealthy(reason);
         tokio::time::sleep(*delay).await;
         *delay = (*delay * 2).min(self.max_backoff);
     }

@@ -1,7 +1,6 @@
 //! The source's progress figures, in the names the Go components report
 //! (`ledgers_processed_total, current_ledger, ledgers_per_second, seconds_since_last_processed`).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -36,7 +35,7 @@ impl SourceMetrics {
         self.processed.load(Ordering::Relaxed)
     }
 
-    pub fn snapshot(&self) -> HashMap<String, f64> {
+    pub fn snapshot(&self) -> flowctl_sdk::Metrics {
         let elapsed = self.started.elapsed().as_secs_f64();
         let processed = self.processed() as f64;
         let last = self.last_at_us.load(Ordering::Relaxed);
@@ -45,7 +44,7 @@ impl SourceMetrics {
         } else {
             elapsed - last as f64 / 1e6
         };
-        HashMap::from([
+        flowctl_sdk::Metrics::from([
             ("ledgers_processed_total".to_string(), processed),
             (
                 "current_ledger".to_string(),
