@@ -4,4 +4,5 @@ pub mod cli;
 pub mod logsink;
 pub mod plan;
 pub mod probe;
+pub mod spec;
 pub mod supervisor;

@@ -18,6 +18,19 @@ fn restart_gaps(stamps: &[(String, u128)]) -> Vec<u128> {
         .collect()
 }
 
+/// Waits until the restarted processes have written `n` exit→start gaps.
+async fn gaps_when(stamp: &std::path::Path, n: usize) -> Vec<u128> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let gaps = restart_gaps(&stamps(stamp));
+        if gaps.len() >= n {
+            return gaps;
+        }
+        assert!(std::time::Instant::now() < deadline, "only {gaps:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn restart_backoff_grows_by_multiplier_to_cap() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod run;
+pub mod validate;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,11 +18,19 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Check pipeline files and print every problem as FILE:LINE:COL: error: MESSAGE.
+    Validate(validate::ValidateArgs),
+    /// Run one pipeline in the foreground until it finishes or Ctrl-C stops it.
+    Run(run::RunArgs),
+}
 
 impl Command {
     /// Runs the subcommand and returns the process exit code.
     pub fn run(self) -> anyhow::Result<i32> {
-        match self {}
+        match self {
+            Command::Validate(args) => validate::run(args),
+            Command::Run(args) => run::run(args),
+        }
     }
 }
