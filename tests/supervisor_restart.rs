@@ -44,11 +44,7 @@ async fn restart_backoff_grows_by_multiplier_to_cap() {
     c.restart.max_delay = Duration::from_millis(400);
     c.restart.start_limit_burst = 0;
     let run = start(testplan::pipeline("p", vec![c]));
-    wait_for(&run.handle, "crasher", Duration::from_secs(10), |c| {
-        c.restarts >= 5
-    })
-    .await;
-    let gaps = restart_gaps(&stamps(&stamp));
+    let gaps = gaps_when(&stamp, 5).await;
     let want = [100u128, 200, 400, 400, 400];
     assert!(gaps.len() >= want.len(), "gaps {gaps:?}");
     for (got, want) in gaps.iter().zip(want) {
@@ -84,11 +80,7 @@ async fn restart_backoff_resets_after_stable_run() {
     c.restart.reset_after = Duration::from_millis(200);
     c.restart.start_limit_burst = 0;
     let run = start(testplan::pipeline("p", vec![c]));
-    wait_for(&run.handle, "steady", Duration::from_secs(10), |c| {
-        c.restarts >= 3
-    })
-    .await;
-    let gaps = restart_gaps(&stamps(&stamp));
+    let gaps = gaps_when(&stamp, 3).await;
     assert!(gaps.len() >= 3, "gaps {gaps:?}");
     for gap in &gaps[..3] {
         assert!(
