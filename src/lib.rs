@@ -4,5 +4,6 @@ pub mod cli;
 pub mod logsink;
 pub mod plan;
 pub mod probe;
+pub mod registry;
 pub mod spec;
 pub mod supervisor;

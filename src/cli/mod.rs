@@ -3,7 +3,11 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod get;
+pub mod list;
+pub mod pipelines;
 pub mod run;
+pub mod server;
 pub mod validate;
 
 #[derive(Debug, Parser)]
@@ -23,6 +27,14 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Run one pipeline in the foreground until it finishes or Ctrl-C stops it.
     Run(run::RunArgs),
+    /// Run the registry (control plane) alone, for components that run elsewhere.
+    Server(server::Args),
+    /// List the components registered with the registry.
+    List(list::Args),
+    /// Pipeline run history: list, runs NAME, get RUN_ID, stop RUN_ID.
+    Pipelines(pipelines::Args),
+    /// Show a kind of resource: pipelines or services.
+    Get(get::Args),
 }
 
 impl Command {
@@ -31,6 +43,10 @@ impl Command {
         match self {
             Command::Validate(args) => validate::run(args),
             Command::Run(args) => run::run(args),
+            Command::Server(args) => args.run(),
+            Command::List(args) => args.run(),
+            Command::Pipelines(args) => args.run(),
+            Command::Get(args) => args.run(),
         }
     }
 }

@@ -1,1 +1,2 @@
 //! Shared code of the bundled Stellar components.
+pub mod processor;
