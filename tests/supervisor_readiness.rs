@@ -41,13 +41,15 @@ async fn readiness_gates_dependents_start() {
         component(&run.handle, "sink").await,
     );
     assert_eq!(a_now.state, StateName::Starting);
-    assert!(!a_now.last_probe.unwrap().ok);
+    assert!(a_now.last_probe.is_none_or(|p| !p.ok), "not passing yet");
     assert_eq!((b_now.state, b_now.pid), (StateName::Pending, None));
 
     wait_for(&run.handle, "sink", Duration::from_secs(5), |c| {
         c.state == StateName::Ready
     })
     .await;
+    // Ready at spawn (no check): wait for the process itself to have written its stamp.
+    read_when_present(&sb, Duration::from_secs(5)).await;
     let a_start = stamps(&sa)[0].1;
     let b_start = stamps(&sb)[0].1;
     assert!(
