@@ -1,3 +1,4 @@
 //! flowctl: a systemd-native supervisor and control plane for Stellar data pipelines.
 pub mod cli;
 pub mod plan;
+pub mod systemd;
