@@ -1,4 +1,5 @@
 //! flowctl: a systemd-native supervisor and control plane for Stellar data pipelines.
 pub mod cli;
+pub mod config;
 pub mod plan;
 pub mod systemd;
