@@ -1,0 +1,236 @@
+//! The packages in a real systemd: `packaging/build.sh` output installed with apt-get inside
+//! `../shared/tools/systemd-sandbox.sh` (systemd as PID 1 in throw-away namespaces).
+//!
+//! Building packages takes minutes, so these tests use what `packaging/build.sh` left in
+//! `target/packages/` and skip, saying so, when there is nothing there.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn newest(ext: &str) -> Option<PathBuf> {
+    let dir = Path::new(ROOT).join("target/packages");
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A running sandbox; stopped on drop, whatever happened.
+struct Sandbox {
+    script: PathBuf,
+    name: String,
+}
+
+impl Sandbox {
+    fn start() -> Option<Sandbox> {
+        let script = Path::new(ROOT).join("../shared/tools/systemd-sandbox.sh");
+        if !script.exists() {
+            eprintln!("skipped: {} is absent", script.display());
+            return None;
+        }
+        if !nix::unistd::geteuid().is_root() || !Path::new("/lib/systemd/systemd").exists() {
+            eprintln!("skipped: the systemd sandbox needs root and systemd installed");
+            return None;
+        }
+        let sb = Sandbox {
+            script,
+            name: format!("flowctl-test-{}", std::process::id()),
+        };
+        let out = Command::new("bash")
+            .arg(&sb.script)
+            .args(["start", &sb.name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sandbox start: {}", text(&out));
+        Some(sb)
+    }
+
+    fn run(&self, cmd: &str) -> Output {
+        Command::new("bash")
+            .arg(&self.script)
+            .args(["exec", &self.name, "sh", "-c", cmd])
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `cmd` inside and returns its output; fails the test when it fails.
+    fn ok(&self, cmd: &str) -> String {
+        let out = self.run(cmd);
+        assert!(out.status.success(), "`{cmd}` failed: {}", text(&out));
+        text(&out)
+    }
+
+    fn copy_in(&self, src: &Path, dst: &str) {
+        let out = Command::new("bash")
+            .arg(&self.script)
+            .args(["cp-in", &self.name])
+            .arg(src)
+            .arg(dst)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cp-in: {}", text(&out));
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .args(["stop", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn deb_installs_user_unit_and_config_and_removes_cleanly() {
+    let Some(deb) = newest("deb") else {
+        eprintln!("skipped: no .deb in target/packages/ (run packaging/build.sh first)");
+        return;
+    };
+    let Some(sb) = Sandbox::start() else {
+        return;
+    };
+    sb.copy_in(&deb, "/tmp/pkg/flowctl.deb");
+    sb.ok("cd /tmp/pkg && apt-get install -y -q ./flowctl.deb");
+
+    let files = sb.ok("dpkg -L flowctl");
+    for f in [
+        "/usr/bin/flowctl",
+        "/usr/bin/flowctl-sup",
+        "/lib/systemd/system/flowctl.service",
+        "/lib/systemd/system/flowctl@.service",
+        "/etc/flowctl/flowctl.toml",
+        "/usr/lib/sysusers.d/flowctl.conf",
+        "/usr/lib/flowctl",
+    ] {
+        assert!(
+            files.lines().any(|l| l == f),
+            "{f} not in package:\n{files}"
+        );
+    }
+    let conffiles = sb.ok("dpkg-query -W -f='${Conffiles}' flowctl");
+    assert!(
+        conffiles.contains("/etc/flowctl/flowctl.toml"),
+        "{conffiles}"
+    );
+
+    // The account from sysusers.d: a system user whose home is the state directory.
+    let pw = sb.ok("getent passwd flowctl");
+    let fields: Vec<&str> = pw.trim().split(':').collect();
+    assert!(fields[2].parse::<u32>().unwrap() < 1000, "{pw}");
+    assert_eq!(fields[5], "/var/lib/flowctl");
+    assert_eq!(fields[6], "/usr/sbin/nologin");
+    sb.ok("test -d /etc/flowctl/pipelines");
+
+    // The postinst enabled the unit through deb-systemd-helper.
+    assert_eq!(
+        sb.ok("systemctl is-enabled flowctl.service").trim(),
+        "enabled"
+    );
+    sb.ok("systemd-analyze verify /lib/systemd/system/flowctl.service /lib/systemd/system/flowctl@.service");
+    let sec = sb.ok("systemd-analyze security --no-pager flowctl.service");
+    let exposure: f64 = sec
+        .lines()
+        .find_map(|l| l.split("flowctl.service: ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure in:\n{sec}"));
+    eprintln!("systemd-analyze security flowctl.service: exposure {exposure}");
+    assert!(exposure <= 3.0, "exposure {exposure} > 3.0");
+
+    // `systemctl start` must return only after READY=1, once the daemon exists.
+    let has_daemon = sb.run("/usr/bin/flowctl-sup run --help").status.success();
+    if has_daemon {
+        sb.ok("systemctl restart flowctl.service");
+        assert_eq!(
+            sb.ok("systemctl is-active flowctl.service").trim(),
+            "active"
+        );
+        let status = sb.ok("systemctl status --no-pager flowctl.service");
+        assert!(status.contains("Status: \""), "{status}");
+    } else {
+        eprintln!("skipped start checks: this flowctl-sup has no `run` daemon mode yet");
+    }
+
+    sb.ok("apt-get remove -y -q flowctl");
+    assert!(!sb
+        .run("systemctl is-enabled flowctl.service")
+        .status
+        .success());
+    assert!(!sb
+        .run("systemctl is-active flowctl.service")
+        .status
+        .success());
+    assert!(!sb.run("pgrep -u flowctl").status.success());
+    // The conffile stays until purge, like any Debian package.
+    sb.ok("test -f /etc/flowctl/flowctl.toml");
+    sb.ok("apt-get purge -y -q flowctl");
+    sb.ok("test ! -e /etc/flowctl/flowctl.toml && test ! -e /var/lib/flowctl");
+}
+
+#[test]
+fn rpm_lists_the_same_files_and_systemd_scriptlets() {
+    let Some(rpm) = newest("rpm") else {
+        eprintln!("skipped: no .rpm in target/packages/ (run packaging/build.sh first)");
+        return;
+    };
+    if Command::new("rpm").arg("--version").output().is_err() {
+        eprintln!("skipped: no rpm tool (apt-get install rpm)");
+        return;
+    }
+    let out = Command::new("rpm").arg("-qpl").arg(&rpm).output().unwrap();
+    let files = text(&out);
+    assert!(out.status.success(), "{files}");
+    for f in [
+        "/usr/bin/flowctl",
+        "/usr/bin/flowctl-sup",
+        "/usr/lib/systemd/system/flowctl.service",
+        "/usr/lib/systemd/system/flowctl@.service",
+        "/etc/flowctl/flowctl.toml",
+        "/usr/lib/sysusers.d/flowctl.conf",
+    ] {
+        assert!(files.lines().any(|l| l == f), "{f} not in rpm:\n{files}");
+    }
+    let out = Command::new("rpm").arg("-qpc").arg(&rpm).output().unwrap();
+    assert!(
+        text(&out).contains("/etc/flowctl/flowctl.toml"),
+        "config files: {}",
+        text(&out)
+    );
+    let out = Command::new("rpm")
+        .args(["-qp", "--scripts"])
+        .arg(&rpm)
+        .output()
+        .unwrap();
+    let scripts = text(&out);
+    for want in [
+        "preinstall scriptlet",
+        "systemd-sysusers",
+        "postinstall scriptlet",
+        "enable --now flowctl.service",
+        "preuninstall scriptlet",
+        "disable --now flowctl.service",
+        "postuninstall scriptlet",
+        "try-restart flowctl.service",
+    ] {
+        assert!(
+            scripts.contains(want),
+            "{want:?} not in scripts:\n{scripts}"
+        );
+    }
+}
