@@ -282,3 +282,48 @@ fn without_journald_children_fall_back_to_prefixed_stderr() {
     assert!(stderr.contains("sink | disk almost full\n"), "{stderr}");
     assert!(stderr.contains("sink | plain\n"), "{stderr}");
 }
+
+#[test]
+fn flowctl_logs_shows_only_that_components_entries() {
+    with_private_journald("flowctl_logs_shows_only_that_components_entries", || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let logs = ChildLogs::new(ChildLogMode::Fields, JournalSockets::system());
+            for (component, line) in [
+                ("ttp-source", "source says hi"),
+                ("ttp-sink", "sink says hi"),
+            ] {
+                let out = logs
+                    .attach(&ChildIdentity {
+                        pipeline: "ttp".into(),
+                        component: component.into(),
+                        restart: 0,
+                    })
+                    .unwrap();
+                let mut child = tokio::process::Command::new("echo")
+                    .arg(line)
+                    .stdout(out.stdout.try_clone().unwrap())
+                    .stderr(out.stderr.try_clone().unwrap())
+                    .spawn()
+                    .unwrap();
+                let relay = out.start(child.id().unwrap()).unwrap().unwrap();
+                child.wait().await.unwrap();
+                relay.await.unwrap();
+            }
+        });
+        entries("FLOWCTL_PIPELINE=ttp", 2);
+        let out = Command::new(env!("CARGO_BIN_EXE_flowctl"))
+            .args(["logs", "ttp-sink", "-n", "10", "--pipeline", "ttp"])
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(shown.contains("ttp-sink["), "{shown}");
+        assert!(shown.contains("sink says hi"), "{shown}");
+        assert!(!shown.contains("source says hi"), "{shown}");
+    });
+}

@@ -112,8 +112,8 @@ fn deb_installs_user_unit_and_config_and_removes_cleanly() {
     for f in [
         "/usr/bin/flowctl",
         "/usr/bin/flowctl-sup",
-        "/lib/systemd/system/flowctl.service",
-        "/lib/systemd/system/flowctl@.service",
+        "/usr/lib/systemd/system/flowctl.service",
+        "/usr/lib/systemd/system/flowctl@.service",
         "/etc/flowctl/flowctl.toml",
         "/usr/lib/sysusers.d/flowctl.conf",
         "/usr/lib/flowctl",
@@ -142,7 +142,7 @@ fn deb_installs_user_unit_and_config_and_removes_cleanly() {
         sb.ok("systemctl is-enabled flowctl.service").trim(),
         "enabled"
     );
-    sb.ok("systemd-analyze verify /lib/systemd/system/flowctl.service /lib/systemd/system/flowctl@.service");
+    sb.ok("systemd-analyze verify /usr/lib/systemd/system/flowctl.service /usr/lib/systemd/system/flowctl@.service");
     let sec = sb.ok("systemd-analyze security --no-pager flowctl.service");
     let exposure: f64 = sec
         .lines()

@@ -1,21 +1,32 @@
 //! The `flowctl` command line: one file per subcommand. Each subcommand parses its own flags
 //! (a clap `Args` struct in its file) and returns the process exit code.
 
+pub mod logs;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "flowctl", version, about = "Run and inspect Stellar data pipelines")]
+#[command(
+    name = "flowctl",
+    version,
+    about = "Run and inspect Stellar data pipelines"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Show a component's output from the journal.
+    Logs(logs::LogsArgs),
+}
 
 impl Command {
     /// Runs the subcommand and returns the process exit code.
     pub fn run(self) -> anyhow::Result<i32> {
-        match self {}
+        match self {
+            Command::Logs(a) => a.run(),
+        }
     }
 }
