@@ -235,3 +235,97 @@ fn root_cgroup_outside_systemd_is_not_taken_as_delegated() {
         cgroup::Detection::NotDelegated(why) if why.contains("Delegate=yes")
     ));
 }
+
+#[test]
+fn without_delegation_containment_falls_back_to_process_groups_and_notes_limits() {
+    let c = cgroup::Containment::setup(false);
+    let cgroup::Containment::ProcessGroups { reason } = &c else {
+        panic!("cgroups were turned off, got {c:?}");
+    };
+    assert!(reason.contains("turned off"), "{reason}");
+    let notes = c.status_notes(&Resources {
+        memory_max: Some(1 << 30),
+        cpu_max: None,
+        pids_max: Some(100),
+    });
+    assert_eq!(
+        notes,
+        [
+            "limits not enforced: no memory controller",
+            "limits not enforced: no pids controller"
+        ]
+    );
+}
+
+#[path = "sandbox/mod.rs"]
+mod sandbox;
+
+const IN_UNIT: &str = "FLOWCTL_TEST_IN_UNIT";
+
+/// Under a real systemd, a `Delegate=yes` service's cgroup is detected as delegated, taken
+/// over, and a double-forked grandchild of a component is killed with its cgroup.
+#[test]
+fn under_systemd_a_delegated_unit_cgroup_is_detected_and_contains_components() {
+    const TEST: &str = "under_systemd_a_delegated_unit_cgroup_is_detected_and_contains_components";
+    if std::env::var(IN_UNIT).as_deref() == Ok(TEST) {
+        let c = cgroup::Containment::setup(true);
+        let cgroup::Containment::Cgroups(tree) = &c else {
+            panic!("expected a delegated cgroup, got {c:?}");
+        };
+        assert!(tree
+            .root()
+            .ends_with("system.slice/flowctl-cgroup-test.service"));
+        assert_eq!(
+            cgroup_of(std::process::id()),
+            "/system.slice/flowctl-cgroup-test.service/supervisor"
+        );
+        nix::sys::prctl::set_child_subreaper(true).unwrap();
+        let cg = tree.component("ttp", "forker").unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "setsid sh -c 'sleep 300 & echo $! > /tmp/gc.pid' & exit 0",
+        ]);
+        cg.join_on_exec().unwrap().install(&mut cmd);
+        assert!(cmd.status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string("/tmp/gc.pid").map_or(true, |s| s.trim().is_empty()) {
+            assert!(Instant::now() < deadline, "grandchild never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let gc: u32 = std::fs::read_to_string("/tmp/gc.pid")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            cgroup_of(gc),
+            "/system.slice/flowctl-cgroup-test.service/ttp/forker"
+        );
+        cg.kill(Duration::from_secs(5)).unwrap();
+        loop {
+            match waitpid(Pid::from_raw(-1), None) {
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid.as_raw() as u32 == gc => {
+                    assert_eq!(sig, nix::sys::signal::Signal::SIGKILL);
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => panic!("waitpid: {e} before the grandchild was reaped"),
+            }
+        }
+        println!("IN-UNIT CHECKS PASSED");
+        return;
+    }
+    let Some(sb) = sandbox::Sandbox::start() else {
+        return;
+    };
+    let exe = std::env::current_exe().unwrap();
+    let out = sb.run(&format!(
+        "systemd-run --quiet --wait --pipe --unit=flowctl-cgroup-test -p Delegate=yes \
+         -E {IN_UNIT}={TEST} {} --exact {TEST} --nocapture --test-threads=1",
+        exe.display()
+    ));
+    let shown = sandbox::text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("IN-UNIT CHECKS PASSED"), "{shown}");
+}

@@ -4,8 +4,12 @@
 //! Building packages takes minutes, so these tests use what `packaging/build.sh` left in
 //! `target/packages/` and skip, saying so, when there is nothing there.
 
+mod sandbox;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use sandbox::{text, Sandbox};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -20,80 +24,6 @@ fn newest(ext: &str) -> Option<PathBuf> {
         .collect();
     found.sort();
     found.pop().map(|(_, p)| p)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// A running sandbox; stopped on drop, whatever happened.
-struct Sandbox {
-    script: PathBuf,
-    name: String,
-}
-
-impl Sandbox {
-    fn start() -> Option<Sandbox> {
-        let script = Path::new(ROOT).join("../shared/tools/systemd-sandbox.sh");
-        if !script.exists() {
-            eprintln!("skipped: {} is absent", script.display());
-            return None;
-        }
-        if !nix::unistd::geteuid().is_root() || !Path::new("/lib/systemd/systemd").exists() {
-            eprintln!("skipped: the systemd sandbox needs root and systemd installed");
-            return None;
-        }
-        let sb = Sandbox {
-            script,
-            name: format!("flowctl-test-{}", std::process::id()),
-        };
-        let out = Command::new("bash")
-            .arg(&sb.script)
-            .args(["start", &sb.name])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "sandbox start: {}", text(&out));
-        Some(sb)
-    }
-
-    fn run(&self, cmd: &str) -> Output {
-        Command::new("bash")
-            .arg(&self.script)
-            .args(["exec", &self.name, "sh", "-c", cmd])
-            .output()
-            .unwrap()
-    }
-
-    /// Runs `cmd` inside and returns its output; fails the test when it fails.
-    fn ok(&self, cmd: &str) -> String {
-        let out = self.run(cmd);
-        assert!(out.status.success(), "`{cmd}` failed: {}", text(&out));
-        text(&out)
-    }
-
-    fn copy_in(&self, src: &Path, dst: &str) {
-        let out = Command::new("bash")
-            .arg(&self.script)
-            .args(["cp-in", &self.name])
-            .arg(src)
-            .arg(dst)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "cp-in: {}", text(&out));
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(&self.script)
-            .args(["stop", &self.name])
-            .output();
-    }
 }
 
 #[test]

@@ -586,3 +586,66 @@ mod tests {
         assert_eq!(unescape_mountinfo("/sys/fs/cgroup"), "/sys/fs/cgroup");
     }
 }
+
+/// How the daemon contains its components: per-component cgroups when it has a delegated
+/// subtree, process groups otherwise. Made once at start; every fallback and every limit
+/// that cannot be enforced is journaled once, not per component.
+#[derive(Debug)]
+pub enum Containment {
+    Cgroups(CgroupTree),
+    ProcessGroups { reason: String },
+}
+
+impl Containment {
+    /// Detects delegation (unless `enabled` is false) and takes the subtree over.
+    pub fn setup(enabled: bool) -> Containment {
+        let found = if enabled {
+            detect()
+        } else {
+            Detection::NotDelegated("cgroups are turned off in the configuration".into())
+        };
+        let outcome = match found {
+            Detection::Delegated(root) => match CgroupTree::take_over(&root) {
+                Ok(tree) => Ok(tree),
+                Err(e) => Err(format!("cannot take over {}: {e}", root.display())),
+            },
+            Detection::NotDelegated(why) => Err(why),
+        };
+        match outcome {
+            Ok(tree) => {
+                for missing in tree.not_enforced() {
+                    tracing::warn!("{missing}: resources.limits of that kind are ignored");
+                }
+                tracing::info!(cgroup = %tree.root().display(), "one cgroup per component");
+                Containment::Cgroups(tree)
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    "no delegated cgroup ({reason}): components run in process groups; limits \
+                     are not enforced and a process that leaves its group is not stopped with it"
+                );
+                Containment::ProcessGroups { reason }
+            }
+        }
+    }
+
+    /// The limit notes for status: one line per limit kind asked for and not enforced.
+    pub fn status_notes(&self, r: &Resources) -> Vec<String> {
+        let asked = [
+            (Controller::Memory, r.memory_max.is_some()),
+            (Controller::Cpu, r.cpu_max.is_some()),
+            (Controller::Pids, r.pids_max.is_some()),
+        ];
+        asked
+            .into_iter()
+            .filter(|&(c, wanted)| {
+                wanted
+                    && match self {
+                        Containment::Cgroups(tree) => !tree.enabled().contains(&c),
+                        Containment::ProcessGroups { .. } => true,
+                    }
+            })
+            .map(|(c, _)| NotEnforced(c).to_string())
+            .collect()
+    }
+}
