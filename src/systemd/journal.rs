@@ -28,7 +28,7 @@
 //! lines are relayed to the supervisor's stderr as `component | line`, and this is said once.
 
 use std::io::{self, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -196,9 +196,7 @@ impl ChildLogs {
                 let (read, write) = nix::unistd::pipe().map_err(io::Error::from)?;
                 let stderr = write.try_clone()?;
                 let sink = if self.mode == ChildLogMode::Fields {
-                    let sock = UnixDatagram::unbound()?;
-                    sock.connect(&self.sockets.native)?;
-                    Sink::Native(sock)
+                    Sink::Native(NativeJournal::connect(&self.sockets.native)?)
                 } else {
                     Sink::Stderr
                 };
@@ -245,11 +243,6 @@ impl ChildOutput {
             relay_lines(rx, &who, child_pid, &sink).await;
         })))
     }
-
-    /// Borrowed views, for `Command::stdout(Stdio::from(…try_clone()))` style callers.
-    pub fn fds(&self) -> (std::os::fd::BorrowedFd<'_>, std::os::fd::BorrowedFd<'_>) {
-        (self.stdout.as_fd(), self.stderr.as_fd())
-    }
 }
 
 #[derive(Debug)]
@@ -261,7 +254,7 @@ struct PendingRelay {
 
 #[derive(Debug)]
 enum Sink {
-    Native(UnixDatagram),
+    Native(NativeJournal),
     Stderr,
 }
 
@@ -273,8 +266,6 @@ async fn relay_lines(
 ) {
     let mut reader = BufReader::with_capacity(64 * 1024, rx);
     let mut buf = Vec::with_capacity(1024);
-    let pid = pid.to_string();
-    let restart = who.restart.to_string();
     let mut warned = false;
     loop {
         buf.clear();
@@ -287,30 +278,55 @@ async fn relay_lines(
             }
         }
         let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let (prio, msg) = split_priority(line);
-        let prio = prio.unwrap_or(DEFAULT_PRIORITY);
         match sink {
-            Sink::Native(sock) => {
-                let prio_s = [b'0' + prio];
-                let entry = encode_native(&[
-                    ("MESSAGE", msg),
-                    ("PRIORITY", &prio_s),
-                    ("SYSLOG_IDENTIFIER", who.component.as_bytes()),
-                    ("SYSLOG_PID", pid.as_bytes()),
-                    ("FLOWCTL_PIPELINE", who.pipeline.as_bytes()),
-                    ("FLOWCTL_COMPONENT", who.component.as_bytes()),
-                    ("FLOWCTL_RESTART", restart.as_bytes()),
-                ]);
-                if let Err(e) = sock.send(&entry) {
+            Sink::Native(journal) => {
+                if let Err(e) = journal.line(who, Some(pid), line) {
                     if !warned {
                         tracing::warn!(component = %who.component, "journald refused a log line ({e}); relaying to stderr");
                         warned = true;
                     }
-                    write_prefixed(&who.component, msg);
+                    write_prefixed(&who.component, split_priority(line).1);
                 }
             }
-            Sink::Stderr => write_prefixed(&who.component, msg),
+            Sink::Stderr => write_prefixed(&who.component, split_priority(line).1),
         }
+    }
+}
+
+/// A connection to journald's native socket that writes children's lines as entries with
+/// the `FLOWCTL_*` fields. The relay uses it; so can anything else that already holds a
+/// child's lines (one datagram per line, no state between lines).
+#[derive(Debug)]
+pub struct NativeJournal {
+    sock: UnixDatagram,
+}
+
+impl NativeJournal {
+    pub fn connect(socket: &Path) -> io::Result<Self> {
+        let sock = UnixDatagram::unbound()?;
+        sock.connect(socket)?;
+        Ok(NativeJournal { sock })
+    }
+
+    /// Sends one line (without its newline) as one entry; a `<N>` prefix sets `PRIORITY`.
+    pub fn line(&self, who: &ChildIdentity, pid: Option<u32>, line: &[u8]) -> io::Result<()> {
+        let (prio, msg) = split_priority(line);
+        let prio = [b'0' + prio.unwrap_or(DEFAULT_PRIORITY)];
+        let restart = who.restart.to_string();
+        let pid = pid.map(|p| p.to_string());
+        let mut fields: Vec<(&str, &[u8])> = vec![
+            ("MESSAGE", msg),
+            ("PRIORITY", &prio),
+            ("SYSLOG_IDENTIFIER", who.component.as_bytes()),
+            ("FLOWCTL_PIPELINE", who.pipeline.as_bytes()),
+            ("FLOWCTL_COMPONENT", who.component.as_bytes()),
+            ("FLOWCTL_RESTART", restart.as_bytes()),
+        ];
+        if let Some(pid) = &pid {
+            fields.push(("SYSLOG_PID", pid.as_bytes()));
+        }
+        let entry = encode_native(&fields);
+        self.sock.send(&entry).map(|_| ())
     }
 }
 
