@@ -27,8 +27,8 @@ need_tool() { # cargo subcommand, crate
 
 t0=$(date +%s)
 cargo build --release --locked --bin flowctl --bin flowctl-sup
-# Component binaries live in the workspace's component crates; build whichever exist.
-cargo build --release --locked --workspace --bins --exclude flowctl
+# The bundled components are the binaries of the flowctl-components crate.
+cargo build --release --locked -p flowctl-components --bins
 
 rm -rf "$out/stage"
 mkdir -p "$stage"

@@ -84,7 +84,11 @@ fn deb_installs_user_unit_and_config_and_removes_cleanly() {
     assert!(exposure <= 3.0, "exposure {exposure} > 3.0");
 
     // `systemctl start` must return only after READY=1, once the daemon exists.
-    let has_daemon = sb.run("/usr/bin/flowctl-sup run --help").status.success();
+    // (The daemon mode is `flowctl-sup run --config FILE`, what the unit's ExecStart runs.)
+    let has_daemon = sb
+        .run("/usr/bin/flowctl-sup run --help | grep -q -e --config")
+        .status
+        .success();
     if has_daemon {
         sb.ok("systemctl restart flowctl.service");
         assert_eq!(
