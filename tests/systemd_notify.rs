@@ -126,3 +126,72 @@ fn a_missing_notify_socket_is_an_error_not_a_panic() {
     let err = Notifier::from_env().ready("x").unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
 }
+
+#[path = "sandbox/mod.rs"]
+mod sandbox;
+
+/// In a booted systemd, a `Type=notify` unit running the notifier: `systemd-run` returns only
+/// after `READY=1`, `STATUS=` shows in the unit, and watchdog pings at the interval the
+/// notifier derives keep a `WatchdogSec=2` unit alive well past 2 s.
+#[test]
+fn under_systemd_ready_status_and_watchdog_drive_a_notify_unit() {
+    const TEST: &str = "under_systemd_ready_status_and_watchdog_drive_a_notify_unit";
+    const IN_UNIT: &str = "FLOWCTL_TEST_IN_UNIT";
+    if std::env::var(IN_UNIT).as_deref() == Ok(TEST) {
+        let n = Notifier::from_env();
+        let tick = n
+            .watchdog_interval()
+            .expect("WatchdogSec=2 gives a watchdog");
+        assert_eq!(tick, Duration::from_secs(1));
+        n.extend_timeout(Duration::from_secs(10), "starting")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        n.ready("1 pipeline, 3/3 ready, 0 failed").unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < until {
+            n.watchdog().unwrap();
+            std::thread::sleep(tick);
+        }
+        n.stopping("stopping: done").unwrap();
+        return;
+    }
+    let Some(sb) = sandbox::Sandbox::start() else {
+        return;
+    };
+    let exe = std::env::current_exe().unwrap();
+    let t0 = std::time::Instant::now();
+    // TimeoutStartSec=1 would fail the start without the EXTEND_TIMEOUT_USEC the test sends.
+    sb.ok(&format!(
+        "systemd-run --quiet --unit=flowctl-notify-test -p Type=notify -p WatchdogSec=2 \
+         -p TimeoutStartSec=1 -E {IN_UNIT}={TEST} {} --exact {TEST} --nocapture --test-threads=1",
+        exe.display()
+    ));
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "returned before READY: {waited:?}"
+    );
+    let show = sb.ok("systemctl show -p ActiveState -p StatusText flowctl-notify-test");
+    assert!(show.contains("ActiveState=active"), "{show}");
+    assert!(
+        show.contains("StatusText=1 pipeline, 3/3 ready, 0 failed"),
+        "{show}"
+    );
+    // Past WatchdogSec: still running, so the pings arrived.
+    std::thread::sleep(Duration::from_secs(3));
+    let show = sb.ok("systemctl show -p ActiveState -p Result flowctl-notify-test");
+    assert!(show.contains("ActiveState=active"), "{show}");
+    // Then it says STOPPING and exits cleanly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = sb.run("systemctl is-active flowctl-notify-test");
+        if !out.status.success() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "unit never stopped");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = sb.ok("journalctl --no-pager -u flowctl-notify-test");
+    assert!(!log.contains("Watchdog timeout"), "{log}");
+    assert!(!log.contains("Failed with result"), "{log}");
+}
