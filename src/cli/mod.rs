@@ -5,6 +5,8 @@ pub mod logs;
 
 use clap::{Parser, Subcommand};
 
+pub mod validate;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "flowctl",
@@ -18,6 +20,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check pipeline files and print every problem as FILE:LINE:COL: error: MESSAGE.
+    Validate(validate::ValidateArgs),
     /// Show a component's output from the journal.
     Logs(logs::LogsArgs),
 }
@@ -26,6 +30,7 @@ impl Command {
     /// Runs the subcommand and returns the process exit code.
     pub fn run(self) -> anyhow::Result<i32> {
         match self {
+            Command::Validate(args) => validate::run(args),
             Command::Logs(a) => a.run(),
         }
     }
