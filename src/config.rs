@@ -160,7 +160,7 @@ impl Default for RestartDefaults {
             multiplier: 2.0,
             max_delay: Duration::from_secs(30),
             start_limit_burst: 5,
-            start_limit_interval: Duration::from_secs(60),
+            start_limit_interval: Duration::from_secs(10),
         }
     }
 }
@@ -168,7 +168,7 @@ impl Default for RestartDefaults {
 impl Default for ProbeDefaults {
     fn default() -> Self {
         ProbeDefaults {
-            period: Duration::from_secs(5),
+            period: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             failure_threshold: 3,
             success_threshold: 1,
@@ -179,7 +179,7 @@ impl Default for ProbeDefaults {
 impl Default for StopDefaults {
     fn default() -> Self {
         StopDefaults {
-            timeout: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
         }
     }
 }
@@ -332,6 +332,84 @@ impl Config {
     pub fn control_socket(&self) -> PathBuf {
         self.paths.runtime_dir.join("flowctl.sock")
     }
+
+    /// The spec's defaults with this file's `[defaults]` laid over them.
+    pub fn spec_defaults(&self) -> crate::spec::Defaults {
+        let mut d = crate::spec::Defaults::default();
+        let r = &self.defaults.restart;
+        d.restart.policy = match r.policy {
+            RestartPolicyName::No => crate::plan::RestartPolicy::Never,
+            RestartPolicyName::OnFailure => crate::plan::RestartPolicy::OnFailure,
+            RestartPolicyName::Always => crate::plan::RestartPolicy::Always,
+        };
+        d.restart.initial_delay = r.initial_delay;
+        d.restart.multiplier = r.multiplier;
+        d.restart.max_delay = r.max_delay;
+        d.restart.start_limit_burst = r.start_limit_burst;
+        d.restart.start_limit_interval = r.start_limit_interval;
+        let p = &self.defaults.probes;
+        d.probe.period = p.period;
+        d.probe.timeout = p.timeout;
+        d.probe.failure_threshold = p.failure_threshold;
+        d.probe.success_threshold = p.success_threshold;
+        d.stop.timeout = self.defaults.stop.timeout;
+        d
+    }
+
+    /// Loads every pipeline file of `paths.pipelines_dir`. A file that does not load is
+    /// rejected with its diagnostics and the others still run; two files naming the same
+    /// pipeline keep the first (by file name). Ports allocated for one pipeline are reserved
+    /// for the next, so pipelines never share a port.
+    pub fn load_pipelines(&self) -> std::io::Result<PipelineSet> {
+        let mut set = PipelineSet::default();
+        let mut opts = crate::spec::ResolveOptions {
+            defaults: self.spec_defaults(),
+            ..Default::default()
+        };
+        for file in self.pipeline_files()? {
+            match crate::spec::load_plan(&file, &opts) {
+                Ok(loaded) => {
+                    if let Some(first) = set.loaded.iter().find(|l| l.plan.name == loaded.plan.name)
+                    {
+                        set.rejected.push(Rejected {
+                            file: file.clone(),
+                            reason: format!(
+                                "{}: pipeline {:?} is already defined in {}",
+                                file.display(),
+                                loaded.plan.name,
+                                first.plan.source_file.display()
+                            ),
+                        });
+                        continue;
+                    }
+                    for c in &loaded.plan.components {
+                        opts.reserved_ports.insert(c.health_port);
+                        opts.reserved_ports.extend(c.ports.iter().map(|p| p.port));
+                    }
+                    set.loaded.push(loaded);
+                }
+                Err(diags) => set.rejected.push(Rejected {
+                    file,
+                    reason: diags.to_string().trim_end().to_string(),
+                }),
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// What [`Config::load_pipelines`] found.
+#[derive(Debug, Default)]
+pub struct PipelineSet {
+    pub loaded: Vec<crate::spec::Loaded>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// A pipeline file that will not run, and why (the spec's diagnostics, one per line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub file: PathBuf,
+    pub reason: String,
 }
 
 /// 1-based line and column (in characters) of a byte offset.

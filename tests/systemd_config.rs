@@ -128,3 +128,100 @@ fn pipeline_files_are_yaml_files_in_name_order() {
     cfg.paths.pipelines_dir = dir.path().join("absent");
     assert!(cfg.pipeline_files().unwrap().is_empty());
 }
+
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/seed-stellar-token-pipeline.yaml"
+);
+
+#[test]
+fn a_bad_pipeline_file_is_rejected_with_its_error_and_the_others_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(EXAMPLE).unwrap();
+    std::fs::write(dir.path().join("a-good.yaml"), &good).unwrap();
+    std::fs::write(
+        dir.path().join("b-bad.yaml"),
+        "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: [oops\n",
+    )
+    .unwrap();
+    // The same pipeline name again: rejected, the first keeps it.
+    std::fs::write(dir.path().join("c-dup.yaml"), &good).unwrap();
+    let mut cfg = Config::default();
+    cfg.paths.pipelines_dir = dir.path().to_path_buf();
+    let set = cfg.load_pipelines().unwrap();
+    assert_eq!(set.loaded.len(), 1);
+    assert_eq!(
+        set.loaded[0].plan.source_file,
+        dir.path().join("a-good.yaml")
+    );
+    assert_eq!(set.rejected.len(), 2, "{:#?}", set.rejected);
+    let bad = &set.rejected[0];
+    assert_eq!(bad.file, dir.path().join("b-bad.yaml"));
+    assert!(
+        bad.reason
+            .starts_with(&format!("{}:", dir.path().join("b-bad.yaml").display())),
+        "{}",
+        bad.reason
+    );
+    assert!(
+        set.rejected[1].reason.contains("is already defined in"),
+        "{}",
+        set.rejected[1].reason
+    );
+}
+
+#[test]
+fn config_defaults_reach_the_resolved_components() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(EXAMPLE, dir.path().join("p.yaml")).unwrap();
+    let mut cfg = Config::parse(
+        Path::new("flowctl.toml"),
+        "[defaults.stop]\ntimeout = \"42s\"\n[defaults.restart]\nmax_delay = \"7s\"\n",
+    )
+    .unwrap();
+    cfg.paths.pipelines_dir = dir.path().to_path_buf();
+    // Unset fields equal the spec's own defaults.
+    let d = Config::default().spec_defaults();
+    assert_eq!(d, flowctl::spec::Defaults::default());
+    let set = cfg.load_pipelines().unwrap();
+    assert!(set.rejected.is_empty(), "{:#?}", set.rejected);
+    let plan = &set.loaded[0].plan;
+    assert!(!plan.components.is_empty());
+    for c in &plan.components {
+        // Unless the pipeline sets its own.
+        let stop = c.stop.timeout;
+        assert!(
+            stop == Duration::from_secs(42) || plan.config_yaml.contains("timeout"),
+            "{stop:?}"
+        );
+        assert!(
+            c.restart.max_delay == Duration::from_secs(7) || plan.config_yaml.contains("max_delay")
+        );
+    }
+}
+
+#[test]
+fn two_pipelines_never_share_an_allocated_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(EXAMPLE).unwrap();
+    let name_line = good
+        .lines()
+        .find(|l| l.trim_start().starts_with("name:"))
+        .unwrap()
+        .to_string();
+    std::fs::write(dir.path().join("one.yaml"), &good).unwrap();
+    let other = good.replacen(&name_line, &format!("{name_line}-two"), 1);
+    std::fs::write(dir.path().join("two.yaml"), other).unwrap();
+    let mut cfg = Config::default();
+    cfg.paths.pipelines_dir = dir.path().to_path_buf();
+    let set = cfg.load_pipelines().unwrap();
+    assert_eq!(set.loaded.len(), 2, "{:#?}", set.rejected);
+    let mut seen = std::collections::BTreeSet::new();
+    for l in &set.loaded {
+        for c in &l.plan.components {
+            for port in std::iter::once(c.health_port).chain(c.ports.iter().map(|p| p.port)) {
+                assert!(seen.insert(port), "port {port} allocated twice");
+            }
+        }
+    }
+}
