@@ -52,6 +52,10 @@ fn start_journald() -> std::process::Child {
             assert!(ok, "mount tmpfs on {dir}");
         }
     }
+    start_journald_process()
+}
+
+fn start_journald_process() -> std::process::Child {
     let child = Command::new(JOURNALD)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -325,5 +329,62 @@ fn flowctl_logs_shows_only_that_components_entries() {
         assert!(shown.contains("ttp-sink["), "{shown}");
         assert!(shown.contains("sink says hi"), "{shown}");
         assert!(!shown.contains("source says hi"), "{shown}");
+    });
+}
+
+/// The journald this test process started (the helper's child).
+fn our_journald() -> i32 {
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split(' ').collect();
+        if fields[1] == me && stat.contains("(systemd-journal") {
+            return entry.file_name().to_string_lossy().parse().unwrap();
+        }
+    }
+    panic!("no journald child");
+}
+
+#[test]
+fn native_journal_reconnects_after_journald_restarts() {
+    with_private_journald("native_journal_reconnects_after_journald_restarts", || {
+        use flowctl::systemd::journal::{NativeJournal, NATIVE_SOCKET};
+        let who = ChildIdentity {
+            pipeline: "p".into(),
+            component: "survivor".into(),
+            restart: 0,
+        };
+        let j = NativeJournal::connect(Path::new(NATIVE_SOCKET)).unwrap();
+        j.line(&who, Some(1), b"before").unwrap();
+        entries("FLOWCTL_COMPONENT=survivor", 1);
+
+        // journald goes away and comes back with a new socket at the same path.
+        let first = our_journald();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(first),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(format!("/proc/{first}/stat"))
+            .unwrap()
+            .contains(") Z ")
+        {
+            assert!(Instant::now() < deadline, "journald did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::remove_file(NATIVE_SOCKET).ok();
+        std::fs::remove_file(flowctl::systemd::journal::STDOUT_SOCKET).ok();
+        let second = start_journald_process();
+        j.line(&who, Some(1), b"after").unwrap();
+        let es = entries("FLOWCTL_COMPONENT=survivor", 2);
+        by_message(&es, "before");
+        by_message(&es, "after");
+        stop(second);
     });
 }

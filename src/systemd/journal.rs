@@ -298,14 +298,46 @@ async fn relay_lines(
 /// child's lines (one datagram per line, no state between lines).
 #[derive(Debug)]
 pub struct NativeJournal {
-    sock: UnixDatagram,
+    path: PathBuf,
+    sock: std::sync::Mutex<UnixDatagram>,
 }
+
+/// How long one entry may wait for room in journald's queue before the line is given to the
+/// caller's fallback: a wedged journald must not stall the daemon.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl NativeJournal {
     pub fn connect(socket: &Path) -> io::Result<Self> {
+        Ok(NativeJournal {
+            path: socket.to_path_buf(),
+            sock: std::sync::Mutex::new(Self::open(socket)?),
+        })
+    }
+
+    fn open(socket: &Path) -> io::Result<UnixDatagram> {
         let sock = UnixDatagram::unbound()?;
+        sock.set_write_timeout(Some(SEND_TIMEOUT))?;
         sock.connect(socket)?;
-        Ok(NativeJournal { sock })
+        Ok(sock)
+    }
+
+    /// Sends a datagram; when journald was restarted (the old socket is gone) connects again
+    /// once and retries.
+    fn send(&self, entry: &[u8]) -> io::Result<()> {
+        let mut sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
+        match sock.send(entry) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ECONNREFUSED | libc::ENOTCONN | libc::ENOENT)
+                ) =>
+            {
+                *sock = Self::open(&self.path)?;
+                sock.send(entry).map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends one line (without its newline) as one entry; a `<N>` prefix sets `PRIORITY`.
@@ -325,8 +357,7 @@ impl NativeJournal {
         if let Some(pid) = &pid {
             fields.push(("SYSLOG_PID", pid.as_bytes()));
         }
-        let entry = encode_native(&fields);
-        self.sock.send(&entry).map(|_| ())
+        self.send(&encode_native(&fields))
     }
 }
 
