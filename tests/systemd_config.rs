@@ -225,3 +225,20 @@ fn two_pipelines_never_share_an_allocated_port() {
         }
     }
 }
+
+#[test]
+fn systemd_edge_follows_the_config() {
+    let cfg = Config::parse(
+        Path::new("flowctl.toml"),
+        "[log]\nchildren = \"stderr\"\n[cgroups]\nmode = \"off\"\n",
+    )
+    .unwrap();
+    std::env::remove_var("NOTIFY_SOCKET");
+    let edge = flowctl::systemd::SystemdEdge::setup(&cfg);
+    assert!(!edge.notifier.is_enabled());
+    assert_eq!(edge.child_logs.mode(), ChildLogMode::Stderr);
+    assert!(matches!(
+        edge.containment,
+        flowctl::systemd::cgroup::Containment::ProcessGroups { .. }
+    ));
+}

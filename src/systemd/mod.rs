@@ -9,3 +9,27 @@
 pub mod cgroup;
 pub mod journal;
 pub mod notify;
+
+use crate::config::{CgroupMode, Config};
+
+/// Everything the daemon needs from the systemd side, set up once at start from its config:
+/// call [`journal::init_daemon_logging`] first, so the one-time notes made here are logged.
+#[derive(Debug)]
+pub struct SystemdEdge {
+    pub notifier: notify::Notifier,
+    pub child_logs: journal::ChildLogs,
+    pub containment: cgroup::Containment,
+}
+
+impl SystemdEdge {
+    pub fn setup(config: &Config) -> Self {
+        SystemdEdge {
+            notifier: notify::Notifier::from_env(),
+            child_logs: journal::ChildLogs::new(
+                config.log.children,
+                journal::JournalSockets::system(),
+            ),
+            containment: cgroup::Containment::setup(config.cgroups.mode == CgroupMode::Auto),
+        }
+    }
+}
