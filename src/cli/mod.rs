@@ -6,6 +6,7 @@ pub mod logs;
 use clap::{Parser, Subcommand};
 
 pub mod validate;
+pub mod run;
 
 #[derive(Debug, Parser)]
 #[command(
