@@ -361,12 +361,17 @@ impl Config {
     /// pipeline keep the first (by file name). Ports allocated for one pipeline are reserved
     /// for the next, so pipelines never share a port.
     pub fn load_pipelines(&self) -> std::io::Result<PipelineSet> {
+        Ok(self.load_pipeline_files(self.pipeline_files()?))
+    }
+
+    /// [`Config::load_pipelines`] for the given files.
+    pub fn load_pipeline_files(&self, files: Vec<PathBuf>) -> PipelineSet {
         let mut set = PipelineSet::default();
         let mut opts = crate::spec::ResolveOptions {
             defaults: self.spec_defaults(),
             ..Default::default()
         };
-        for file in self.pipeline_files()? {
+        for file in files {
             match crate::spec::load_plan(&file, &opts) {
                 Ok(loaded) => {
                     if let Some(first) = set.loaded.iter().find(|l| l.plan.name == loaded.plan.name)
@@ -394,7 +399,7 @@ impl Config {
                 }),
             }
         }
-        Ok(set)
+        set
     }
 }
 

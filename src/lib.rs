@@ -2,9 +2,10 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod logsink;
 pub mod plan;
-pub mod spec;
 pub mod probe;
+pub mod spec;
 pub mod supervisor;
 pub mod systemd;

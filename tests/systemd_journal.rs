@@ -127,7 +127,7 @@ fn stream_mode_child_writes_straight_to_journald_with_identifier_and_priority() 
                 .attach(&ChildIdentity {
                     pipeline: "ttp".into(),
                     component: "ttp-source".into(),
-                    restart: 0,
+                    restart: Some(0),
                 })
                 .unwrap();
             let mut child = Command::new("sh")
@@ -165,7 +165,7 @@ fn fields_mode_relays_lines_with_flowctl_fields() {
                 .attach(&ChildIdentity {
                     pipeline: "ttp".into(),
                     component: "ttp-processor".into(),
-                    restart: 2,
+                    restart: Some(2),
                 })
                 .unwrap();
             let mut child = tokio::process::Command::new("sh")
@@ -208,7 +208,7 @@ fn relay_waits_for_a_grandchild_holding_the_output_open() {
                     .attach(&ChildIdentity {
                         pipeline: "p".into(),
                         component: "forker".into(),
-                        restart: 0,
+                        restart: Some(0),
                     })
                     .unwrap();
                 let mut child = tokio::process::Command::new("sh")
@@ -261,7 +261,7 @@ fn without_journald_children_fall_back_to_prefixed_stderr() {
                 .attach(&ChildIdentity {
                     pipeline: "p".into(),
                     component: "sink".into(),
-                    restart: 0,
+                    restart: Some(0),
                 })
                 .unwrap();
             let mut child = tokio::process::Command::new("sh")
@@ -301,7 +301,7 @@ fn flowctl_logs_shows_only_that_components_entries() {
                     .attach(&ChildIdentity {
                         pipeline: "ttp".into(),
                         component: component.into(),
-                        restart: 0,
+                        restart: Some(0),
                     })
                     .unwrap();
                 let mut child = tokio::process::Command::new("echo")
@@ -357,7 +357,7 @@ fn native_journal_reconnects_after_journald_restarts() {
         let who = ChildIdentity {
             pipeline: "p".into(),
             component: "survivor".into(),
-            restart: 0,
+            restart: Some(0),
         };
         let j = NativeJournal::connect(Path::new(NATIVE_SOCKET)).unwrap();
         j.line(&who, Some(1), b"before").unwrap();

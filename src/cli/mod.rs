@@ -5,8 +5,8 @@ pub mod logs;
 
 use clap::{Parser, Subcommand};
 
-pub mod validate;
 pub mod run;
+pub mod validate;
 
 #[derive(Debug, Parser)]
 #[command(

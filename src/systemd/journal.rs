@@ -147,8 +147,9 @@ pub fn encode_native(fields: &[(&str, &[u8])]) -> Vec<u8> {
 pub struct ChildIdentity {
     pub pipeline: String,
     pub component: String,
-    /// How many times this component has been restarted (0 for the first start).
-    pub restart: u32,
+    /// How many times this component has been restarted (0 for the first start); `None`
+    /// when the caller does not know, and then `FLOWCTL_RESTART` is left out.
+    pub restart: Option<u32>,
 }
 
 /// Hands out stdout/stderr for children, in one [`ChildLogMode`] for the daemon's life.
@@ -344,7 +345,7 @@ impl NativeJournal {
     pub fn line(&self, who: &ChildIdentity, pid: Option<u32>, line: &[u8]) -> io::Result<()> {
         let (prio, msg) = split_priority(line);
         let prio = [b'0' + prio.unwrap_or(DEFAULT_PRIORITY)];
-        let restart = who.restart.to_string();
+        let restart = who.restart.map(|r| r.to_string());
         let pid = pid.map(|p| p.to_string());
         let mut fields: Vec<(&str, &[u8])> = vec![
             ("MESSAGE", msg),
@@ -352,8 +353,10 @@ impl NativeJournal {
             ("SYSLOG_IDENTIFIER", who.component.as_bytes()),
             ("FLOWCTL_PIPELINE", who.pipeline.as_bytes()),
             ("FLOWCTL_COMPONENT", who.component.as_bytes()),
-            ("FLOWCTL_RESTART", restart.as_bytes()),
         ];
+        if let Some(restart) = &restart {
+            fields.push(("FLOWCTL_RESTART", restart.as_bytes()));
+        }
         if let Some(pid) = &pid {
             fields.push(("SYSLOG_PID", pid.as_bytes()));
         }
