@@ -83,6 +83,9 @@ async fn run_async(config: Config, instance: Option<String>) -> anyhow::Result<i
     let listener = api::socket::bind(&socket)?;
     let mut options = SupervisorOptions::new(&config.paths.runtime_dir);
     options.log_sink = log_sink(edge.child_logs.mode());
+    if let crate::systemd::cgroup::Containment::Cgroups(tree) = edge.containment {
+        options.cgroups = Some(Arc::new(tree));
+    }
     let (supervisor, handle) = Supervisor::new(plans, options)?;
     let server = tokio::spawn(api::server::serve(listener, handle.clone()));
     let running = tokio::spawn(supervisor.run());

@@ -329,3 +329,60 @@ fn under_systemd_a_delegated_unit_cgroup_is_detected_and_contains_components() {
     assert!(out.status.success(), "{shown}");
     assert!(shown.contains("IN-UNIT CHECKS PASSED"), "{shown}");
 }
+
+/// The supervisor puts each component in its cgroup; when the component ends, a daemon it
+/// double-forked out of its process group ends with it.
+#[test]
+fn supervised_component_runs_in_its_cgroup_and_takes_its_escaped_daemon_along() {
+    let Some((sub, tree)) = Subtree::new("sup") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("daemon.pid");
+    let yaml = format!(
+        "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {{name: demo}}\nspec:\n  sources:\n    \
+         - id: forker\n      command: sh\n      args: [\"-c\", \"setsid sh -c 'sleep 300 & echo $! > {0}.tmp; mv {0}.tmp {0}'; exec sleep 1000\"]\n",
+        pidfile.display()
+    );
+    let parsed = flowctl::spec::parse_str(&dir.path().join("p.yaml"), &yaml).unwrap();
+    let plan = flowctl::spec::resolve(&parsed, &Default::default()).unwrap();
+    let mut options = flowctl::supervisor::SupervisorOptions::new(dir.path().join("run"));
+    options.cgroups = Some(std::sync::Arc::new(tree));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let daemon_pid = rt.block_on(async {
+        let (sup, handle) = flowctl::supervisor::Supervisor::new(vec![plan], options).unwrap();
+        let run = tokio::spawn(sup.run());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pidfile.exists() {
+            assert!(Instant::now() < deadline, "the daemon never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let daemon: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(cgroup_of(daemon), rel(&sub.root.join("demo/forker")));
+        let status = handle.status().await.unwrap();
+        let main = status.pipelines[0].components[0].pid.unwrap() as u32;
+        assert_eq!(cgroup_of(main), rel(&sub.root.join("demo/forker")));
+        handle.shutdown();
+        run.await.unwrap().unwrap();
+        daemon
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{daemon_pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{daemon_pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the escaped daemon outlived its component"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

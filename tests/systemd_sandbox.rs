@@ -90,13 +90,7 @@ fn deb_installs_user_unit_and_config_and_removes_cleanly() {
         .status
         .success();
     if has_daemon {
-        sb.ok("systemctl restart flowctl.service");
-        assert_eq!(
-            sb.ok("systemctl is-active flowctl.service").trim(),
-            "active"
-        );
-        let status = sb.ok("systemctl status --no-pager flowctl.service");
-        assert!(status.contains("Status: \""), "{status}");
+        daemon_checks(&sb);
     } else {
         eprintln!("skipped start checks: this flowctl-sup has no `run` daemon mode yet");
     }
@@ -167,4 +161,79 @@ fn rpm_lists_the_same_files_and_systemd_scriptlets() {
             "{want:?} not in scripts:\n{scripts}"
         );
     }
+}
+
+/// The daemon under systemd: start returns after READY, status line, children in the
+/// journal, cgroup layout, restart of a killed child, stop leaves nothing behind.
+fn daemon_checks(sb: &Sandbox) {
+    sb.ok("cat > /etc/flowctl/pipelines/demo.yaml <<'EOF'
+apiVersion: flowctl/v1
+kind: Pipeline
+metadata: {name: demo}
+spec:
+  sources:
+    - id: greeter
+      command: sh
+      args: [\"-c\", \"echo hello from greeter; echo '<3>greeter trouble'; exec sleep 1000\"]
+EOF");
+    sb.ok("systemctl restart flowctl.service");
+    assert_eq!(
+        sb.ok("systemctl is-active flowctl.service").trim(),
+        "active"
+    );
+    let status = sb.ok("systemctl status --no-pager flowctl.service");
+    assert!(
+        status.contains("Status: \"1 pipeline, 1/1 ready, 0 failed\""),
+        "{status}"
+    );
+    let sup = sb.ok("flowctl-sup status");
+    assert!(sup.contains("greeter"), "{sup}");
+
+    // The daemon sits in its own leaf of the delegated subtree.
+    let main_pid = sb.ok("systemctl show -p MainPID --value flowctl.service");
+    let cg = sb.ok(&format!("cat /proc/{}/cgroup", main_pid.trim()));
+    assert!(
+        cg.trim()
+            .ends_with("/system.slice/flowctl.service/supervisor"),
+        "{cg}"
+    );
+
+    // Children's lines in the journal, with their fields and priorities.
+    let mut journal = String::new();
+    for _ in 0..50 {
+        journal = sb.ok("journalctl --no-pager -o verbose FLOWCTL_COMPONENT=greeter");
+        if journal.contains("greeter trouble") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(journal.contains("MESSAGE=hello from greeter"), "{journal}");
+    assert!(journal.contains("FLOWCTL_PIPELINE=demo"), "{journal}");
+    assert!(journal.contains("PRIORITY=3"), "{journal}");
+    let unit_log = sb.ok("journalctl --no-pager -u flowctl.service");
+    assert!(unit_log.contains("hello from greeter"), "{unit_log}");
+    let logs = sb.ok("flowctl logs greeter -n 5");
+    assert!(logs.contains("hello from greeter"), "{logs}");
+
+    // kill -9 of a child: the supervisor starts it again.
+    let pid_of = |sb: &Sandbox| {
+        let json = sb.ok("flowctl-sup status --json");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["pipelines"][0]["components"][0]["pid"].as_i64()
+    };
+    let first = pid_of(sb).expect("greeter runs");
+    sb.ok(&format!("kill -9 {first}"));
+    let mut again = None;
+    for _ in 0..100 {
+        again = pid_of(sb).filter(|p| *p != first);
+        if again.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(again.is_some(), "greeter was not restarted");
+
+    sb.ok("systemctl stop flowctl.service");
+    assert!(!sb.run("pgrep -u flowctl").status.success());
+    assert!(!sb.run("pgrep -f 'sleep 1000'").status.success());
 }

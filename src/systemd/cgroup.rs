@@ -445,6 +445,22 @@ impl ComponentCgroup {
         }
     }
 
+    /// SIGKILLs everything in the leaf without waiting for it to empty (for an event loop
+    /// that must not block; the processes are gone within moments).
+    pub fn kill_now(&self) -> Result<(), CgroupError> {
+        let kill_file = self.dir.join("cgroup.kill");
+        if kill_file.exists() {
+            return write(&kill_file, "1");
+        }
+        for pid in self.pids()? {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        Ok(())
+    }
+
     /// How many times the kernel's OOM killer has killed a process here (`oom_kill` in
     /// `memory.events`); `None` without the memory controller. Compare the count before and
     /// after a child's exit to name the OOM kill as its exit reason.
@@ -525,6 +541,12 @@ impl JoinOnExec {
         } else {
             Err(io::Error::last_os_error())
         }
+    }
+
+    /// The open `cgroup.procs`, for a spawn hook that writes `0` to it itself; it stays
+    /// valid while this value lives (close-on-exec, so the child never keeps it).
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.procs.as_raw_fd()
     }
 
     /// Makes `cmd`'s child join the leaf before it execs.
