@@ -174,7 +174,7 @@ spec:
   sources:
     - id: greeter
       command: sh
-      args: [\"-c\", \"echo hello from greeter; echo '<3>greeter trouble'; exec sleep 1000\"]
+      args: [\"-c\", \"echo hello from greeter; echo '<3>greeter trouble'; setsid sh -c 'sleep 777 &'; exec sleep 1000\"]
 EOF");
     sb.ok("systemctl restart flowctl.service");
     assert_eq!(
@@ -195,6 +195,14 @@ EOF");
     assert!(
         cg.trim()
             .ends_with("/system.slice/flowctl.service/supervisor"),
+        "{cg}"
+    );
+    // The component, and the daemon it double-forked out of its process group, in its own.
+    let escaped = sb.ok("pgrep -f '^sleep 777'");
+    let cg = sb.ok(&format!("cat /proc/{}/cgroup", escaped.trim()));
+    assert!(
+        cg.trim()
+            .ends_with("/system.slice/flowctl.service/demo/greeter"),
         "{cg}"
     );
 
@@ -235,5 +243,6 @@ EOF");
 
     sb.ok("systemctl stop flowctl.service");
     assert!(!sb.run("pgrep -u flowctl").status.success());
-    assert!(!sb.run("pgrep -f 'sleep 1000'").status.success());
+    assert!(!sb.run("pgrep -f '^sleep 1000'").status.success());
+    assert!(!sb.run("pgrep -f '^sleep 777'").status.success());
 }
