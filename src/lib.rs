@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod logsink;
 pub mod plan;
 pub mod probe;
+pub mod registry;
 pub mod spec;
 pub mod supervisor;
 pub mod systemd;

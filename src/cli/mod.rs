@@ -1,11 +1,14 @@
 //! The `flowctl` command line: one file per subcommand. Each subcommand parses its own flags
 //! (a clap `Args` struct in its file) and returns the process exit code.
 
-pub mod logs;
-
 use clap::{Parser, Subcommand};
 
+pub mod get;
+pub mod list;
+pub mod logs;
+pub mod pipelines;
 pub mod run;
+pub mod server;
 pub mod validate;
 
 #[derive(Debug, Parser)]
@@ -25,6 +28,14 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Show a component's output from the journal.
     Logs(logs::LogsArgs),
+    /// Run the registry (control plane) alone, for components that run elsewhere.
+    Server(server::Args),
+    /// List the components registered with the registry.
+    List(list::Args),
+    /// Pipeline run history: list, runs NAME, get RUN_ID, stop RUN_ID.
+    Pipelines(pipelines::Args),
+    /// Show a kind of resource: pipelines or services.
+    Get(get::Args),
 }
 
 impl Command {
@@ -33,6 +44,10 @@ impl Command {
         match self {
             Command::Validate(args) => validate::run(args),
             Command::Logs(a) => a.run(),
+            Command::Server(args) => args.run(),
+            Command::List(args) => args.run(),
+            Command::Pipelines(args) => args.run(),
+            Command::Get(args) => args.run(),
         }
     }
 }

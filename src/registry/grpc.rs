@@ -1,0 +1,369 @@
+//! The two control-plane APIs over one [`Registry`]: `flowctl.ControlPlane` (what the Go
+//! components call) and `flowctl.v1.ControlPlaneService`.
+
+use std::collections::HashMap;
+
+use flowctl_proto::flowctl::control_plane_server::ControlPlane;
+use flowctl_proto::flowctl::v1::control_plane_service_server::ControlPlaneService;
+use flowctl_proto::flowctl::v1::{
+    ComponentInfo, ComponentStatusRequest, ComponentStatusResponse, ComponentType,
+    DiscoveryRequest, DiscoveryResponse, HeartbeatRequest, ListComponentsRequest,
+    ListComponentsResponse, RegisterRequest, RegisterResponse, UnregisterRequest,
+};
+use flowctl_proto::flowctl::{
+    CreatePipelineRunRequest, GetPipelineRunRequest, ListPipelineRunsRequest,
+    ListPipelineRunsResponse, PipelineRun, RegistrationAck, RunStatus, ServiceHeartbeat,
+    ServiceInfo, ServiceList, ServiceStatus, ServiceType, StopPipelineRunRequest,
+    UpdatePipelineRunRequest,
+};
+use tonic::{Request, Response, Status};
+
+use super::health::HealthStatus;
+use super::state::{
+    component_type_of, service_type_of, Api, ComponentRegistration, MetricValue, NewRun,
+    Registration, Registry, RegistryError, RunUpdate,
+};
+use super::store::{system_time_timestamp, RunFilter};
+
+impl From<RegistryError> for Status {
+    fn from(e: RegistryError) -> Status {
+        let message = e.to_string();
+        match e {
+            RegistryError::ServiceNotFound(_) | RegistryError::RunNotFound(_) => {
+                Status::not_found(message)
+            }
+            RegistryError::AmbiguousRun { .. } | RegistryError::InvalidArgument(_) => {
+                Status::invalid_argument(message)
+            }
+            RegistryError::RunExists(_) => Status::already_exists(message),
+            RegistryError::RunEnded { .. } | RegistryError::LiveOwner { .. } => {
+                Status::failed_precondition(message)
+            }
+            RegistryError::StopFailed { .. } => Status::unavailable(message),
+            RegistryError::Store(_) => {
+                tracing::error!(error = %message, "run store failed");
+                Status::internal(message)
+            }
+        }
+    }
+}
+
+/// `flowctl.ControlPlane`.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneV0 {
+    registry: Registry,
+}
+
+impl ControlPlaneV0 {
+    pub fn new(registry: Registry) -> Self {
+        ControlPlaneV0 { registry }
+    }
+}
+
+fn service_status(r: &ComponentRegistration) -> ServiceStatus {
+    ServiceStatus {
+        service_id: r.service_id.clone(),
+        service_type: r.service_type as i32,
+        is_healthy: r.is_healthy(),
+        last_heartbeat: r.last_heartbeat.map(system_time_timestamp),
+        metrics: r
+            .metrics
+            .iter()
+            .filter_map(|(k, v)| v.as_f64().map(|n| (k.clone(), n)))
+            .collect(),
+        component_id: r.component_id.clone(),
+    }
+}
+
+fn known_run_status(value: i32, field: &str) -> Result<RunStatus, Status> {
+    RunStatus::try_from(value)
+        .map_err(|_| Status::invalid_argument(format!("{field}: {value} is not a RunStatus")))
+}
+
+#[tonic::async_trait]
+impl ControlPlane for ControlPlaneV0 {
+    async fn register(
+        &self,
+        request: Request<ServiceInfo>,
+    ) -> Result<Response<RegistrationAck>, Status> {
+        let info = request.into_inner();
+        let service_type =
+            ServiceType::try_from(info.service_type).unwrap_or(ServiceType::Unspecified);
+        let registration = Registration {
+            service_id: info.service_id.clone(),
+            component_id: info.component_id.clone(),
+            api: Api::V0,
+            service_type,
+            info: ComponentInfo {
+                id: info.service_id,
+                name: info.metadata.get("name").cloned().unwrap_or_default(),
+                description: String::new(),
+                version: info.metadata.get("version").cloned().unwrap_or_default(),
+                r#type: component_type_of(service_type) as i32,
+                input_event_types: info.input_event_types,
+                output_event_types: info.output_event_types.clone(),
+                endpoint: info.health_endpoint,
+                metadata: info.metadata,
+            },
+            max_inflight: info.max_inflight,
+        };
+        let service_id = self.registry.register(registration);
+        Ok(Response::new(RegistrationAck {
+            topic_names: info.output_event_types,
+            connection_info: HashMap::from([(
+                "heartbeat_interval".to_string(),
+                humantime::format_duration(self.registry.config().heartbeat_interval).to_string(),
+            )]),
+            service_id,
+        }))
+    }
+
+    async fn heartbeat(&self, request: Request<ServiceHeartbeat>) -> Result<Response<()>, Status> {
+        let hb = request.into_inner();
+        let metrics = hb
+            .metrics
+            .into_iter()
+            .map(|(k, v)| (k, MetricValue::Number(v)))
+            .collect();
+        self.registry
+            .heartbeat(&hb.service_id, HealthStatus::Unknown, metrics)?;
+        Ok(Response::new(()))
+    }
+
+    async fn get_service_status(
+        &self,
+        request: Request<ServiceInfo>,
+    ) -> Result<Response<ServiceStatus>, Status> {
+        let info = request.into_inner();
+        let id = if info.service_id.is_empty() {
+            &info.component_id
+        } else {
+            &info.service_id
+        };
+        let status = self
+            .registry
+            .status(id)
+            .ok_or_else(|| RegistryError::ServiceNotFound(id.clone()))?;
+        Ok(Response::new(service_status(&status)))
+    }
+
+    async fn list_services(&self, _request: Request<()>) -> Result<Response<ServiceList>, Status> {
+        let services = self.registry.list().iter().map(service_status).collect();
+        Ok(Response::new(ServiceList { services }))
+    }
+
+    async fn create_pipeline_run(
+        &self,
+        request: Request<CreatePipelineRunRequest>,
+    ) -> Result<Response<PipelineRun>, Status> {
+        let req = request.into_inner();
+        let run = self.registry.create_run(NewRun {
+            run_id: Some(req.run_id),
+            pipeline_name: req.pipeline_name,
+            config_yaml: req.config_yaml,
+            component_ids: req.component_ids,
+            owner: None,
+        })?;
+        Ok(Response::new(run))
+    }
+
+    async fn update_pipeline_run(
+        &self,
+        request: Request<UpdatePipelineRunRequest>,
+    ) -> Result<Response<PipelineRun>, Status> {
+        let req = request.into_inner();
+        let status = known_run_status(req.status, "status")?;
+        let update = RunUpdate {
+            status: (status != RunStatus::Unknown).then_some(status),
+            metrics: req.metrics,
+            error: (!req.error.is_empty()).then_some(req.error),
+        };
+        Ok(Response::new(
+            self.registry.update_run(&req.run_id, update)?,
+        ))
+    }
+
+    async fn get_pipeline_run(
+        &self,
+        request: Request<GetPipelineRunRequest>,
+    ) -> Result<Response<PipelineRun>, Status> {
+        Ok(Response::new(
+            self.registry.get_run(&request.into_inner().run_id)?,
+        ))
+    }
+
+    async fn list_pipeline_runs(
+        &self,
+        request: Request<ListPipelineRunsRequest>,
+    ) -> Result<Response<ListPipelineRunsResponse>, Status> {
+        let req = request.into_inner();
+        let status = known_run_status(req.status, "status")?;
+        if req.limit < 0 {
+            return Err(Status::invalid_argument(format!(
+                "limit: {} is negative",
+                req.limit
+            )));
+        }
+        let runs = self.registry.list_runs(RunFilter {
+            pipeline_name: (!req.pipeline_name.is_empty()).then_some(req.pipeline_name),
+            status: (status != RunStatus::Unknown).then_some(status),
+            limit: req.limit as usize,
+        })?;
+        Ok(Response::new(ListPipelineRunsResponse { runs }))
+    }
+
+    async fn stop_pipeline_run(
+        &self,
+        request: Request<StopPipelineRunRequest>,
+    ) -> Result<Response<PipelineRun>, Status> {
+        Ok(Response::new(
+            self.registry.stop_run(&request.into_inner().run_id).await?,
+        ))
+    }
+}
+
+/// `flowctl.v1.ControlPlaneService`.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneV1 {
+    registry: Registry,
+}
+
+impl ControlPlaneV1 {
+    pub fn new(registry: Registry) -> Self {
+        ControlPlaneV1 { registry }
+    }
+}
+
+fn component_status(r: &ComponentRegistration) -> ComponentStatusResponse {
+    ComponentStatusResponse {
+        component: Some(r.info.clone()),
+        status: r.health as i32,
+        last_heartbeat: r.last_heartbeat.map(system_time_timestamp),
+        metrics: r
+            .metrics
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_text()))
+            .collect(),
+        registered_at: Some(system_time_timestamp(r.registered_at)),
+    }
+}
+
+fn known_component_type(value: i32, field: &str) -> Result<ComponentType, Status> {
+    ComponentType::try_from(value)
+        .map_err(|_| Status::invalid_argument(format!("{field}: {value} is not a ComponentType")))
+}
+
+#[tonic::async_trait]
+impl ControlPlaneService for ControlPlaneV1 {
+    async fn register_component(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let req = request.into_inner();
+        let info = req.component.unwrap_or_default();
+        let component_type = known_component_type(info.r#type, "component.type")?;
+        let topics = info.output_event_types.clone();
+        let registration = Registration {
+            service_id: info.id.clone(),
+            component_id: req.component_id,
+            api: Api::V1,
+            service_type: service_type_of(component_type),
+            info,
+            max_inflight: 0,
+        };
+        let service_id = self.registry.register(registration);
+        Ok(Response::new(RegisterResponse {
+            service_id,
+            assigned_topics: topics,
+            connection_info: HashMap::from([(
+                "heartbeat_interval".to_string(),
+                humantime::format_duration(self.registry.config().heartbeat_interval).to_string(),
+            )]),
+        }))
+    }
+
+    async fn unregister_component(
+        &self,
+        request: Request<UnregisterRequest>,
+    ) -> Result<Response<()>, Status> {
+        let id = request.into_inner().service_id;
+        if !self.registry.unregister(&id) {
+            return Err(RegistryError::ServiceNotFound(id).into());
+        }
+        Ok(Response::new(()))
+    }
+
+    async fn discover_components(
+        &self,
+        request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        let req = request.into_inner();
+        let wanted_type = known_component_type(req.r#type, "type")?;
+        let components = self
+            .registry
+            .list()
+            .into_iter()
+            .filter(|r| r.health != HealthStatus::Unhealthy)
+            .filter(|r| {
+                wanted_type == ComponentType::Unspecified || r.info.r#type == wanted_type as i32
+            })
+            .filter(|r| {
+                req.event_types.is_empty()
+                    || req.event_types.iter().any(|t| {
+                        r.info.output_event_types.contains(t)
+                            || r.info.input_event_types.contains(t)
+                    })
+            })
+            .filter(|r| {
+                req.metadata_filters
+                    .iter()
+                    .all(|(k, v)| r.info.metadata.get(k) == Some(v))
+            })
+            .map(|r| r.info)
+            .collect();
+        Ok(Response::new(DiscoveryResponse { components }))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<()>, Status> {
+        let hb = request.into_inner();
+        let status = HealthStatus::try_from(hb.status).unwrap_or(HealthStatus::Unknown);
+        let metrics = hb
+            .metrics
+            .into_iter()
+            .map(|(k, v)| (k, MetricValue::Text(v)))
+            .collect();
+        self.registry.heartbeat(&hb.service_id, status, metrics)?;
+        Ok(Response::new(()))
+    }
+
+    async fn get_component_status(
+        &self,
+        request: Request<ComponentStatusRequest>,
+    ) -> Result<Response<ComponentStatusResponse>, Status> {
+        let id = request.into_inner().service_id;
+        let status = self
+            .registry
+            .status(&id)
+            .ok_or(RegistryError::ServiceNotFound(id))?;
+        Ok(Response::new(component_status(&status)))
+    }
+
+    async fn list_components(
+        &self,
+        request: Request<ListComponentsRequest>,
+    ) -> Result<Response<ListComponentsResponse>, Status> {
+        let req = request.into_inner();
+        let wanted_type = known_component_type(req.type_filter, "type_filter")?;
+        let components = self
+            .registry
+            .list()
+            .iter()
+            .filter(|r| req.include_unhealthy || r.health != HealthStatus::Unhealthy)
+            .filter(|r| {
+                wanted_type == ComponentType::Unspecified || r.info.r#type == wanted_type as i32
+            })
+            .map(component_status)
+            .collect();
+        Ok(Response::new(ListComponentsResponse { components }))
+    }
+}

@@ -1,0 +1,56 @@
+//! The control plane: components register and heartbeat here; pipeline runs are recorded here.
+//!
+//! The supervisor runs it in-process; `flowctl server` runs it alone. The pieces:
+//! - [`health`]: the pure rule deciding a component's health from its heartbeats.
+//! - [`state`]: [`Registry`], the one place the state lives, and the supervisor's API to it.
+//! - [`store`]: run history in SQLite under the state dir.
+//! - [`grpc`]: `flowctl.ControlPlane` and `flowctl.v1.ControlPlaneService` over the registry.
+//! - [`server`]: TCP and unix-socket serving, bearer token and mutual TLS.
+//! - [`client`]: connecting to a registry (CLI, tests).
+//!
+//! # For the supervisor
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use flowctl::registry::{Registry, RegistryConfig, RegistryServer, ServerOptions, NewRun};
+//! let registry = Registry::open(RegistryConfig {
+//!     state_dir: Some("/var/lib/flowctl".into()),
+//!     ..Default::default()
+//! })?;
+//! let server = RegistryServer::bind(registry.clone(), ServerOptions {
+//!     listen: Some("127.0.0.1:0".parse()?),
+//!     unix_socket: Some("/run/flowctl/registry.sock".into()),
+//!     ..Default::default()
+//! }).await?;
+//! let endpoint = server.local_addr().unwrap(); // → FLOWCTL_ENDPOINT of the children
+//! tokio::spawn(server.serve(std::future::pending()));
+//! let mut changes = registry.subscribe(); // Registered / Unregistered / HealthChanged
+//! // `registered` readiness probe and status output:
+//! let up = registry.is_registered("ttp-processor");
+//! let status = registry.status("ttp-processor"); // registered_at, silent_for, health, metrics
+//! // One run per pipeline start; `owner` receives StopRequests from `flowctl pipelines stop`.
+//! let (owner, mut stop_requests) = tokio::sync::mpsc::channel(4);
+//! let run = registry.create_run(NewRun {
+//!     pipeline_name: "ttp".into(),
+//!     component_ids: vec!["source".into(), "ttp-processor".into()],
+//!     owner: Some(owner),
+//!     ..Default::default()
+//! })?;
+//! // … update_run(&run.run_id, RunUpdate { status: Some(RunStatus::Running), .. }),
+//! // unregister(component_id) when a component is stopped, end_run(..) at the end.
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+pub mod grpc;
+pub mod health;
+pub mod server;
+pub mod state;
+pub mod store;
+
+pub use health::HealthStatus;
+pub use server::{RegistryServer, ServerError, ServerOptions, TlsFiles, REGISTRY_SOCKET};
+pub use state::{
+    ComponentRegistration, MetricValue, NewRun, Registry, RegistryConfig, RegistryError,
+    RegistryEvent, RunOwner, RunUpdate, StopRequest,
+};
+pub use store::RunFilter;

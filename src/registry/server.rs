@@ -1,0 +1,351 @@
+//! Serving the registry: one gRPC server with `flowctl.ControlPlane`,
+//! `flowctl.v1.ControlPlaneService` and `grpc.health.v1.Health`, on TCP and on a unix socket.
+//!
+//! Security: the unix socket is guarded by file permissions (0660, in the runtime dir) and
+//! takes no token. TCP on a loopback address needs nothing; off loopback the server refuses to
+//! start unless a bearer token (checked on every RPC) or mutual TLS is configured.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flowctl_proto::flowctl::control_plane_server::ControlPlaneServer;
+use flowctl_proto::flowctl::v1::control_plane_service_server::ControlPlaneServiceServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Request, Status};
+use tonic_health::ServingStatus;
+
+use super::grpc::{ControlPlaneV0, ControlPlaneV1};
+use super::state::Registry;
+
+/// The socket file the registry listens on inside the runtime dir.
+pub const REGISTRY_SOCKET: &str = "registry.sock";
+
+/// Certificate files for mutual TLS (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Clients must present a certificate signed by this CA.
+    pub client_ca: PathBuf,
+}
+
+/// Where and how to listen.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// TCP address; `None` serves the unix socket only.
+    pub listen: Option<SocketAddr>,
+    /// Unix socket path; `None` serves TCP only.
+    pub unix_socket: Option<PathBuf>,
+    /// Bearer token every TCP RPC must carry (`authorization: Bearer …`).
+    pub token: Option<String>,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "refusing to listen on {0} without authentication: it is not a loopback address, so \
+         anyone who can reach it could register components and stop pipelines. Give \
+         --token-file FILE (clients set FLOWCTL_TOKEN) or --tls-cert, --tls-key and \
+         --tls-client-ca for mutual TLS, or listen on 127.0.0.1"
+    )]
+    Unauthenticated(SocketAddr),
+    #[error("the token file {} is empty", .0.display())]
+    EmptyToken(PathBuf),
+    #[error("cannot read {}: {source}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    BindTcp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on the unix socket {}: {source}", path.display())]
+    BindUnix {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("TLS configuration: {0}")]
+    Tls(#[source] tonic::transport::Error),
+    #[error("gRPC server: {0}")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+/// Reads a token file: the first line, trimmed.
+pub fn read_token_file(path: &Path) -> Result<String, ServerError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ServerError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(ServerError::EmptyToken(path.to_path_buf()));
+    }
+    Ok(token)
+}
+
+/// Checks `authorization: Bearer <token>` on every request when a token is configured.
+#[derive(Clone)]
+pub struct BearerAuth {
+    token: Option<Arc<str>>,
+}
+
+impl BearerAuth {
+    pub fn new(token: Option<String>) -> Self {
+        BearerAuth {
+            token: token.map(Arc::from),
+        }
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal a matching prefix.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(token) = &self.token else {
+            return Ok(request);
+        };
+        let Some(header) = request.metadata().get("authorization") else {
+            return Err(Status::unauthenticated(
+                "missing bearer token: set FLOWCTL_TOKEN",
+            ));
+        };
+        let given = header.as_bytes().strip_prefix(b"Bearer ").unwrap_or(b"");
+        if same_secret(given, token.as_bytes()) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("invalid bearer token"))
+        }
+    }
+}
+
+/// A registry server with its sockets bound, so callers learn the real port before serving.
+pub struct RegistryServer {
+    registry: Registry,
+    tcp: Option<TcpListener>,
+    unix: Option<(UnixListener, PathBuf)>,
+    token: Option<String>,
+    tls: Option<ServerTlsConfig>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ServerError> {
+    std::fs::read(path).map_err(|source| ServerError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl RegistryServer {
+    /// Checks the security rules and binds the sockets.
+    pub async fn bind(registry: Registry, options: ServerOptions) -> Result<Self, ServerError> {
+        if let Some(addr) = options.listen {
+            if !addr.ip().is_loopback() && options.token.is_none() && options.tls.is_none() {
+                return Err(ServerError::Unauthenticated(addr));
+            }
+        }
+        let tls = match &options.tls {
+            None => None,
+            Some(files) => Some(
+                ServerTlsConfig::new()
+                    .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
+                    .client_ca_root(Certificate::from_pem(read(&files.client_ca)?)),
+            ),
+        };
+        let tcp = match options.listen {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::BindTcp { addr, source })?,
+            ),
+        };
+        let unix = match options.unix_socket {
+            None => None,
+            Some(path) => Some((bind_unix(&path)?, path)),
+        };
+        Ok(RegistryServer {
+            registry,
+            tcp,
+            unix,
+            token: options.token,
+            tls,
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn unix_socket(&self) -> Option<&Path> {
+        self.unix.as_ref().map(|(_, p)| p.as_path())
+    }
+
+    /// Serves until `shutdown` completes, and sweeps health in the background meanwhile.
+    /// The unix socket file is removed on the way out.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let sweeper = tokio::spawn(self.registry.clone().sweep_forever());
+
+        let (reporter, health) = tonic_health::server::health_reporter();
+        for name in ["", "flowctl.ControlPlane", "flowctl.v1.ControlPlaneService"] {
+            reporter
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
+        let v0 = ControlPlaneServer::new(ControlPlaneV0::new(self.registry.clone()));
+        let v1 = ControlPlaneServiceServer::new(ControlPlaneV1::new(self.registry.clone()));
+
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(listener) = self.tcp {
+            let auth = BearerAuth::new(self.token.clone());
+            let mut builder = Server::builder();
+            if let Some(tls) = self.tls.clone() {
+                builder = builder.tls_config(tls).map_err(ServerError::Tls)?;
+            }
+            let router = builder
+                .add_service(InterceptedService::new(v0.clone(), auth.clone()))
+                .add_service(InterceptedService::new(v1.clone(), auth.clone()))
+                .add_service(InterceptedService::new(health.clone(), auth));
+            let incoming = TcpListenerStream::new(listener);
+            let stop = stopped(stop_rx.clone());
+            tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await });
+        }
+        let mut socket_path = None;
+        if let Some((listener, path)) = self.unix {
+            socket_path = Some(path);
+            let router = Server::builder()
+                .add_service(v0)
+                .add_service(v1)
+                .add_service(health);
+            let incoming = UnixListenerStream::new(listener);
+            let stop = stopped(stop_rx.clone());
+            tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await });
+        }
+        let mut result = Ok(());
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    result = Err(ServerError::Serve(e));
+                    tasks.abort_all();
+                }
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        sweeper.abort();
+        if let Some(path) = socket_path {
+            let _ = std::fs::remove_file(path);
+        }
+        result
+    }
+}
+
+fn bind_unix(path: &Path) -> Result<UnixListener, ServerError> {
+    let err = |source| ServerError::BindUnix {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    // A socket file left by a previous run that is no longer served: replace it.
+    if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Where the socket lives unless told: `/run/flowctl` for root, else
+/// `$XDG_RUNTIME_DIR/flowctl` (or `/tmp/flowctl-<uid>`).
+pub fn default_runtime_dir() -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/flowctl");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("flowctl"),
+        None => PathBuf::from(format!("/tmp/flowctl-{uid}")),
+    }
+}
+
+/// Where run history lives unless told: `/var/lib/flowctl` for root, else
+/// `$XDG_STATE_HOME/flowctl` (or `~/.local/state/flowctl`).
+pub fn default_state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/flowctl");
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir).join("flowctl");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/state/flowctl")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::service::Interceptor;
+
+    fn request(header: Option<&str>) -> Request<()> {
+        let mut r = Request::new(());
+        if let Some(h) = header {
+            r.metadata_mut().insert("authorization", h.parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn bearer_auth_accepts_only_the_token() {
+        let mut auth = BearerAuth::new(Some("s3cret".into()));
+        assert!(auth.call(request(Some("Bearer s3cret"))).is_ok());
+        for bad in [
+            None,
+            Some("Bearer s3cre"),
+            Some("Bearer s3cret2"),
+            Some("s3cret"),
+            Some("Basic s3cret"),
+        ] {
+            let err = auth.call(request(bad)).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{bad:?}");
+        }
+        assert!(BearerAuth::new(None).call(request(None)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn off_loopback_without_auth_is_refused() {
+        let registry = Registry::open(Default::default()).unwrap();
+        let options = ServerOptions {
+            listen: Some("0.0.0.0:0".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = RegistryServer::bind(registry, options).await.err().unwrap();
+        assert!(matches!(err, ServerError::Unauthenticated(_)));
+        assert!(err.to_string().contains("--token-file"), "{err}");
+    }
+}

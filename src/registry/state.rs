@@ -1,0 +1,1095 @@
+//! The registry's state: registered components and pipeline runs, in one place.
+//!
+//! Both gRPC APIs and the supervisor go through [`Registry`]. Registrations live in memory
+//! only: after a restart of the registry a component's next heartbeat gets `NOT_FOUND` and it
+//! registers again (the SDK and the Go components do so). Runs are persisted in the
+//! [`RunStore`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use flowctl_proto::flowctl::v1::{ComponentInfo, ComponentType};
+use flowctl_proto::flowctl::{ComponentMetrics, PipelineRun, RunMetrics, RunStatus, ServiceType};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::health::{self, HealthStatus, Liveness};
+use super::store::{system_time_timestamp, timestamp_ms, RunFilter, RunStore, StoreError};
+
+/// How the registry judges liveness and keeps history.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// The interval components are told to heartbeat at (`FLOWCTL_HEARTBEAT_INTERVAL`).
+    pub heartbeat_interval: Duration,
+    /// Silence after which a component is unhealthy; `None` means 3 × `heartbeat_interval`.
+    pub ttl: Option<Duration>,
+    /// Where the run store lives; `None` keeps runs in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// Finished runs kept in the store, newest first.
+    pub run_retention: usize,
+    /// How long `StopPipelineRun` waits for the owner of a run to stop it.
+    pub stop_timeout: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            heartbeat_interval: Duration::from_secs(10),
+            ttl: None,
+            state_dir: None,
+            run_retention: 1000,
+            stop_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl RegistryConfig {
+    pub fn ttl(&self) -> Duration {
+        self.ttl.unwrap_or(self.heartbeat_interval * 3)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("service {0:?} is not registered (register again)")]
+    ServiceNotFound(String),
+    #[error("no pipeline run matches {0:?}")]
+    RunNotFound(String),
+    #[error("run id prefix {prefix:?} is ambiguous; it matches {}", matches.join(", "))]
+    AmbiguousRun {
+        prefix: String,
+        matches: Vec<String>,
+    },
+    #[error("a pipeline run with id {0:?} already exists")]
+    RunExists(String),
+    #[error("pipeline run {run_id} already ended ({status})")]
+    RunEnded {
+        run_id: String,
+        status: &'static str,
+    },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error(
+        "pipeline run {run_id} is owned by a process this registry cannot stop \
+         (components still heartbeating: {}); stop it where it runs", live.join(", ")
+    )]
+    LiveOwner { run_id: String, live: Vec<String> },
+    #[error("the owner of pipeline run {run_id} could not stop it: {reason}")]
+    StopFailed { run_id: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A metric value as the component sent it: `flowctl.ControlPlane` sends numbers,
+/// `flowctl.v1` sends text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricValue {
+    Number(f64),
+    Text(String),
+}
+
+impl MetricValue {
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            MetricValue::Number(n) => Some(*n),
+            MetricValue::Text(t) => t.trim().parse().ok(),
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        match self {
+            MetricValue::Number(n) => n.to_string(),
+            MetricValue::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// Which API a component registered through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `flowctl.ControlPlane` (the Go components).
+    V0,
+    /// `flowctl.v1.ControlPlaneService`.
+    V1,
+}
+
+/// What a component said about itself when it registered.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Wanted service id (`FLOWCTL_SERVICE_ID`, v1 `ComponentInfo.id`); may be empty.
+    pub service_id: String,
+    /// `FLOWCTL_COMPONENT_ID`: ties the registration to a supervised process; may be empty.
+    pub component_id: String,
+    pub api: Api,
+    pub service_type: ServiceType,
+    /// The v1 view (name, version, endpoint, event types, metadata).
+    pub info: ComponentInfo,
+    pub max_inflight: i32,
+}
+
+/// One registered component as the supervisor and the APIs see it.
+#[derive(Debug, Clone)]
+pub struct ComponentRegistration {
+    pub service_id: String,
+    pub component_id: String,
+    pub api: Api,
+    pub service_type: ServiceType,
+    pub info: ComponentInfo,
+    pub max_inflight: i32,
+    pub registered_at: SystemTime,
+    pub last_heartbeat: Option<SystemTime>,
+    /// Time since the last heartbeat (or since registration, if none yet).
+    pub silent_for: Duration,
+    /// The effective status (see [`health::decide`]).
+    pub health: HealthStatus,
+    /// The latest status the component reported itself.
+    pub reported: HealthStatus,
+    pub metrics: HashMap<String, MetricValue>,
+}
+
+impl ComponentRegistration {
+    pub fn is_healthy(&self) -> bool {
+        health::is_healthy(self.health)
+    }
+
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.get(name).and_then(MetricValue::as_f64)
+    }
+}
+
+/// A change the supervisor (or anyone) may react to. Heartbeats that change nothing are not
+/// events, so a busy registry does not flood subscribers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistryEvent {
+    Registered {
+        service_id: String,
+        component_id: String,
+    },
+    Unregistered {
+        service_id: String,
+        component_id: String,
+    },
+    HealthChanged {
+        service_id: String,
+        component_id: String,
+        health: HealthStatus,
+    },
+}
+
+/// Asks the owner of a running pipeline (the supervisor) to stop it. The owner answers on
+/// `reply` once the pipeline has stopped, or with the reason it could not.
+#[derive(Debug)]
+pub struct StopRequest {
+    pub run_id: String,
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// The channel on which a run's owner receives [`StopRequest`]s.
+pub type RunOwner = mpsc::Sender<StopRequest>;
+
+/// A run to create.
+#[derive(Debug, Default)]
+pub struct NewRun {
+    /// Wanted id; a fresh UUID when `None` or empty.
+    pub run_id: Option<String>,
+    pub pipeline_name: String,
+    pub config_yaml: String,
+    /// The `FLOWCTL_COMPONENT_ID`s of the run's components: their heartbeat metrics are
+    /// summed into the run's metrics.
+    pub component_ids: Vec<String>,
+    /// Who can stop the run; `None` when the creator is a remote client.
+    pub owner: Option<RunOwner>,
+}
+
+/// A change to a run; `None` fields are left as they are.
+#[derive(Debug, Default, Clone)]
+pub struct RunUpdate {
+    pub status: Option<RunStatus>,
+    /// Metrics given by the caller replace the ones summed from heartbeats from then on.
+    pub metrics: Option<RunMetrics>,
+    pub error: Option<String>,
+}
+
+struct Entry {
+    registration: Registration,
+    registered_at: SystemTime,
+    last_heartbeat: Option<SystemTime>,
+    last_seen: Instant,
+    reported: HealthStatus,
+    metrics: HashMap<String, MetricValue>,
+    /// The health last announced as an event.
+    announced: HealthStatus,
+}
+
+impl Entry {
+    fn liveness(&self) -> Liveness {
+        Liveness {
+            last_seen: self.last_seen,
+            reported: self.reported,
+        }
+    }
+
+    fn snapshot(&self, service_id: &str, now: Instant, ttl: Duration) -> ComponentRegistration {
+        let r = &self.registration;
+        ComponentRegistration {
+            service_id: service_id.to_string(),
+            component_id: r.component_id.clone(),
+            api: r.api,
+            service_type: r.service_type,
+            info: r.info.clone(),
+            max_inflight: r.max_inflight,
+            registered_at: self.registered_at,
+            last_heartbeat: self.last_heartbeat,
+            silent_for: now.saturating_duration_since(self.last_seen),
+            health: health::decide(self.liveness(), now, ttl),
+            reported: self.reported,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+struct ActiveRun {
+    run: PipelineRun,
+    owner: Option<RunOwner>,
+    /// The caller gave metrics: stop summing heartbeats.
+    explicit_metrics: bool,
+    /// Last metrics seen per component, kept when a component goes away.
+    seen: HashMap<String, ComponentMetrics>,
+}
+
+struct Runs {
+    store: RunStore,
+    active: HashMap<String, ActiveRun>,
+}
+
+struct Inner {
+    config: RegistryConfig,
+    ttl: Duration,
+    services: RwLock<HashMap<String, Entry>>,
+    runs: Mutex<Runs>,
+    events: broadcast::Sender<RegistryEvent>,
+}
+
+/// The control plane's state. Cheap to clone; every clone is the same registry.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Registry {
+    /// Opens the run store and picks up runs that were still active when it was last written
+    /// (they have no owner any more; a remote creator can still update them).
+    pub fn open(config: RegistryConfig) -> Result<Registry, RegistryError> {
+        let store = match &config.state_dir {
+            Some(dir) => RunStore::open(dir, config.run_retention)?,
+            None => RunStore::in_memory(config.run_retention)?,
+        };
+        let active = store
+            .unfinished()?
+            .into_iter()
+            .map(|run| {
+                let seen = run
+                    .metrics
+                    .as_ref()
+                    .map(|m| m.component_metrics.clone())
+                    .unwrap_or_default();
+                (
+                    run.run_id.clone(),
+                    ActiveRun {
+                        run,
+                        owner: None,
+                        explicit_metrics: false,
+                        seen,
+                    },
+                )
+            })
+            .collect();
+        let (events, _) = broadcast::channel(1024);
+        Ok(Registry {
+            inner: Arc::new(Inner {
+                ttl: config.ttl(),
+                config,
+                services: RwLock::new(HashMap::new()),
+                runs: Mutex::new(Runs { store, active }),
+                events,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.inner.config
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    /// Registry changes. A subscriber that lags gets `RecvError::Lagged` and should re-read
+    /// [`Registry::list`].
+    pub fn subscribe(&self) -> broadcast::Receiver<RegistryEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn emit(&self, event: RegistryEvent) {
+        // No subscriber is fine: nobody is watching.
+        let _ = self.inner.events.send(event);
+    }
+
+    fn services_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
+        self.inner
+            .services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn services_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.inner
+            .services
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- components -------------------------------------------------------------------------
+
+    /// Registers (or re-registers) a component and returns its service id: the component id
+    /// when given, else the wanted service id, else a generated one.
+    pub fn register(&self, mut registration: Registration) -> String {
+        let service_id = if !registration.component_id.is_empty() {
+            registration.component_id.clone()
+        } else if !registration.service_id.is_empty() {
+            registration.service_id.clone()
+        } else {
+            let kind = match registration.service_type {
+                ServiceType::Source => "source",
+                ServiceType::Processor => "processor",
+                ServiceType::Sink => "sink",
+                ServiceType::Pipeline => "pipeline",
+                ServiceType::Unspecified => "service",
+            };
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            format!("{kind}-{}", &id[..12])
+        };
+        registration.service_id = service_id.clone();
+        registration.info.id = service_id.clone();
+        let component_id = registration.component_id.clone();
+        let entry = Entry {
+            registration,
+            registered_at: SystemTime::now(),
+            last_heartbeat: None,
+            last_seen: Instant::now(),
+            reported: HealthStatus::Unknown,
+            metrics: HashMap::new(),
+            announced: HealthStatus::Healthy,
+        };
+        self.services_write().insert(service_id.clone(), entry);
+        tracing::info!(service_id, component_id, "component registered");
+        self.emit(RegistryEvent::Registered {
+            service_id: service_id.clone(),
+            component_id,
+        });
+        service_id
+    }
+
+    /// Records a heartbeat. `status` is the component's own report (`Unknown` keeps the
+    /// previous one); `metrics`, when not empty, replace the previous set.
+    pub fn heartbeat(
+        &self,
+        service_id: &str,
+        status: HealthStatus,
+        metrics: HashMap<String, MetricValue>,
+    ) -> Result<(), RegistryError> {
+        let now = Instant::now();
+        let changed = {
+            let mut services = self.services_write();
+            let entry = services
+                .get_mut(service_id)
+                .ok_or_else(|| RegistryError::ServiceNotFound(service_id.to_string()))?;
+            entry.last_seen = now;
+            entry.last_heartbeat = Some(SystemTime::now());
+            entry.reported = health::merge_reported(entry.reported, status);
+            if !metrics.is_empty() {
+                entry.metrics = metrics;
+            }
+            let health = health::decide(entry.liveness(), now, self.inner.ttl);
+            if health != entry.announced {
+                entry.announced = health;
+                Some((entry.registration.component_id.clone(), health))
+            } else {
+                None
+            }
+        };
+        if let Some((component_id, health)) = changed {
+            self.emit(RegistryEvent::HealthChanged {
+                service_id: service_id.to_string(),
+                component_id,
+                health,
+            });
+        }
+        Ok(())
+    }
+
+    /// Re-evaluates every component's health and announces the changes (TTL expiry has no
+    /// heartbeat to trigger it). Returns how many changed.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut changes = Vec::new();
+        {
+            let mut services = self.services_write();
+            for (id, entry) in services.iter_mut() {
+                let health = health::decide(entry.liveness(), now, self.inner.ttl);
+                if health != entry.announced {
+                    entry.announced = health;
+                    changes.push(RegistryEvent::HealthChanged {
+                        service_id: id.clone(),
+                        component_id: entry.registration.component_id.clone(),
+                        health,
+                    });
+                }
+            }
+        }
+        let n = changes.len();
+        for event in changes {
+            if let RegistryEvent::HealthChanged {
+                service_id, health, ..
+            } = &event
+            {
+                tracing::info!(
+                    service_id,
+                    health = health::status_name(*health),
+                    "component health changed"
+                );
+            }
+            self.emit(event);
+        }
+        n
+    }
+
+    /// Runs [`Registry::sweep`] for ever, often enough to notice an expiry within a quarter
+    /// of the TTL.
+    pub async fn sweep_forever(self) {
+        let period = (self.inner.ttl / 4).clamp(Duration::from_millis(20), Duration::from_secs(5));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.sweep();
+        }
+    }
+
+    fn key_for(services: &HashMap<String, Entry>, id: &str) -> Option<String> {
+        if services.contains_key(id) {
+            return Some(id.to_string());
+        }
+        services
+            .iter()
+            .find(|(_, e)| !id.is_empty() && e.registration.component_id == id)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Whether a component with this component id (or service id) is registered.
+    pub fn is_registered(&self, id: &str) -> bool {
+        Self::key_for(&self.services_read(), id).is_some()
+    }
+
+    /// The registration of a component by component id or service id.
+    pub fn status(&self, id: &str) -> Option<ComponentRegistration> {
+        let services = self.services_read();
+        let key = Self::key_for(&services, id)?;
+        services
+            .get(&key)
+            .map(|e| e.snapshot(&key, Instant::now(), self.inner.ttl))
+    }
+
+    /// Every registration, sorted by service id.
+    pub fn list(&self) -> Vec<ComponentRegistration> {
+        let now = Instant::now();
+        let mut all: Vec<_> = self
+            .services_read()
+            .iter()
+            .map(|(k, e)| e.snapshot(k, now, self.inner.ttl))
+            .collect();
+        all.sort_by(|a, b| a.service_id.cmp(&b.service_id));
+        all
+    }
+
+    /// How many components are registered.
+    pub fn len(&self) -> usize {
+        self.services_read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes a component (by component id or service id), e.g. when the supervisor has
+    /// stopped it or it shut down. Its last metrics stay in the runs it belongs to. Returns
+    /// whether it was registered.
+    pub fn unregister(&self, id: &str) -> bool {
+        let removed = {
+            let mut services = self.services_write();
+            Self::key_for(&services, id).and_then(|k| services.remove(&k).map(|e| (k, e)))
+        };
+        let Some((service_id, entry)) = removed else {
+            return false;
+        };
+        let component_id = entry.registration.component_id.clone();
+        {
+            let mut runs = lock(&self.inner.runs);
+            for active in runs.active.values_mut() {
+                for cid in [&component_id, &service_id] {
+                    if active.run.component_ids.iter().any(|c| c == cid) {
+                        active
+                            .seen
+                            .insert(cid.clone(), component_metrics(&entry.metrics));
+                    }
+                }
+            }
+        }
+        tracing::info!(service_id, component_id, "component unregistered");
+        self.emit(RegistryEvent::Unregistered {
+            service_id,
+            component_id,
+        });
+        true
+    }
+
+    // ---- runs -------------------------------------------------------------------------------
+
+    /// Creates a run in status `starting` and returns it.
+    pub fn create_run(&self, new: NewRun) -> Result<PipelineRun, RegistryError> {
+        if new.pipeline_name.trim().is_empty() {
+            return Err(RegistryError::InvalidArgument(
+                "pipeline_name must not be empty".into(),
+            ));
+        }
+        let run_id = match new.run_id {
+            Some(id) if !id.is_empty() => id,
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        let mut runs = lock(&self.inner.runs);
+        if runs.active.contains_key(&run_id) || runs.store.get(&run_id)?.is_some() {
+            return Err(RegistryError::RunExists(run_id));
+        }
+        let run = PipelineRun {
+            run_id: run_id.clone(),
+            pipeline_id: new.pipeline_name.clone(),
+            pipeline_name: new.pipeline_name,
+            status: RunStatus::Starting as i32,
+            start_time: Some(system_time_timestamp(SystemTime::now())),
+            end_time: None,
+            config_yaml: new.config_yaml,
+            metrics: Some(RunMetrics::default()),
+            error: String::new(),
+            component_ids: new.component_ids,
+        };
+        runs.store.put(&run)?;
+        runs.active.insert(
+            run_id,
+            ActiveRun {
+                run: run.clone(),
+                owner: new.owner,
+                explicit_metrics: false,
+                seen: HashMap::new(),
+            },
+        );
+        Ok(run)
+    }
+
+    /// Finds the one run whose id is `id`, or starts with `id`.
+    pub fn resolve_run_id(&self, id: &str) -> Result<String, RegistryError> {
+        let runs = lock(&self.inner.runs);
+        Self::resolve_locked(&runs, id)
+    }
+
+    fn resolve_locked(runs: &Runs, id: &str) -> Result<String, RegistryError> {
+        if id.is_empty() {
+            return Err(RegistryError::InvalidArgument(
+                "run_id must not be empty".into(),
+            ));
+        }
+        if runs.active.contains_key(id) || runs.store.get(id)?.is_some() {
+            return Ok(id.to_string());
+        }
+        let mut matches: Vec<String> = runs.store.ids_with_prefix(id, 10)?;
+        for key in runs.active.keys().filter(|k| k.starts_with(id)) {
+            if !matches.contains(key) {
+                matches.push(key.clone());
+            }
+        }
+        match matches.len() {
+            0 => Err(RegistryError::RunNotFound(id.to_string())),
+            1 => Ok(matches.remove(0)),
+            _ => Err(RegistryError::AmbiguousRun {
+                prefix: id.to_string(),
+                matches,
+            }),
+        }
+    }
+
+    /// Sums the heartbeat metrics of an active run's components into it.
+    fn refresh(&self, active: &mut ActiveRun) {
+        if !active.explicit_metrics {
+            {
+                let services = self.services_read();
+                for cid in &active.run.component_ids {
+                    if let Some(key) = Self::key_for(&services, cid) {
+                        active
+                            .seen
+                            .insert(cid.clone(), component_metrics(&services[&key].metrics));
+                    }
+                }
+            }
+            let start_ms = active
+                .run
+                .start_time
+                .as_ref()
+                .map(timestamp_ms)
+                .unwrap_or(0);
+            let end_ms = active
+                .run
+                .end_time
+                .as_ref()
+                .map(timestamp_ms)
+                .unwrap_or_else(|| timestamp_ms(&system_time_timestamp(SystemTime::now())));
+            active.run.metrics = Some(sum_metrics(&active.seen, end_ms - start_ms));
+        }
+    }
+
+    /// Changes a run; a terminal status (completed, failed, stopped) ends it.
+    pub fn update_run(
+        &self,
+        run_id: &str,
+        update: RunUpdate,
+    ) -> Result<PipelineRun, RegistryError> {
+        let mut runs = lock(&self.inner.runs);
+        let run_id = Self::resolve_locked(&runs, run_id)?;
+        let Some(mut active) = runs.active.remove(&run_id) else {
+            let run = runs
+                .store
+                .get(&run_id)?
+                .ok_or_else(|| RegistryError::RunNotFound(run_id.clone()))?;
+            return Err(RegistryError::RunEnded {
+                run_id,
+                status: super::store::status_word(run.status()),
+            });
+        };
+        if let Some(metrics) = update.metrics {
+            active.explicit_metrics = true;
+            active.run.metrics = Some(metrics);
+        }
+        if let Some(error) = update.error {
+            active.run.error = error;
+        }
+        let mut ended = false;
+        if let Some(status) = update.status.filter(|s| *s != RunStatus::Unknown) {
+            active.run.status = status as i32;
+            if is_terminal(status) {
+                active.run.end_time = Some(system_time_timestamp(SystemTime::now()));
+                ended = true;
+            }
+        }
+        self.refresh(&mut active);
+        let run = active.run.clone();
+        if let Err(e) = runs.store.put(&run) {
+            runs.active.insert(run_id, active);
+            return Err(e.into());
+        }
+        if !ended {
+            runs.active.insert(run_id, active);
+        }
+        Ok(run)
+    }
+
+    /// Ends a run with a terminal status and an optional error.
+    pub fn end_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<String>,
+    ) -> Result<PipelineRun, RegistryError> {
+        if !is_terminal(status) {
+            return Err(RegistryError::InvalidArgument(format!(
+                "a run ends as completed, failed or stopped, not {}",
+                super::store::status_word(status)
+            )));
+        }
+        self.update_run(
+            run_id,
+            RunUpdate {
+                status: Some(status),
+                metrics: None,
+                error,
+            },
+        )
+    }
+
+    /// One run by id or unique id prefix, with fresh metrics if it is active.
+    pub fn get_run(&self, id: &str) -> Result<PipelineRun, RegistryError> {
+        let mut runs = lock(&self.inner.runs);
+        let run_id = Self::resolve_locked(&runs, id)?;
+        if let Some(mut active) = runs.active.remove(&run_id) {
+            self.refresh(&mut active);
+            let run = active.run.clone();
+            runs.active.insert(run_id, active);
+            return Ok(run);
+        }
+        runs.store
+            .get(&run_id)?
+            .ok_or(RegistryError::RunNotFound(run_id))
+    }
+
+    /// Runs newest first; `limit` 0 means 10.
+    pub fn list_runs(&self, mut filter: RunFilter) -> Result<Vec<PipelineRun>, RegistryError> {
+        if filter.limit == 0 {
+            filter.limit = 10;
+        }
+        let mut runs = lock(&self.inner.runs);
+        let mut list = runs.store.list(&filter)?;
+        for run in &mut list {
+            if let Some(mut active) = runs.active.remove(&run.run_id) {
+                self.refresh(&mut active);
+                *run = active.run.clone();
+                runs.active.insert(run.run_id.clone(), active);
+            }
+        }
+        Ok(list)
+    }
+
+    /// Stops a run. With an owner (the supervisor that started it), asks it to stop the
+    /// pipeline and waits for the answer. Without one, the run is only marked stopped when no
+    /// component of it is still alive; otherwise this is an error saying so.
+    pub async fn stop_run(&self, id: &str) -> Result<PipelineRun, RegistryError> {
+        let (run_id, owner, component_ids) = {
+            let runs = lock(&self.inner.runs);
+            let run_id = Self::resolve_locked(&runs, id)?;
+            match runs.active.get(&run_id) {
+                Some(active) => (
+                    run_id,
+                    active.owner.clone(),
+                    active.run.component_ids.clone(),
+                ),
+                None => {
+                    let run = runs
+                        .store
+                        .get(&run_id)?
+                        .ok_or_else(|| RegistryError::RunNotFound(run_id.clone()))?;
+                    return Err(RegistryError::RunEnded {
+                        run_id,
+                        status: super::store::status_word(run.status()),
+                    });
+                }
+            }
+        };
+        if let Some(owner) = owner.filter(|o| !o.is_closed()) {
+            let (reply, answer) = oneshot::channel();
+            let request = StopRequest {
+                run_id: run_id.clone(),
+                reply,
+            };
+            let stop_failed = |reason: String| RegistryError::StopFailed {
+                run_id: run_id.clone(),
+                reason,
+            };
+            owner
+                .send(request)
+                .await
+                .map_err(|_| stop_failed("the owner has gone away".into()))?;
+            match tokio::time::timeout(self.inner.config.stop_timeout, answer).await {
+                Err(_) => {
+                    return Err(stop_failed(format!(
+                        "no answer within {}",
+                        humantime::format_duration(self.inner.config.stop_timeout)
+                    )))
+                }
+                Ok(Err(_)) => return Err(stop_failed("the owner dropped the request".into())),
+                Ok(Ok(Err(reason))) => return Err(stop_failed(reason)),
+                Ok(Ok(Ok(()))) => {}
+            }
+            // The owner normally ends the run itself; make sure it is marked.
+            return match self.end_run(&run_id, RunStatus::Stopped, None) {
+                Err(RegistryError::RunEnded { .. }) => self.get_run(&run_id),
+                other => other,
+            };
+        }
+        let live: Vec<String> = component_ids
+            .iter()
+            .filter(|cid| {
+                self.status(cid)
+                    .is_some_and(|s| s.health != HealthStatus::Unhealthy)
+            })
+            .cloned()
+            .collect();
+        if !live.is_empty() {
+            return Err(RegistryError::LiveOwner { run_id, live });
+        }
+        self.end_run(
+            &run_id,
+            RunStatus::Stopped,
+            Some("marked stopped by request: no live owner and no live component to stop".into()),
+        )
+    }
+}
+
+fn is_terminal(status: RunStatus) -> bool {
+    matches!(
+        status,
+        RunStatus::Completed | RunStatus::Failed | RunStatus::Stopped
+    )
+}
+
+fn first(metrics: &HashMap<String, MetricValue>, names: &[&str]) -> Option<f64> {
+    names
+        .iter()
+        .find_map(|n| metrics.get(*n).and_then(MetricValue::as_f64))
+}
+
+/// One component's heartbeat metrics in the run's terms. The names of the Go components
+/// (`total_processed`, `total_events_emitted`, `processing_latency_ms`) and plain ones
+/// (`events_in`, `events_out`, `bytes_in`, `bytes_out`) are understood.
+pub fn component_metrics(metrics: &HashMap<String, MetricValue>) -> ComponentMetrics {
+    let int = |names: &[&str]| first(metrics, names).unwrap_or(0.0).max(0.0) as i64;
+    ComponentMetrics {
+        events_in: int(&[
+            "events_in",
+            "events_received",
+            "events_processed",
+            "total_processed",
+        ]),
+        events_out: int(&["events_out", "events_emitted", "total_events_emitted"]),
+        bytes_in: int(&["bytes_in", "bytes_received"]),
+        bytes_out: int(&["bytes_out", "bytes_sent"]),
+        processing_time_ms: first(metrics, &["processing_time_ms", "processing_latency_ms"])
+            .unwrap_or(0.0),
+    }
+}
+
+/// Run totals: `events_processed` sums what each component handled (its events out, or its
+/// events in when it emits nothing, as a sink); bytes sum the bytes read.
+pub fn sum_metrics(
+    per_component: &HashMap<String, ComponentMetrics>,
+    elapsed_ms: i64,
+) -> RunMetrics {
+    let events: i64 = per_component
+        .values()
+        .map(|m| {
+            if m.events_out > 0 {
+                m.events_out
+            } else {
+                m.events_in
+            }
+        })
+        .sum();
+    let bytes: i64 = per_component.values().map(|m| m.bytes_in).sum();
+    let seconds = elapsed_ms as f64 / 1000.0;
+    RunMetrics {
+        events_processed: events,
+        events_per_second: if seconds > 0.0 {
+            events as f64 / seconds
+        } else {
+            0.0
+        },
+        bytes_processed: bytes,
+        component_metrics: per_component.clone(),
+    }
+}
+
+/// The v1 component type of a `flowctl.ControlPlane` service type.
+pub fn component_type_of(service_type: ServiceType) -> ComponentType {
+    match service_type {
+        ServiceType::Source => ComponentType::Source,
+        ServiceType::Processor => ComponentType::Processor,
+        ServiceType::Sink => ComponentType::Consumer,
+        ServiceType::Pipeline | ServiceType::Unspecified => ComponentType::Unspecified,
+    }
+}
+
+/// The `flowctl.ControlPlane` service type of a v1 component type.
+pub fn service_type_of(component_type: ComponentType) -> ServiceType {
+    match component_type {
+        ComponentType::Source => ServiceType::Source,
+        ComponentType::Processor => ServiceType::Processor,
+        ComponentType::Consumer => ServiceType::Sink,
+        ComponentType::Unspecified => ServiceType::Unspecified,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(component_id: &str) -> Registration {
+        Registration {
+            service_id: String::new(),
+            component_id: component_id.into(),
+            api: Api::V0,
+            service_type: ServiceType::Processor,
+            info: ComponentInfo::default(),
+            max_inflight: 0,
+        }
+    }
+
+    fn num(pairs: &[(&str, f64)]) -> HashMap<String, MetricValue> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), MetricValue::Number(*v)))
+            .collect()
+    }
+
+    #[test]
+    fn service_id_is_the_component_id_when_given() {
+        let r = Registry::open(RegistryConfig::default()).unwrap();
+        assert_eq!(r.register(reg("ttp")), "ttp");
+        let mut anonymous = reg("");
+        anonymous.service_id = "wanted".into();
+        assert_eq!(r.register(anonymous), "wanted");
+        let generated = r.register(reg(""));
+        assert!(generated.starts_with("processor-"), "{generated}");
+        assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn heartbeat_for_unknown_id_is_not_found() {
+        let r = Registry::open(RegistryConfig::default()).unwrap();
+        let err = r
+            .heartbeat("ghost", HealthStatus::Unknown, HashMap::new())
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::ServiceNotFound(ref id) if id == "ghost"));
+    }
+
+    #[test]
+    fn unknown_heartbeat_keeps_degraded_and_empty_metrics_keep_previous() {
+        let r = Registry::open(RegistryConfig::default()).unwrap();
+        r.register(reg("c"));
+        r.heartbeat("c", HealthStatus::Degraded, num(&[("x", 1.0)]))
+            .unwrap();
+        r.heartbeat("c", HealthStatus::Unknown, HashMap::new())
+            .unwrap();
+        let s = r.status("c").unwrap();
+        assert_eq!(s.health, HealthStatus::Degraded);
+        assert_eq!(s.metric("x"), Some(1.0));
+    }
+
+    #[test]
+    fn run_metrics_sum_component_heartbeats_and_survive_unregister() {
+        let r = Registry::open(RegistryConfig::default()).unwrap();
+        r.register(reg("proc"));
+        r.register(reg("sink"));
+        let run = r
+            .create_run(NewRun {
+                pipeline_name: "p".into(),
+                component_ids: vec!["proc".into(), "sink".into()],
+                ..Default::default()
+            })
+            .unwrap();
+        r.heartbeat(
+            "proc",
+            HealthStatus::Unknown,
+            num(&[("total_processed", 5.0), ("total_events_emitted", 40.0)]),
+        )
+        .unwrap();
+        r.heartbeat(
+            "sink",
+            HealthStatus::Unknown,
+            num(&[("events_processed", 40.0), ("bytes_in", 100.0)]),
+        )
+        .unwrap();
+        let m = r.get_run(&run.run_id).unwrap().metrics.unwrap();
+        assert_eq!(m.events_processed, 80);
+        assert_eq!(m.bytes_processed, 100);
+        assert_eq!(m.component_metrics["proc"].events_out, 40);
+        r.unregister("proc");
+        let ended = r.end_run(&run.run_id, RunStatus::Completed, None).unwrap();
+        assert_eq!(
+            ended.metrics.unwrap().component_metrics["proc"].events_out,
+            40
+        );
+        assert!(ended.end_time.is_some());
+        let again = r.update_run(&run.run_id, RunUpdate::default()).unwrap_err();
+        assert!(matches!(again, RegistryError::RunEnded { .. }));
+    }
+
+    #[test]
+    fn run_prefix_must_be_unique() {
+        let r = Registry::open(RegistryConfig::default()).unwrap();
+        for id in ["abc-1", "abc-2", "xyz"] {
+            r.create_run(NewRun {
+                run_id: Some(id.into()),
+                pipeline_name: "p".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        assert_eq!(r.resolve_run_id("xy").unwrap(), "xyz");
+        assert_eq!(r.resolve_run_id("abc-1").unwrap(), "abc-1");
+        match r.resolve_run_id("abc").unwrap_err() {
+            RegistryError::AmbiguousRun { matches, .. } => assert_eq!(matches.len(), 2),
+            other => panic!("{other}"),
+        }
+        assert!(matches!(
+            r.resolve_run_id("nope"),
+            Err(RegistryError::RunNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn stop_without_owner_refuses_while_components_live() {
+        let r = Registry::open(RegistryConfig::default()).unwrap();
+        r.register(reg("proc"));
+        let run = r
+            .create_run(NewRun {
+                pipeline_name: "p".into(),
+                component_ids: vec!["proc".into()],
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(matches!(
+            r.stop_run(&run.run_id).await,
+            Err(RegistryError::LiveOwner { .. })
+        ));
+        r.unregister("proc");
+        let stopped = r.stop_run(&run.run_id).await.unwrap();
+        assert_eq!(stopped.status(), RunStatus::Stopped);
+        assert!(stopped.error.contains("no live owner"), "{}", stopped.error);
+    }
+
+    #[tokio::test]
+    async fn stop_with_owner_asks_the_owner() {
+        let r = Registry::open(RegistryConfig::default()).unwrap();
+        let (owner, mut requests) = mpsc::channel(1);
+        let run = r
+            .create_run(NewRun {
+                pipeline_name: "p".into(),
+                owner: Some(owner),
+                ..Default::default()
+            })
+            .unwrap();
+        let r2 = r.clone();
+        let supervisor = tokio::spawn(async move {
+            let request = requests.recv().await.unwrap();
+            r2.end_run(
+                &request.run_id,
+                RunStatus::Stopped,
+                Some("stopped by operator".into()),
+            )
+            .unwrap();
+            request.reply.send(Ok(())).unwrap();
+        });
+        let stopped = r.stop_run(&run.run_id[..8]).await.unwrap();
+        supervisor.await.unwrap();
+        assert_eq!(stopped.status(), RunStatus::Stopped);
+        assert_eq!(stopped.error, "stopped by operator");
+    }
+}
