@@ -144,3 +144,67 @@ fn daemon_with_a_bad_config_exits_naming_the_file_and_key() {
         "{err}"
     );
 }
+
+#[test]
+fn instance_mode_runs_one_pipeline_with_its_own_runtime_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir(&pipelines).unwrap();
+    for name in ["ttp", "other"] {
+        std::fs::write(
+            pipelines.join(format!("{name}.yaml")),
+            format!(
+                "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec:\n  \
+                 sources:\n    - id: s\n      command: sleep\n      args: [\"1000\"]\n"
+            ),
+        )
+        .unwrap();
+    }
+    let config = dir.path().join("flowctl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[paths]\nstate_dir = \"{0}/state\"\nruntime_dir = \"{0}/run\"\npipelines_dir = \"{1}\"\n\
+             [log]\nchildren = \"stderr\"\n[cgroups]\nmode = \"off\"\n",
+            dir.path().display(),
+            pipelines.display()
+        ),
+    )
+    .unwrap();
+    let notify_path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&notify_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let child = Command::new(SUP)
+        .args(["run", "--instance", "ttp", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon { child };
+    let mut seen = Vec::new();
+    let ready = wait_for(&sock, "READY=1", &mut seen);
+    assert!(ready.contains("STATUS=1 pipeline, 1/1 ready"), "{ready}");
+    let out = Command::new(SUP)
+        .arg("--socket")
+        .arg(dir.path().join("run/ttp/flowctl.sock"))
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["pipelines"][0]["name"], "ttp", "{status}");
+    assert_eq!(status["pipelines"].as_array().unwrap().len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(daemon.child.wait().unwrap().success());
+}
