@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 pub mod get;
 pub mod list;
+pub mod logs;
 pub mod pipelines;
 pub mod run;
 pub mod server;
@@ -27,6 +28,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Run one pipeline in the foreground until it finishes or Ctrl-C stops it.
     Run(run::RunArgs),
+    /// Show a component's output from the journal.
+    Logs(logs::LogsArgs),
     /// Run the registry (control plane) alone, for components that run elsewhere.
     Server(server::Args),
     /// List the components registered with the registry.
@@ -43,6 +46,7 @@ impl Command {
         match self {
             Command::Validate(args) => validate::run(args),
             Command::Run(args) => run::run(args),
+            Command::Logs(a) => a.run(),
             Command::Server(args) => args.run(),
             Command::List(args) => args.run(),
             Command::Pipelines(args) => args.run(),
