@@ -5,6 +5,9 @@
 #
 #   packaging/build.sh            both packages
 #   packaging/build.sh deb|rpm    one of them
+#
+# FLOWCTL_PACKAGE_PROFILE=dev packages the debug build instead of a release one (CI uses it to
+# test the packages without a second, optimised build of the workspace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,16 +28,19 @@ need_tool() { # cargo subcommand, crate
 [ "$what" = rpm ] || need_tool deb cargo-deb
 [ "$what" = deb ] || need_tool generate-rpm cargo-generate-rpm
 
+profile=${FLOWCTL_PACKAGE_PROFILE:-release}
+case $profile in dev) bin=target/debug ;; *) bin=target/$profile ;; esac
+
 t0=$(date +%s)
-cargo build --release --locked --bin flowctl --bin flowctl-sup
+cargo build --profile "$profile" --locked --bin flowctl --bin flowctl-sup
 # The bundled components are the binaries of the flowctl-components crate.
-cargo build --release --locked -p flowctl-components --bins
+cargo build --profile "$profile" --locked -p flowctl-components --bins
 
 rm -rf "$out/stage"
 mkdir -p "$stage"
 for c in "${components[@]}"; do
-    if [ -x "target/release/$c" ]; then
-        cp "target/release/$c" "$stage/"
+    if [ -x "$bin/$c" ]; then
+        cp "$bin/$c" "$stage/"
     else
         echo "build.sh: note: component $c is not built by this workspace yet; not bundled" >&2
     fi
@@ -43,13 +49,13 @@ done
 printf 'Bundled flowctl components: run by flowctl-sup, found by bare name in pipeline files.\n' \
     > "$stage/README"
 chmod 644 "$stage/README"
-strip target/release/flowctl target/release/flowctl-sup "$stage"/* 2>/dev/null || true
+strip "$bin/flowctl" "$bin/flowctl-sup" "$stage"/* 2>/dev/null || true
 
 if [ "$what" != rpm ]; then
-    cargo deb --no-build --no-strip -p flowctl -o "$out/"
+    cargo deb --no-build --no-strip --profile "$profile" -p flowctl -o "$out/"
 fi
 if [ "$what" != deb ]; then
-    cargo generate-rpm -p . -o "$out/"
+    cargo generate-rpm --profile "$profile" -p . -o "$out/"
 fi
 ls -l "$out"/*.deb "$out"/*.rpm 2>/dev/null || true
 echo "build.sh: done in $(( $(date +%s) - t0 ))s" >&2
