@@ -13,7 +13,7 @@ use std::sync::Arc;
 use flowctl_proto::flowctl::control_plane_server::ControlPlaneServer;
 use flowctl_proto::flowctl::v1::control_plane_service_server::ControlPlaneServiceServer;
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
@@ -226,7 +226,10 @@ impl RegistryServer {
                 .add_service(InterceptedService::new(v0.clone(), auth.clone()))
                 .add_service(InterceptedService::new(v1.clone(), auth.clone()))
                 .add_service(InterceptedService::new(health.clone(), auth));
-            let incoming = TcpListenerStream::new(listener);
+            // Heartbeats are small writes: without TCP_NODELAY, Nagle and delayed ACKs add
+            // tens of milliseconds to some of them.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let stop = stopped(stop_rx.clone());
             tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await });
         }
