@@ -82,6 +82,17 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU time (user + system) a process has used.
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
 async fn channel(port: u16) -> Channel {
     let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
     for _ in 0..100 {
@@ -110,6 +121,9 @@ fn metrics(n: u64) -> HashMap<String, f64> {
 }
 
 struct Outcome {
+    /// CPU used by the registry and by the load generator during the phase.
+    server_cpu: Duration,
+    client_cpu: Duration,
     sent: u64,
     errors: u64,
     elapsed: Duration,
@@ -117,7 +131,8 @@ struct Outcome {
 }
 
 /// `clients` components heartbeating for `secs`; `period` None means back to back.
-async fn load(channels: &[Channel], clients: u64, period: Option<Duration>, secs: u64) -> Outcome {
+async fn load(server_pid: u32, channels: &[Channel], clients: u64, period: Option<Duration>, secs: u64) -> Outcome {
+    let (server_cpu0, client_cpu0) = (cpu_time(&server_pid.to_string()), cpu_time("self"));
     let start = Instant::now() + Duration::from_millis(200);
     let end = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -159,6 +174,8 @@ async fn load(channels: &[Channel], clients: u64, period: Option<Duration>, secs
         }));
     }
     let mut outcome = Outcome {
+        server_cpu: Duration::ZERO,
+        client_cpu: Duration::ZERO,
         sent: 0,
         errors: 0,
         elapsed: Duration::ZERO,
@@ -173,6 +190,8 @@ async fn load(channels: &[Channel], clients: u64, period: Option<Duration>, secs
     outcome.elapsed = Instant::now()
         .saturating_duration_since(start)
         .min(Duration::from_secs(secs) + Duration::from_millis(500));
+    outcome.server_cpu = cpu_time(&server_pid.to_string()).saturating_sub(server_cpu0);
+    outcome.client_cpu = cpu_time("self").saturating_sub(client_cpu0);
     outcome.latencies_us.sort_unstable();
     outcome
 }
@@ -195,6 +214,14 @@ fn report(name: &str, o: &Outcome) {
         percentile(&o.latencies_us, 0.999),
         percentile(&o.latencies_us, 1.0),
         o.errors
+    );
+    let per = |cpu: Duration| cpu.as_secs_f64() * 1e6 / o.sent.max(1) as f64;
+    println!(
+        "{:<11} registry CPU {:.1} us/heartbeat ({:.2} cores), load generator CPU {:.1} us/heartbeat",
+        "",
+        per(o.server_cpu),
+        o.server_cpu.as_secs_f64() / secs,
+        per(o.client_cpu)
     );
 }
 
@@ -260,9 +287,9 @@ fn main() {
         println!("load: {clients} concurrent components over loopback, {} cores shared by registry and load", num_cpus());
 
         let period = Duration::from_secs_f64(clients as f64 / rate as f64);
-        let paced = load(&channels, clients, Some(period), secs).await;
+        let paced = load(server.child.id(), &channels, clients, Some(period), secs).await;
         report(&format!("paced {}k/s", rate / 1000), &paced);
-        let saturated = load(&channels, clients, None, secs).await;
+        let saturated = load(server.child.id(), &channels, clients, None, secs).await;
         report("saturation", &saturated);
         let (rss, hwm) = rss_kib(server.child.id());
         println!("registry RSS after load: {:.1} MiB (peak {:.1} MiB)", rss as f64 / 1024.0, hwm as f64 / 1024.0);
