@@ -427,7 +427,17 @@ impl Registry {
             entry.last_heartbeat = Some(SystemTime::now());
             entry.reported = health::merge_reported(entry.reported, status);
             if !metrics.is_empty() {
-                entry.metrics = metrics;
+                // Update in place: the long-lived map and its keys stay where they are, so
+                // tens of thousands of heartbeats a second do not fragment the heap.
+                entry.metrics.retain(|k, _| metrics.contains_key(k));
+                for (name, value) in metrics {
+                    match entry.metrics.get_mut(&name) {
+                        Some(slot) => *slot = value,
+                        None => {
+                            entry.metrics.insert(name, value);
+                        }
+                    }
+                }
             }
             let health = health::decide(entry.liveness(), now, self.inner.ttl);
             if health != entry.announced {
@@ -1005,6 +1015,21 @@ mod tests {
         let generated = r.register(reg(""));
         assert!(generated.starts_with("processor-"), "{generated}");
         assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn a_heartbeat_replaces_the_whole_metric_set() {
+        let r = Registry::open(RegistryConfig::default()).unwrap();
+        r.register(reg("c"));
+        r.heartbeat("c", HealthStatus::Unknown, num(&[("a", 1.0), ("b", 2.0)]))
+            .unwrap();
+        r.heartbeat("c", HealthStatus::Unknown, num(&[("b", 3.0), ("c", 4.0)]))
+            .unwrap();
+        let s = r.status("c").unwrap();
+        assert_eq!(
+            (s.metric("a"), s.metric("b"), s.metric("c")),
+            (None, Some(3.0), Some(4.0))
+        );
     }
 
     #[test]
