@@ -87,7 +87,10 @@ fn cpu_time(pid: &str) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
     let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_micros(ticks * 1_000_000 / hz)
@@ -131,7 +134,13 @@ struct Outcome {
 }
 
 /// `clients` components heartbeating for `secs`; `period` None means back to back.
-async fn load(server_pid: u32, channels: &[Channel], clients: u64, period: Option<Duration>, secs: u64) -> Outcome {
+async fn load(
+    server_pid: u32,
+    channels: &[Channel],
+    clients: u64,
+    period: Option<Duration>,
+    secs: u64,
+) -> Outcome {
     let (server_cpu0, client_cpu0) = (cpu_time(&server_pid.to_string()), cpu_time("self"));
     let start = Instant::now() + Duration::from_millis(200);
     let end = start + Duration::from_secs(secs);
