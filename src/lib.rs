@@ -1,4 +1,9 @@
 //! flowctl: a systemd-native supervisor and control plane for Stellar data pipelines.
+pub mod api;
 pub mod cli;
+pub mod logsink;
 pub mod plan;
+pub mod probe;
 pub mod registry;
+pub mod spec;
+pub mod supervisor;

@@ -1,1 +1,54 @@
-fn main() {}
+//! `flowctl-sup`: talk to a running flowctl supervisor over its control socket.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use flowctl::api::{self, Request};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flowctl-sup",
+    version,
+    about = "Inspect and control a running flowctl supervisor"
+)]
+struct Cli {
+    /// Control socket (default: /run/flowctl/flowctl.sock for root,
+    /// $XDG_RUNTIME_DIR/flowctl/flowctl.sock otherwise).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show every pipeline's components.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a stopped, exited or failed component (ID or PIPELINE/ID).
+    Start { component: String },
+    /// Stop a component and keep it stopped.
+    Stop { component: String },
+    /// Stop a component and start it again.
+    Restart { component: String },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let (request, json) = match cli.command {
+        Command::Status { json } => (Request::Status, json),
+        Command::Start { component } => (Request::Start { component }, false),
+        Command::Stop { component } => (Request::Stop { component }, false),
+        Command::Restart { component } => (Request::Restart { component }, false),
+    };
+    match api::client::run(cli.socket.as_deref(), &request, json) {
+        Ok(output) => print!("{output}"),
+        Err(err) => {
+            eprintln!("flowctl-sup: error: {err}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -6,7 +6,9 @@ use clap::{Parser, Subcommand};
 pub mod get;
 pub mod list;
 pub mod pipelines;
+pub mod run;
 pub mod server;
+pub mod validate;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,6 +23,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check pipeline files and print every problem as FILE:LINE:COL: error: MESSAGE.
+    Validate(validate::ValidateArgs),
     /// Run the registry (control plane) alone, for components that run elsewhere.
     Server(server::Args),
     /// List the components registered with the registry.
@@ -35,6 +39,7 @@ impl Command {
     /// Runs the subcommand and returns the process exit code.
     pub fn run(self) -> anyhow::Result<i32> {
         match self {
+            Command::Validate(args) => validate::run(args),
             Command::Server(args) => args.run(),
             Command::List(args) => args.run(),
             Command::Pipelines(args) => args.run(),

@@ -52,6 +52,7 @@
 pub mod client;
 pub mod grpc;
 pub mod health;
+mod probe;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -78,6 +78,12 @@ pub enum ServerError {
     Serve(#[source] tonic::transport::Error),
 }
 
+/// Several crypto back-ends may be linked into one binary (ring for us, others for other
+/// dependencies), and then rustls will not choose one by itself: name ours once per process.
+pub(crate) fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Reads a token file: the first line, trimmed.
 pub fn read_token_file(path: &Path) -> Result<String, ServerError> {
     let text = std::fs::read_to_string(path).map_err(|source| ServerError::ReadFile {
@@ -152,6 +158,9 @@ impl RegistryServer {
             if !addr.ip().is_loopback() && options.token.is_none() && options.tls.is_none() {
                 return Err(ServerError::Unauthenticated(addr));
             }
+        }
+        if options.tls.is_some() {
+            install_crypto_provider();
         }
         let tls = match &options.tls {
             None => None,

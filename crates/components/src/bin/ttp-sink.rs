@@ -1,0 +1,138 @@
+//! `ttp-sink`: reads token-transfer events from `EventService.GetTTPEvents` and writes them
+//! to the console, a JSON-lines file, or PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Parser, ValueEnum};
+use flowctl_components::sink::driver::{Driver, Target};
+use flowctl_components::sink::health::Readiness;
+use flowctl_components::sink::metrics::SinkMetrics;
+use flowctl_components::sink::output::Output;
+use flowctl_components::sink::postgres::PgSink;
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum SinkKind {
+    Console,
+    Jsonl,
+    Postgres,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Writes token-transfer events to the console, a JSON-lines file or PostgreSQL"
+)]
+struct Args {
+    #[arg(
+        long,
+        env = "SINK",
+        value_enum,
+        ignore_case = true,
+        default_value = "console"
+    )]
+    sink: SinkKind,
+    /// The processor's EventService, `host:port` or an http:// URL.
+    #[arg(long, env = "TTP_SERVICE_ADDRESS", default_value = "127.0.0.1:50052")]
+    ttp_service_address: String,
+    #[arg(long, env = "START_LEDGER", default_value_t = 0)]
+    start_ledger: u32,
+    /// Last ledger (inclusive); 0 = follow the live stream.
+    #[arg(long, env = "END_LEDGER", default_value_t = 0)]
+    end_ledger: u32,
+    /// JSON-lines file (appended); stdout when absent.
+    #[arg(long, env = "OUTPUT_FILE")]
+    output_file: Option<String>,
+    /// PostgreSQL connection string (URL or key=value form).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Name of this sink's checkpoint row, so several sinks can share a database.
+    #[arg(long, env = "SINK_ID")]
+    sink_id: Option<String>,
+    #[arg(long, env = "FLUSH_EVENTS", default_value_t = 5000)]
+    flush_events: usize,
+    #[arg(long, env = "FLUSH_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    flush_interval: Duration,
+    /// Longest wait between two reconnection attempts.
+    #[arg(long, env = "MAX_BACKOFF", default_value = "10s", value_parser = humantime::parse_duration)]
+    max_backoff: Duration,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("ttp-sink: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let readiness = Readiness::not_ready("starting");
+    let target = match args.sink {
+        SinkKind::Console => Target::Output(Output::Console),
+        SinkKind::Jsonl => Target::Output(Output::jsonl(args.output_file.as_deref())?),
+        SinkKind::Postgres => {
+            let Some(url) = &args.database_url else {
+                bail!("SINK=postgres needs DATABASE_URL (e.g. postgres://user@localhost/db)");
+            };
+            let id = args
+                .sink_id
+                .clone()
+                .or_else(|| std::env::var("COMPONENT_ID").ok())
+                .unwrap_or_else(|| "ttp-sink".into());
+            Target::Postgres(
+                PgSink::new(url, &id, readiness.clone()).with_max_backoff(args.max_backoff),
+            )
+        }
+    };
+    // Registration, heartbeats and /health on HEALTH_PORT, through the component SDK.
+    let metrics = Arc::new(SinkMetrics::default());
+    let sdk_metrics = metrics.clone();
+    let sdk = flowctl_sdk::Component::from_env("TTP_SINK", flowctl_sdk::ServiceType::Sink)?
+        .with_name("ttp-sink")
+        .with_event_types(&["token_transfer.TokenTransferEvent"], &[])
+        .with_metadata("sink", format!("{:?}", args.sink).to_lowercase())
+        .with_metrics(move || sdk_metrics.snapshot())
+        .start()
+        .await?;
+    readiness.attach(sdk);
+    let driver = Driver {
+        addr: args.ttp_service_address.clone(),
+        start: args.start_ledger,
+        end: (args.end_ledger != 0).then_some(args.end_ledger),
+        target,
+        readiness: readiness.clone(),
+        metrics,
+        flush_events: args.flush_events.max(1),
+        flush_interval: args.flush_interval,
+        max_backoff: args.max_backoff,
+    };
+    let result = tokio::select! {
+        s = driver.run() => s.map(Some),
+        _ = shutdown() => Ok(None),
+    };
+    readiness.shutdown().await;
+    if let Some(summary) = result? {
+        tracing::info!(events = summary.events, through = summary.through, "done");
+    }
+    Ok(())
+}
+
+async fn shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,320 @@
+//! Reads `GetTTPEvents` and hands complete ledgers to the output. A ledger is complete
+//! when an event of a later ledger arrives, or when a bounded stream ends cleanly. When the
+//! stream breaks, the incomplete ledger is dropped and the sink reconnects with backoff
+//! from the ledger after the last one written, so nothing is skipped or written twice.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowctl_proto::token_transfer::TokenTransferEvent;
+use flowctl_proto::token_transfer_service::event_service_client::EventServiceClient;
+use flowctl_proto::token_transfer_service::GetEventsRequest;
+
+use super::health::Readiness;
+use super::metrics::SinkMetrics;
+use super::output::Output;
+use super::postgres::PgSink;
+use super::{LedgerEvents, SinkError};
+
+pub enum Target {
+    Output(Output),
+    Postgres(PgSink),
+}
+
+impl Target {
+    async fn write(&mut self, batch: &[LedgerEvents], through: u32) -> Result<(), SinkError> {
+        match self {
+            Target::Output(o) => o.write(batch),
+            Target::Postgres(p) => p.write(batch, through).await,
+        }
+    }
+}
+
+pub struct Driver {
+    /// `host:port` or an `http://` URL of the processor.
+    pub addr: String,
+    pub start: u32,
+    /// Last ledger wanted (inclusive); `None` = follow the live stream.
+    pub end: Option<u32>,
+    pub target: Target,
+    pub readiness: Readiness,
+    pub metrics: Arc<SinkMetrics>,
+    /// Flush when this many events of complete ledgers are waiting…
+    pub flush_events: usize,
+    /// …or this long after the first of them arrived.
+    pub flush_interval: Duration,
+    pub max_backoff: Duration,
+}
+
+/// What a finished run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub events: u64,
+    /// The last complete ledger written (0 when none).
+    pub through: u32,
+}
+
+struct Pending {
+    ledgers: Vec<LedgerEvents>,
+    events: usize,
+    /// Every ledger up to here is complete (including those without events).
+    through: Option<u32>,
+    since: Option<Instant>,
+}
+
+impl Driver {
+    pub async fn run(mut self) -> Result<Summary, SinkError> {
+        let resume = match &mut self.target {
+            Target::Postgres(p) => p.checkpoint().await?,
+            Target::Output(_) => 0,
+        };
+        let mut next = if resume > 0 {
+            self.start.max(resume + 1)
+        } else {
+            self.start
+        };
+        if resume > 0 {
+            tracing::info!(checkpoint = resume, next, "resuming after the checkpoint");
+        }
+        let endpoint = if self.addr.contains("://") {
+            self.addr.clone()
+        } else {
+            format!("http://{}", self.addr)
+        };
+        let mut summary = Summary {
+            events: 0,
+            through: resume,
+        };
+        let mut delay = Duration::from_millis(100);
+        loop {
+            if let Some(end) = self.end {
+                if next > end && next != 0 {
+                    return Ok(summary);
+                }
+            }
+            let request = GetEventsRequest {
+                start_ledger: next,
+                end_ledger: self.end.unwrap_or(0),
+            };
+            let stream = match EventServiceClient::connect(endpoint.clone()).await {
+                Ok(mut c) => c.get_ttp_events(request).await.map_err(|s| s.to_string()),
+                Err(e) => Err(format!("{e}: {}", source_chain(&e))),
+            };
+            let mut stream = match stream {
+                Ok(s) => s.into_inner(),
+                Err(message) => {
+                    let reason = format!("event service {} unreachable: {message}", self.addr);
+                    tracing::warn!(retry_in = ?delay, "{reason}");
+                    self.readiness.set_degraded(reason);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.max_backoff);
+                    continue;
+                }
+            };
+            // The database (if any) answered the checkpoint query or the last write; a
+            // failing write marks the sink not ready again.
+            self.readiness.set_ready();
+            let mut current: Option<LedgerEvents> = None;
+            let mut pending = Pending {
+                ledgers: Vec::new(),
+                events: 0,
+                through: None,
+                since: None,
+            };
+            let mut tick = tokio::time::interval(self.flush_interval);
+            let clean = loop {
+                tokio::select! {
+                    msg = stream.message() => match msg {
+                        Ok(Some(ev)) => {
+                            delay = Duration::from_millis(100);
+                            if let Err(e) = accept(ev, next, &mut current, &mut pending) {
+                                tracing::warn!(error = %e, "reconnecting");
+                                break false;
+                            }
+                            if pending.events >= self.flush_events {
+                                self.flush(&mut pending, &mut next, &mut summary).await?;
+                            }
+                        }
+                        Ok(None) => break true,
+                        Err(status) => {
+                            tracing::warn!(code = ?status.code(), message = status.message(), "event stream broke");
+                            break false;
+                        }
+                    },
+                    _ = tick.tick() => {
+                        if pending.since.is_some_and(|s| s.elapsed() >= self.flush_interval) {
+                            self.flush(&mut pending, &mut next, &mut summary).await?;
+                        }
+                    }
+                }
+            };
+            if clean {
+                if let Some(end) = self.end {
+                    // A bounded stream that ends cleanly has sent every event up to `end`.
+                    if let Some(c) = current.take() {
+                        pending.events += c.events.len();
+                        pending.ledgers.push(c);
+                    }
+                    pending.through = Some(end);
+                    self.flush(&mut pending, &mut next, &mut summary).await?;
+                    return Ok(summary);
+                }
+            }
+            // Keep what is complete; the partial ledger comes again after reconnecting.
+            self.flush(&mut pending, &mut next, &mut summary).await?;
+            self.readiness
+                .set_degraded(format!("reconnecting to {} from ledger {next}", self.addr));
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.max_backoff);
+        }
+    }
+
+    async fn flush(
+        &mut self,
+        pending: &mut Pending,
+        next: &mut u32,
+        summary: &mut Summary,
+    ) -> Result<(), SinkError> {
+        let Some(through) = pending.through else {
+            return Ok(());
+        };
+        self.target.write(&pending.ledgers, through).await?;
+        summary.events += pending.events as u64;
+        self.metrics.written(pending.events as u64, through);
+        summary.through = through;
+        *next = through + 1;
+        pending.ledgers.clear();
+        pending.events = 0;
+        pending.through = None;
+        pending.since = None;
+        Ok(())
+    }
+}
+
+/// Files one event; returns an error when the stream's order cannot be trusted.
+fn accept(
+    ev: TokenTransferEvent,
+    next: u32,
+    current: &mut Option<LedgerEvents>,
+    pending: &mut Pending,
+) -> Result<(), String> {
+    let ledger = ev.meta.as_ref().map(|m| m.ledger_sequence).unwrap_or(0);
+    if ledger == 0 {
+        return Err("an event without meta.ledger_sequence".into());
+    }
+    if next != 0 && ledger < next {
+        return Err(format!(
+            "event of ledger {ledger} before the requested {next}"
+        ));
+    }
+    match current {
+        Some(c) if c.ledger == ledger => c.events.push(ev),
+        Some(c) if ledger < c.ledger => {
+            return Err(format!(
+                "event of ledger {ledger} after one of ledger {}",
+                c.ledger
+            ))
+        }
+        _ => {
+            if let Some(done) = current.take() {
+                pending.events += done.events.len();
+                pending.ledgers.push(done);
+                pending.since.get_or_insert_with(Instant::now);
+            }
+            if pending.ledgers.is_empty() && next != 0 && ledger > next {
+                pending.since.get_or_insert_with(Instant::now);
+            }
+            if next != 0 || pending.through.is_some() || !pending.ledgers.is_empty() {
+                pending.through = Some(ledger - 1);
+            }
+            *current = Some(LedgerEvents {
+                ledger,
+                events: vec![ev],
+            });
+        }
+    }
+    Ok(())
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push(s.to_string());
+        src = s.source();
+    }
+    out.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowctl_proto::token_transfer::EventMeta;
+
+    fn ev(ledger: u32) -> TokenTransferEvent {
+        TokenTransferEvent {
+            meta: Some(EventMeta {
+                ledger_sequence: ledger,
+                ..Default::default()
+            }),
+            event: None,
+        }
+    }
+
+    /// Feeds events of these ledgers after asking from `next`; returns the ledgers made
+    /// complete, how many events they hold, and the checkpoint they allow.
+    fn feed(next: u32, ledgers: &[u32]) -> Result<(Vec<u32>, usize, Option<u32>), String> {
+        let mut current = None;
+        let mut pending = Pending {
+            ledgers: Vec::new(),
+            events: 0,
+            through: None,
+            since: None,
+        };
+        for l in ledgers {
+            accept(ev(*l), next, &mut current, &mut pending)?;
+        }
+        Ok((
+            pending.ledgers.iter().map(|l| l.ledger).collect(),
+            pending.events,
+            pending.through,
+        ))
+    }
+
+    /// (requested start, ledgers of the events, complete ledgers, their events, checkpoint)
+    type Row = (u32, &'static [u32], Vec<u32>, usize, Option<u32>);
+
+    #[test]
+    fn a_ledger_completes_when_a_later_one_starts() {
+        let table: &[Row] = &[
+            // Nothing is complete while only one ledger has been seen.
+            (10, &[10, 10], vec![], 0, Some(9)),
+            (10, &[10, 10, 11], vec![10], 2, Some(10)),
+            // Ledgers without events between two with events are complete too.
+            (10, &[10, 14], vec![10], 1, Some(13)),
+            // Events starting after the requested ledger: the gap is complete at once.
+            (10, &[12], vec![], 0, Some(11)),
+            // Without a requested start, nothing before the first ledger is claimed.
+            (0, &[7], vec![], 0, None),
+            (0, &[7, 8], vec![7], 1, Some(7)),
+        ];
+        for (next, ledgers, done, events, through) in table {
+            assert_eq!(
+                feed(*next, ledgers).unwrap(),
+                (done.clone(), *events, *through),
+                "next {next}, ledgers {ledgers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_order_or_early_events_are_refused() {
+        assert!(feed(10, &[11, 10])
+            .unwrap_err()
+            .contains("after one of ledger 11"));
+        assert!(feed(10, &[9])
+            .unwrap_err()
+            .contains("before the requested 10"));
+        assert!(feed(10, &[0]).unwrap_err().contains("ledger_sequence"));
+    }
+}

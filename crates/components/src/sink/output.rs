@@ -1,0 +1,98 @@
+//! Console and JSON-lines outputs. Neither keeps a checkpoint: they start where told.
+
+use std::io::Write;
+
+use super::encode::event_json;
+use super::fields::flat;
+use super::{LedgerEvents, SinkError};
+
+pub enum Output {
+    /// One readable line per event on stdout.
+    Console,
+    /// One JSON object per line, to a file (appended) or stdout.
+    Jsonl {
+        path: Option<String>,
+        out: Box<dyn Write + Send>,
+    },
+}
+
+impl Output {
+    pub fn jsonl(path: Option<&str>) -> Result<Output, SinkError> {
+        let out: Box<dyn Write + Send> = match path {
+            Some(p) => Box::new(std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|source| SinkError::Io {
+                        path: p.to_string(),
+                        source,
+                    })?,
+            )),
+            None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+        };
+        Ok(Output::Jsonl {
+            path: path.map(str::to_string),
+            out,
+        })
+    }
+
+    pub fn write(&mut self, batch: &[LedgerEvents]) -> Result<(), SinkError> {
+        match self {
+            Output::Console => {
+                let stdout = std::io::stdout();
+                let mut lock = stdout.lock();
+                for l in batch {
+                    for ev in &l.events {
+                        let line = console_line(l.ledger, ev);
+                        writeln!(lock, "{line}").map_err(|source| SinkError::Io {
+                            path: "stdout".into(),
+                            source,
+                        })?;
+                    }
+                }
+                lock.flush().map_err(|source| SinkError::Io {
+                    path: "stdout".into(),
+                    source,
+                })
+            }
+            Output::Jsonl { path, out } => {
+                let name = path.clone().unwrap_or_else(|| "stdout".into());
+                let io = |source| SinkError::Io {
+                    path: name.clone(),
+                    source,
+                };
+                for l in batch {
+                    for ev in &l.events {
+                        out.write_all(event_json(ev).as_bytes()).map_err(io)?;
+                        out.write_all(b"\n").map_err(io)?;
+                    }
+                }
+                out.flush().map_err(io)
+            }
+        }
+    }
+}
+
+fn console_line(ledger: u32, ev: &flowctl_proto::token_transfer::TokenTransferEvent) -> String {
+    let Some(f) = flat(ev) else {
+        return format!("ledger {ledger}: event without a body");
+    };
+    let meta = ev.meta.as_ref();
+    let tx = meta.map(|m| m.transaction_index).unwrap_or_default();
+    let op = meta
+        .and_then(|m| m.operation_index)
+        .map(|o| format!(" op {o}"))
+        .unwrap_or_default();
+    let asset = f.asset.unwrap_or_else(|| "token".into());
+    let parties = match (f.from, f.to) {
+        (Some(a), Some(b)) => format!("{a} -> {b}"),
+        (Some(a), None) => format!("{a} ->"),
+        (None, Some(b)) => format!("-> {b}"),
+        (None, None) => String::new(),
+    };
+    format!(
+        "ledger {ledger} tx {tx}{op} {:<8} {} {asset} {parties}",
+        f.kind, f.amount
+    )
+}

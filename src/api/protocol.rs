@@ -1,0 +1,88 @@
+//! The control socket's protocol: one JSON request per line, one JSON response per line.
+
+use serde::{Deserialize, Serialize};
+
+use crate::supervisor::StateName;
+
+/// What a client asks. `component` is `ID` or `PIPELINE/ID` (needed only when two pipelines
+/// have a component of that id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    Status,
+    Start { component: String },
+    Stop { component: String },
+    Restart { component: String },
+}
+
+/// The answer: `ok` with an optional status, or an error message for the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<SupervisorStatus>,
+}
+
+impl Response {
+    pub fn ok() -> Self {
+        Response {
+            ok: true,
+            error: None,
+            status: None,
+        }
+    }
+    pub fn error(message: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            error: Some(message.into()),
+            status: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SupervisorStatus {
+    pub pipelines: Vec<PipelineStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineStatus {
+    pub name: String,
+    pub components: Vec<ComponentStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentStatus {
+    pub id: String,
+    pub state: StateName,
+    pub pid: Option<i32>,
+    /// Starts after the first one, automatic or requested.
+    pub restarts: u32,
+    pub ready: bool,
+    /// How long the current process has run; `None` when none runs.
+    pub uptime_ms: Option<u64>,
+    pub last_exit: Option<LastExit>,
+    /// Time left before the next start, in `backoff`.
+    pub next_restart_ms: Option<u64>,
+    pub last_probe: Option<LastProbe>,
+    /// Why it is in its state (the exit, the start limit, the OS error…).
+    pub reason: Option<String>,
+    /// The last sd_notify `STATUS=` text.
+    pub notify_status: Option<String>,
+}
+
+/// How the last process ended: `{"code": N}` or `{"signal": N}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LastExit {
+    Code { code: i32 },
+    Signal { signal: i32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastProbe {
+    pub ok: bool,
+    pub error: Option<String>,
+}

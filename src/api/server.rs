@@ -1,0 +1,56 @@
+//! Serves the control socket: one JSON request per line, one JSON response per line.
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::protocol::{Request, Response};
+use crate::supervisor::SupervisorHandle;
+
+/// Longest request line accepted; requests are tiny, so anything bigger is a mistake.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Answers connections until the listener fails or the task is dropped.
+pub async fn serve(listener: UnixListener, handle: SupervisorHandle) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = connection(stream, handle).await {
+                        tracing::debug!("control connection: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("control socket accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(stream: UnixStream, handle: SupervisorHandle) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = (&mut lines)
+            .take(MAX_REQUEST as u64)
+            .read_line(&mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let response = match serde_json::from_str::<Request>(line.trim()) {
+            Ok(request) => handle.request(request).await,
+            Err(e) => Response::error(format!("bad request: {e}")),
+        };
+        let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+        write.write_all(&out).await?;
+    }
+}

@@ -1,0 +1,74 @@
+//! Where children's output lines go.
+//!
+//! The supervisor reads each child's stdout and stderr line by line and hands every line to a
+//! [`LogSink`]. The default writes them to the supervisor's own stderr, prefixed by the
+//! component id; a journald sink can replace it without the supervisor changing.
+
+use std::io::Write;
+
+/// Which of the child's streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Receives the children's output, one line at a time (without the newline).
+pub trait LogSink: Send + Sync {
+    fn line(&self, pipeline: &str, component: &str, stream: Stream, line: &[u8]);
+}
+
+/// Writes `component| line` to the supervisor's stderr.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StderrSink;
+
+impl LogSink for StderrSink {
+    fn line(&self, _pipeline: &str, component: &str, _stream: Stream, line: &[u8]) {
+        let mut err = std::io::stderr().lock();
+        // A closed stderr must not take the supervisor down; the line is lost either way.
+        let _ = err.write_all(component.as_bytes());
+        let _ = err.write_all(b"| ");
+        let _ = err.write_all(line);
+        let _ = err.write_all(b"\n");
+    }
+}
+
+/// Reads `fd` to its end, passing each line to `sink`. Overlong lines are cut at 64 KiB so a
+/// child printing without newlines cannot grow the supervisor's memory without bound.
+pub async fn forward(
+    fd: std::os::fd::OwnedFd,
+    sink: std::sync::Arc<dyn LogSink>,
+    pipeline: std::sync::Arc<str>,
+    component: std::sync::Arc<str>,
+    stream: Stream,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    const MAX_LINE: usize = 64 * 1024;
+    let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = pipe.read(&mut chunk).await?;
+        if n == 0 {
+            if !buf.is_empty() {
+                sink.line(&pipeline, &component, stream, &buf);
+            }
+            return Ok(());
+        }
+        for &b in &chunk[..n] {
+            if b == b'\n' {
+                sink.line(&pipeline, &component, stream, &buf);
+                buf.clear();
+            } else {
+                buf.push(b);
+                if buf.len() >= MAX_LINE {
+                    sink.line(&pipeline, &component, stream, &buf);
+                    buf.clear();
+                }
+            }
+        }
+        if buf.capacity() > 4 * 1024 && buf.is_empty() {
+            buf.shrink_to(1024);
+        }
+    }
+}

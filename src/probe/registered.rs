@@ -1,0 +1,19 @@
+//! `registered`: the component registered with the control plane under its id.
+//!
+//! The registry answers through [`Registrations`]; a supervisor run without one keeps such a
+//! component not ready and says so, rather than pretending.
+
+use super::ProbeTarget;
+
+/// Implemented by the control plane: has this component registered (and is it still alive)?
+pub trait Registrations: Send + Sync {
+    fn is_registered(&self, pipeline: &str, component: &str) -> bool;
+}
+
+pub fn check(target: &ProbeTarget) -> Result<(), String> {
+    match &target.registry {
+        None => Err("no registry: this supervisor runs no control plane".into()),
+        Some(registry) if registry.is_registered(&target.pipeline, &target.component) => Ok(()),
+        Some(_) => Err(format!("`{}` has not registered", target.component)),
+    }
+}

@@ -1,0 +1,415 @@
+//! From the checked [`Pipeline`] to the [`PipelinePlan`] the supervisor runs: ports allocated,
+//! `${…}` expanded, secrets read, upstream addresses injected, defaults filled in.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::defaults::Defaults;
+use super::diag::Diagnostics;
+use super::graph;
+use super::interp::{self, Part};
+use super::model::{At, Check, Component, Pipeline, PortRef, Probe};
+use super::node::Pos;
+use super::ports::Allocator;
+use super::reader::Ctx;
+use crate::plan::{
+    ComponentPlan, PipelinePlan, PortPlan, ProbeCheck, ProbePlan, RestartPlan, Role, StopPlan,
+};
+
+/// What resolution needs from its caller.
+#[derive(Debug, Clone, Default)]
+pub struct ResolveOptions {
+    /// Values for what components leave out.
+    pub defaults: Defaults,
+    /// The variables `${VAR}` reads; `None` reads flowctl's own environment.
+    pub vars: Option<BTreeMap<String, String>>,
+    /// Ports never to allocate (e.g. those other running pipelines use).
+    pub reserved_ports: BTreeSet<u16>,
+}
+
+/// The variable names the seeds' components read their upstream address from, by the role of
+/// the reader and of the component it reads. Only the first input is injected: one variable
+/// holds one address.
+fn upstream_vars(reader: Role, input: Role) -> &'static [&'static str] {
+    match (reader, input) {
+        (Role::Sink, Role::Processor) => &["TTP_SERVICE_ADDRESS"],
+        (Role::Processor | Role::Sink, _) => &["SOURCE_SERVICE_ADDRESS", "LIVE_SOURCE_ENDPOINT"],
+        (Role::Source, _) => &[],
+    }
+}
+
+struct Allocated {
+    ports: Vec<PortPlan>,
+    health_port: u16,
+}
+
+impl Allocated {
+    /// A named port; `health` is the health port unless a port has that name.
+    fn port(&self, name: &str) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.port)
+            .or_else(|| (name == "health").then_some(self.health_port))
+    }
+
+    fn service_port(&self) -> Option<u16> {
+        self.port("grpc").or(self.ports.first().map(|p| p.port))
+    }
+}
+
+pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diagnostics> {
+    let mut ctx = Ctx::new(&p.file);
+    let allocated = allocate_ports(&mut ctx, p, opts);
+    if ctx.diags.has_errors() {
+        return Err(ctx.diags);
+    }
+    let d = &opts.defaults;
+
+    let mut plans: Vec<ComponentPlan> = Vec::with_capacity(p.components.len());
+    for c in &p.components {
+        let own = &allocated[&c.id];
+        let render = |ctx: &mut Ctx, field: &str, value: &At<String>| -> Option<String> {
+            let parts = match interp::parse(&value.value) {
+                Ok(parts) => parts,
+                Err(msg) => {
+                    ctx.error(value.pos, format!("`{field}`: {msg}"));
+                    return None;
+                }
+            };
+            match interp::render(&parts, |part| lookup(part, own, &allocated, opts)) {
+                Ok(s) if s.contains('\0') => {
+                    ctx.error(
+                        value.pos,
+                        format!("`{field}` contains a NUL byte, which no process argument or variable can hold"),
+                    );
+                    None
+                }
+                Ok(s) => Some(s),
+                Err(msg) => {
+                    ctx.error(value.pos, format!("`{field}`: {msg}"));
+                    None
+                }
+            }
+        };
+
+        let mut env = BTreeMap::new();
+        for (k, v) in &c.env {
+            if let Some(s) = render(&mut ctx, &format!("env.{k}"), v) {
+                env.insert(k.clone(), s);
+            }
+        }
+        let args: Vec<String> = c
+            .args
+            .iter()
+            .filter_map(|a| render(&mut ctx, "args", a))
+            .collect();
+        for s in &c.secrets {
+            match super::secrets::read(&s.host_path.value) {
+                Ok(value) => {
+                    env.insert(s.env.clone(), value);
+                }
+                Err(_) if !s.required && !s.host_path.value.exists() => {}
+                Err(msg) => ctx.error(s.host_path.pos, format!("secret `{}`: {msg}", s.name)),
+            }
+        }
+        if let Some(input) = c.inputs.first().and_then(|i| p.component(&i.value)) {
+            if let Some(port) = allocated[&input.id].service_port() {
+                for var in upstream_vars(c.role, input.role) {
+                    env.entry(var.to_string())
+                        .or_insert_with(|| format!("127.0.0.1:{port}"));
+                }
+            }
+        }
+
+        let readiness = c
+            .readiness
+            .as_ref()
+            .and_then(|pr| probe(&mut ctx, c, own, pr, d));
+        let liveness = c
+            .liveness
+            .as_ref()
+            .and_then(|pr| probe(&mut ctx, c, own, pr, d));
+
+        if let Some(dir) = &c.working_dir {
+            if !dir.value.is_dir() {
+                ctx.error(
+                    dir.pos,
+                    format!("`working_dir`: {} is not a directory", dir.value.display()),
+                );
+            }
+        }
+        if let Some(u) = &c.user {
+            check_account(&mut ctx, u, "user");
+        }
+        if let Some(g) = &c.group {
+            check_account(&mut ctx, g, "group");
+        }
+
+        let r = &c.restart;
+        let dr = &d.restart;
+        let mut depends_on: Vec<String> = Vec::new();
+        for dep in c.inputs.iter().chain(&c.depends_on) {
+            if !depends_on.contains(&dep.value) {
+                depends_on.push(dep.value.clone());
+            }
+        }
+        plans.push(ComponentPlan {
+            id: c.id.clone(),
+            role: c.role,
+            command: c.command.value.clone(),
+            args,
+            env,
+            inherit_env: c.inherit_env.unwrap_or(d.inherit_env),
+            working_dir: c.working_dir.as_ref().map(|w| w.value.clone()),
+            user: c.user.as_ref().map(|u| u.value.clone()),
+            group: c.group.as_ref().map(|g| g.value.clone()),
+            rlimits: c.rlimits.clone(),
+            inputs: c.inputs.iter().map(|i| i.value.clone()).collect(),
+            depends_on,
+            ports: own.ports.clone(),
+            health_port: own.health_port,
+            restart: RestartPlan {
+                policy: r.policy.unwrap_or(dr.policy),
+                initial_delay: r.initial_delay.unwrap_or(dr.initial_delay),
+                multiplier: r.multiplier.unwrap_or(dr.multiplier),
+                max_delay: r.max_delay.unwrap_or(dr.max_delay),
+                jitter: r.jitter.unwrap_or(dr.jitter),
+                reset_after: r.reset_after.unwrap_or(dr.reset_after),
+                start_limit_burst: r.start_limit_burst.unwrap_or(dr.start_limit_burst),
+                start_limit_interval: r.start_limit_interval.unwrap_or(dr.start_limit_interval),
+                restart_with_dependencies: r
+                    .with_dependencies
+                    .unwrap_or(dr.restart_with_dependencies),
+            },
+            readiness,
+            liveness,
+            stop: StopPlan {
+                signal: c.stop.signal.unwrap_or(d.stop.signal),
+                timeout: c.stop.timeout.unwrap_or(d.stop.timeout),
+            },
+            watchdog: c.watchdog,
+            resources: c.resources.clone(),
+        });
+    }
+    if ctx.diags.has_errors() {
+        return Err(ctx.diags);
+    }
+
+    let index: BTreeMap<&str, usize> = plans
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id.as_str(), i))
+        .collect();
+    let edges: Vec<Vec<usize>> = plans
+        .iter()
+        .map(|c| {
+            c.depends_on
+                .iter()
+                .filter_map(|d| index.get(d.as_str()).copied())
+                .collect()
+        })
+        .collect();
+    let order = graph::order(&edges);
+    let mut slots: Vec<Option<ComponentPlan>> = plans.into_iter().map(Some).collect();
+    let components = order.into_iter().filter_map(|i| slots[i].take()).collect();
+    Ok(PipelinePlan {
+        name: p.name.clone(),
+        source_file: p.file.clone(),
+        config_yaml: p.text.clone(),
+        components,
+    })
+}
+
+/// Fixed ports must not clash between components; the rest get free loopback ports.
+fn allocate_ports(
+    ctx: &mut Ctx,
+    p: &Pipeline,
+    opts: &ResolveOptions,
+) -> BTreeMap<String, Allocated> {
+    let mut fixed: BTreeMap<(u16, &str), (&str, Pos)> = BTreeMap::new();
+    for c in &p.components {
+        let declared = c
+            .ports
+            .iter()
+            .filter_map(|port| port.port.map(|n| (n, port.protocol.as_str(), port.pos)));
+        let health = c.health_port.iter().map(|h| (h.value, "tcp", h.pos));
+        for (n, proto, pos) in declared.chain(health) {
+            match fixed.get(&(n, proto)) {
+                Some((other, other_pos)) if *other != c.id => ctx.error(
+                    pos,
+                    format!(
+                        "port {n} is also used by `{other}` (at {other_pos}); give one of them \
+                         another port, or leave it out to have one allocated"
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    fixed.insert((n, proto), (&c.id, pos));
+                }
+            }
+        }
+    }
+    let mut alloc = Allocator::new(
+        fixed
+            .keys()
+            .map(|(n, _)| *n)
+            .chain(opts.reserved_ports.iter().copied()),
+    );
+    let mut out = BTreeMap::new();
+    for c in &p.components {
+        let mut ports = Vec::new();
+        for port in &c.ports {
+            let n = match port.port {
+                Some(n) => n,
+                None => match alloc.allocate(&port.protocol) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        ctx.error(
+                            port.pos,
+                            format!("cannot allocate port `{}`: {e}", port.name),
+                        );
+                        0
+                    }
+                },
+            };
+            ports.push(PortPlan {
+                name: port.name.clone(),
+                port: n,
+                protocol: port.protocol.clone(),
+            });
+        }
+        let health_port = match &c.health_port {
+            Some(h) => h.value,
+            None => alloc.allocate("tcp").unwrap_or_else(|e| {
+                ctx.error(c.pos, format!("cannot allocate a health port: {e}"));
+                0
+            }),
+        };
+        out.insert(c.id.clone(), Allocated { ports, health_port });
+    }
+    out
+}
+
+fn lookup(
+    part: &Part,
+    own: &Allocated,
+    all: &BTreeMap<String, Allocated>,
+    opts: &ResolveOptions,
+) -> Result<String, String> {
+    let missing = |what: String| format!("{what} does not exist");
+    match part {
+        Part::Lit(s) => Ok(s.clone()),
+        Part::OwnPort(name) => own
+            .port(name)
+            .map(|n| n.to_string())
+            .ok_or_else(|| missing(format!("port `{name}`"))),
+        Part::Port { id, name } => all
+            .get(id)
+            .and_then(|a| a.port(name))
+            .map(|n| n.to_string())
+            .ok_or_else(|| missing(format!("port `{id}.ports.{name}`"))),
+        Part::Address(id) => all
+            .get(id)
+            .and_then(Allocated::service_port)
+            .map(|n| format!("127.0.0.1:{n}"))
+            .ok_or_else(|| missing(format!("the address of `{id}`"))),
+        Part::Var(name) => {
+            let value = match &opts.vars {
+                Some(vars) => vars.get(name).cloned(),
+                None => match std::env::var(name) {
+                    Ok(v) => Some(v),
+                    Err(std::env::VarError::NotPresent) => None,
+                    Err(std::env::VarError::NotUnicode(_)) => {
+                        return Err(format!(
+                            "`${{{name}}}` is not valid UTF-8 in flowctl's environment"
+                        ))
+                    }
+                },
+            };
+            value.ok_or_else(|| {
+                format!(
+                    "`${{{name}}}` is not set in flowctl's environment (set it, or write \
+                     `$${{{name}}}` for a literal `${{{name}}}`)"
+                )
+            })
+        }
+    }
+}
+
+fn probe(
+    ctx: &mut Ctx,
+    c: &Component,
+    own: &Allocated,
+    pr: &Probe,
+    d: &Defaults,
+) -> Option<ProbePlan> {
+    let port = |ctx: &mut Ctx, r: &Option<At<PortRef>>, default: Option<u16>| -> Option<u16> {
+        match r {
+            None => default.or_else(|| {
+                ctx.error(pr.pos, format!("the probe of `{}` needs a `port`", c.id));
+                None
+            }),
+            Some(At {
+                value: PortRef::Number(n),
+                ..
+            }) => Some(*n),
+            Some(At {
+                value: PortRef::Name(name),
+                pos,
+            }) => own.port(name).or_else(|| {
+                ctx.error(*pos, format!("`{}` has no port named `{name}`", c.id));
+                None
+            }),
+        }
+    };
+    let check = match &pr.check {
+        Check::Http { port: p, path } => ProbeCheck::Http {
+            port: port(ctx, p, Some(own.health_port))?,
+            path: path.clone(),
+        },
+        Check::Grpc { port: p, service } => ProbeCheck::Grpc {
+            port: port(ctx, p, own.service_port())?,
+            service: service.clone(),
+        },
+        Check::Tcp { port: p } => ProbeCheck::Tcp {
+            port: port(ctx, p, own.service_port())?,
+        },
+        Check::Exec { command } => ProbeCheck::Exec {
+            command: command.clone(),
+        },
+        Check::Notify => ProbeCheck::Notify,
+        Check::Registered => ProbeCheck::Registered,
+    };
+    let t = &d.probe;
+    Some(ProbePlan {
+        check,
+        initial_delay: pr.initial_delay.unwrap_or(t.initial_delay),
+        period: pr.period.unwrap_or(t.period),
+        timeout: pr.timeout.unwrap_or(t.timeout),
+        failure_threshold: pr.failure_threshold.unwrap_or(t.failure_threshold),
+        success_threshold: pr.success_threshold.unwrap_or(t.success_threshold),
+    })
+}
+
+/// A user or group must exist on this host (a number is taken as an id as it is).
+fn check_account(ctx: &mut Ctx, name: &At<String>, what: &str) {
+    if name.value.parse::<u32>().is_ok() {
+        return;
+    }
+    let found = if what == "user" {
+        nix::unistd::User::from_name(&name.value).map(|u| u.is_some())
+    } else {
+        nix::unistd::Group::from_name(&name.value).map(|g| g.is_some())
+    };
+    match found {
+        Ok(true) => {}
+        Ok(false) => ctx.error(
+            name.pos,
+            format!("`{what}: {}`: no such {what} on this host", name.value),
+        ),
+        Err(e) => ctx.error(
+            name.pos,
+            format!("`{what}: {}`: cannot look it up: {e}", name.value),
+        ),
+    }
+}

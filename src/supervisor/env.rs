@@ -1,0 +1,159 @@
+//! The exact environment a component's process sees.
+//!
+//! Layers, later ones winning: `PATH`, `HOME`, `LANG` (or the supervisor's whole environment
+//! with `inherit_env`), then the flowctl contract, then the component's own `env`. Nothing else
+//! leaks from the supervisor: a component behaves the same under systemd, a shell or a test.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::plan::ComponentPlan;
+
+/// `FLOWCTL_HEARTBEAT_INTERVAL` as the Go flowctl sets it.
+pub const HEARTBEAT_INTERVAL: &str = "10s";
+
+/// Used when the supervisor itself has no `PATH`.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What the environment is built from besides the plan.
+pub struct EnvInputs<'a> {
+    /// The control plane's address; `None` when no registry runs, in which case components
+    /// are told `ENABLE_FLOWCTL=false` rather than sent looking for one.
+    pub endpoint: Option<&'a str>,
+    /// Where the component sends sd_notify messages, when it has a notify check or watchdog.
+    pub notify_socket: Option<&'a Path>,
+    /// The home directory of the component's `user`, when one is set.
+    pub user_home: Option<&'a Path>,
+    /// The supervisor's own environment.
+    pub parent: &'a [(String, String)],
+}
+
+/// Builds the component's environment.
+pub fn child_env(plan: &ComponentPlan, inputs: &EnvInputs<'_>) -> BTreeMap<String, String> {
+    let parent = |key: &str| {
+        inputs
+            .parent
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let mut env = BTreeMap::new();
+    if plan.inherit_env {
+        env.extend(inputs.parent.iter().cloned());
+    }
+    env.insert(
+        "PATH".to_string(),
+        parent("PATH").unwrap_or_else(|| DEFAULT_PATH.to_string()),
+    );
+    let home = match inputs.user_home {
+        Some(home) => Some(home.display().to_string()),
+        None => parent("HOME"),
+    };
+    if let Some(home) = home {
+        env.insert("HOME".to_string(), home);
+    }
+    if let Some(lang) = parent("LANG") {
+        env.insert("LANG".to_string(), lang);
+    }
+
+    match inputs.endpoint {
+        Some(endpoint) => {
+            env.insert("ENABLE_FLOWCTL".to_string(), "true".to_string());
+            env.insert("FLOWCTL_ENDPOINT".to_string(), endpoint.to_string());
+        }
+        None => {
+            env.insert("ENABLE_FLOWCTL".to_string(), "false".to_string());
+        }
+    }
+    env.insert("FLOWCTL_COMPONENT_ID".to_string(), plan.id.clone());
+    env.insert("FLOWCTL_SERVICE_ID".to_string(), plan.id.clone());
+    env.insert(
+        "FLOWCTL_HEARTBEAT_INTERVAL".to_string(),
+        HEARTBEAT_INTERVAL.to_string(),
+    );
+    env.insert("HEALTH_PORT".to_string(), plan.health_port.to_string());
+    if let Some(grpc) = plan.ports.iter().find(|p| p.name == "grpc") {
+        env.insert("PORT".to_string(), grpc.port.to_string());
+    }
+    if let Some(socket) = inputs.notify_socket {
+        env.insert("NOTIFY_SOCKET".to_string(), socket.display().to_string());
+    }
+
+    env.extend(plan.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::PortPlan;
+    use crate::supervisor::testplan::component;
+
+    fn parent() -> Vec<(String, String)> {
+        vec![
+            ("PATH".into(), "/bin".into()),
+            ("HOME".into(), "/root".into()),
+            ("SECRET".into(), "x".into()),
+        ]
+    }
+
+    #[test]
+    fn contract_is_added_and_nothing_leaks() {
+        let mut plan = component("ttp");
+        plan.health_port = 8088;
+        plan.ports.push(PortPlan {
+            name: "grpc".into(),
+            port: 50051,
+            protocol: "tcp".into(),
+        });
+        let parent = parent();
+        let env = child_env(
+            &plan,
+            &EnvInputs {
+                endpoint: Some("127.0.0.1:8080"),
+                notify_socket: None,
+                user_home: None,
+                parent: &parent,
+            },
+        );
+        let want: BTreeMap<String, String> = [
+            ("PATH", "/bin"),
+            ("HOME", "/root"),
+            ("ENABLE_FLOWCTL", "true"),
+            ("FLOWCTL_ENDPOINT", "127.0.0.1:8080"),
+            ("FLOWCTL_COMPONENT_ID", "ttp"),
+            ("FLOWCTL_SERVICE_ID", "ttp"),
+            ("FLOWCTL_HEARTBEAT_INTERVAL", "10s"),
+            ("HEALTH_PORT", "8088"),
+            ("PORT", "50051"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(env, want);
+    }
+
+    #[test]
+    fn component_env_wins_and_inherit_passes_everything() {
+        let mut plan = component("c");
+        plan.inherit_env = true;
+        plan.env
+            .insert("FLOWCTL_HEARTBEAT_INTERVAL".into(), "10000".into());
+        let parent = parent();
+        let env = child_env(
+            &plan,
+            &EnvInputs {
+                endpoint: None,
+                notify_socket: Some(Path::new("/run/n.sock")),
+                user_home: Some(Path::new("/home/flowctl")),
+                parent: &parent,
+            },
+        );
+        assert_eq!(env["FLOWCTL_HEARTBEAT_INTERVAL"], "10000");
+        assert_eq!(env["SECRET"], "x");
+        assert_eq!(env["HOME"], "/home/flowctl");
+        assert_eq!(env["ENABLE_FLOWCTL"], "false");
+        assert_eq!(env["NOTIFY_SOCKET"], "/run/n.sock");
+        assert!(!env.contains_key("FLOWCTL_ENDPOINT"));
+    }
+}

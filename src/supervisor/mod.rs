@@ -1,0 +1,23 @@
+//! Running a pipeline's components as supervised child processes.
+//!
+//! - `state.rs`: the life of one component, a pure transition function.
+//! - `restart.rs`: restart policy, backoff and start limit.
+//! - `order.rs`: start and stop order across components.
+//! - `env.rs`, `command.rs`, `spawn.rs`: what a child is started with and how.
+//! - `reaper.rs`: subreaper and the one `waitpid(-1)` loop.
+//! - `runner.rs`: the event loop that executes decisions.
+
+pub mod command;
+pub mod env;
+pub mod order;
+pub mod reaper;
+pub mod restart;
+pub mod runner;
+pub mod spawn;
+pub mod state;
+pub mod testplan;
+
+pub use runner::{
+    FinalState, RunSummary, Supervisor, SupervisorError, SupervisorHandle, SupervisorOptions,
+};
+pub use state::{State, StateName};

@@ -1,0 +1,240 @@
+//! Whether and when a component that stopped on its own is started again.
+//!
+//! This is the one place restart policy lives: the policy (systemd's `Restart=`), the
+//! exponential delay (`RestartSec=`, `RestartSteps=`, `RestartMaxDelaySec=`), the reset after a
+//! stable run, and the start limit (`StartLimitBurst=` within `StartLimitIntervalSec=`). It is
+//! plain arithmetic over plain data, so it is tested without processes or clocks.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::plan::{RestartPlan, RestartPolicy};
+
+/// What the supervisor remembers of a component's past starts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RestartHistory {
+    /// Consecutive quick restarts so far: the exponent of the next delay.
+    pub attempt: u32,
+    /// When recent starts happened, oldest first (only those inside the start-limit window
+    /// matter; older ones are dropped by [`RestartHistory::record_start`]).
+    pub starts: VecDeque<Instant>,
+}
+
+impl RestartHistory {
+    /// Notes a start at `now`, forgetting starts that fell out of the window.
+    pub fn record_start(&mut self, now: Instant, window: Duration) {
+        while let Some(first) = self.starts.front() {
+            if now.saturating_duration_since(*first) > window {
+                self.starts.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.starts.push_back(now);
+    }
+
+    fn starts_within(&self, now: Instant, window: Duration) -> usize {
+        self.starts
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) <= window)
+            .count()
+    }
+}
+
+/// How the process ended, as far as the policy cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit code 0.
+    Success,
+    /// A non-zero code, a signal, or a failed liveness check / watchdog.
+    Failure,
+}
+
+/// The verdict for a component whose process ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Start it again after `delay`; `attempt` is the new value of [`RestartHistory::attempt`].
+    Restart { delay: Duration, attempt: u32 },
+    /// It is done and that is fine (a clean exit the policy does not restart).
+    Done,
+    /// It is done and that is a failure; `reason` is shown in the status.
+    GiveUp { reason: String },
+}
+
+/// Decides what follows the end of a run that lasted `ran_for`.
+///
+/// `jitter_sample` is a number in `[0, 1)` drawn by the caller, so that the decision itself
+/// stays deterministic.
+pub fn decide(
+    plan: &RestartPlan,
+    history: &RestartHistory,
+    outcome: Outcome,
+    ran_for: Duration,
+    now: Instant,
+    jitter_sample: f64,
+) -> Decision {
+    let wants_restart = match (plan.policy, outcome) {
+        (RestartPolicy::Always, _) => true,
+        (RestartPolicy::OnFailure, Outcome::Failure) => true,
+        (RestartPolicy::OnFailure, Outcome::Success) => false,
+        (RestartPolicy::Never, _) => false,
+    };
+    if !wants_restart {
+        return match outcome {
+            Outcome::Success => Decision::Done,
+            Outcome::Failure => Decision::GiveUp {
+                reason: "restart policy is `no`".to_string(),
+            },
+        };
+    }
+    let burst = plan.start_limit_burst as usize;
+    if burst > 0 && history.starts_within(now, plan.start_limit_interval) >= burst {
+        return Decision::GiveUp {
+            reason: format!(
+                "start limit reached: {} starts within {} (restart.start_limit)",
+                burst,
+                humantime::format_duration(plan.start_limit_interval)
+            ),
+        };
+    }
+    let attempt = if ran_for >= plan.reset_after {
+        0
+    } else {
+        history.attempt
+    };
+    Decision::Restart {
+        delay: backoff_delay(plan, attempt, jitter_sample),
+        attempt: attempt.saturating_add(1),
+    }
+}
+
+/// `initial_delay × multiplier^attempt`, capped at `max_delay`, plus up to `jitter` of itself
+/// (still capped: the cap is a promise to the operator).
+pub fn backoff_delay(plan: &RestartPlan, attempt: u32, jitter_sample: f64) -> Duration {
+    let cap = plan.max_delay.as_secs_f64();
+    let multiplier = if plan.multiplier.is_finite() && plan.multiplier >= 1.0 {
+        plan.multiplier
+    } else {
+        1.0
+    };
+    let exponent = attempt.min(1024) as i32;
+    let base = (plan.initial_delay.as_secs_f64() * multiplier.powi(exponent)).min(cap);
+    let jitter = plan.jitter.clamp(0.0, 1.0) * jitter_sample.clamp(0.0, 1.0);
+    let secs = (base * (1.0 + jitter)).min(cap);
+    if secs.is_finite() && secs > 0.0 {
+        Duration::from_secs_f64(secs)
+    } else {
+        Duration::ZERO
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(policy: RestartPolicy) -> RestartPlan {
+        RestartPlan {
+            policy,
+            initial_delay: Duration::from_millis(100),
+            multiplier: 2.0,
+            max_delay: Duration::from_millis(1000),
+            jitter: 0.0,
+            reset_after: Duration::from_secs(10),
+            start_limit_burst: 5,
+            start_limit_interval: Duration::from_secs(60),
+            restart_with_dependencies: false,
+        }
+    }
+
+    #[test]
+    fn delay_doubles_until_cap() {
+        let p = plan(RestartPolicy::Always);
+        let delays: Vec<u128> = (0..6)
+            .map(|a| backoff_delay(&p, a, 0.0).as_millis())
+            .collect();
+        assert_eq!(delays, vec![100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn jitter_spreads_but_never_passes_cap() {
+        let mut p = plan(RestartPolicy::Always);
+        p.jitter = 0.5;
+        assert_eq!(backoff_delay(&p, 0, 0.5).as_millis(), 125);
+        assert_eq!(backoff_delay(&p, 3, 0.99).as_millis(), 1000);
+    }
+
+    #[test]
+    fn policy_table() {
+        let now = Instant::now();
+        let h = RestartHistory::default();
+        let short = Duration::from_millis(1);
+        let rows = [
+            (RestartPolicy::Never, Outcome::Success, "done"),
+            (RestartPolicy::Never, Outcome::Failure, "give up"),
+            (RestartPolicy::OnFailure, Outcome::Success, "done"),
+            (RestartPolicy::OnFailure, Outcome::Failure, "restart"),
+            (RestartPolicy::Always, Outcome::Success, "restart"),
+            (RestartPolicy::Always, Outcome::Failure, "restart"),
+        ];
+        for (policy, outcome, want) in rows {
+            let got = match decide(&plan(policy), &h, outcome, short, now, 0.0) {
+                Decision::Restart { .. } => "restart",
+                Decision::Done => "done",
+                Decision::GiveUp { .. } => "give up",
+            };
+            assert_eq!(got, want, "{policy:?} {outcome:?}");
+        }
+    }
+
+    #[test]
+    fn stable_run_resets_the_delay() {
+        let now = Instant::now();
+        let p = plan(RestartPolicy::Always);
+        let h = RestartHistory {
+            attempt: 4,
+            starts: VecDeque::new(),
+        };
+        let quick = decide(&p, &h, Outcome::Failure, Duration::from_secs(1), now, 0.0);
+        assert_eq!(
+            quick,
+            Decision::Restart {
+                delay: Duration::from_millis(1000),
+                attempt: 5
+            }
+        );
+        let stable = decide(&p, &h, Outcome::Failure, Duration::from_secs(10), now, 0.0);
+        assert_eq!(
+            stable,
+            Decision::Restart {
+                delay: Duration::from_millis(100),
+                attempt: 1
+            }
+        );
+    }
+
+    #[test]
+    fn start_limit_gives_up_only_inside_the_window() {
+        let base = Instant::now();
+        let p = plan(RestartPolicy::Always);
+        let mut h = RestartHistory::default();
+        for i in 0..5 {
+            h.record_start(base + Duration::from_secs(i), p.start_limit_interval);
+        }
+        let now = base + Duration::from_secs(5);
+        assert!(matches!(
+            decide(&p, &h, Outcome::Failure, Duration::ZERO, now, 0.0),
+            Decision::GiveUp { .. }
+        ));
+        let later = base + Duration::from_secs(61);
+        assert!(matches!(
+            decide(&p, &h, Outcome::Failure, Duration::ZERO, later, 0.0),
+            Decision::Restart { .. }
+        ));
+        let mut unlimited = p.clone();
+        unlimited.start_limit_burst = 0;
+        assert!(matches!(
+            decide(&unlimited, &h, Outcome::Failure, Duration::ZERO, now, 0.0),
+            Decision::Restart { .. }
+        ));
+    }
+}

@@ -1,0 +1,886 @@
+//! The supervisor's event loop: carries out the state machine's actions and turns what
+//! happens (exits, timers, check answers, notify messages, operator requests) into events.
+//!
+//! One task owns every component; everything else (the reap loop, timers, checks, the control
+//! socket) talks to it through one channel. Decisions stay in `state.rs`, `restart.rs` and
+//! `order.rs`; this file only executes them.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::command::{self, search_dirs};
+use super::env::{child_env, EnvInputs};
+use super::order;
+use super::reaper::{self, ExitStatus};
+use super::restart::{Outcome, RestartHistory};
+use super::spawn::{self, resolve_identity, SpawnSpec};
+use super::state::{next, Action, Ctx, Event, State};
+use crate::api::protocol::{
+    ComponentStatus, LastExit, LastProbe, PipelineStatus, Request, Response, SupervisorStatus,
+};
+use crate::logsink::{self, LogSink, StderrSink};
+use crate::plan::{ComponentPlan, PipelinePlan, ProbeCheck};
+use crate::probe::notify::{self, NotifyEvent, NotifyMessage};
+use crate::probe::{self, ProbeKind, ProbeTarget, ProbeUpdate, Registrations};
+
+/// How a supervisor runs.
+#[derive(Clone)]
+pub struct SupervisorOptions {
+    /// Per-component notify sockets are created under `RUNTIME_DIR/notify/`.
+    pub runtime_dir: PathBuf,
+    /// The control plane's address, given to components as `FLOWCTL_ENDPOINT`.
+    pub endpoint: Option<String>,
+    pub log_sink: Arc<dyn LogSink>,
+    /// Answers `registered` checks; `None` until a registry runs in this process.
+    pub registry: Option<Arc<dyn Registrations>>,
+    /// Return once every component is done (`exited`, `failed` or `stopped`): a bounded run.
+    pub exit_when_done: bool,
+    /// Stop the whole pipeline when a component fails for good.
+    pub stop_on_failure: bool,
+    /// Where bare command names are looked up; `None` = next to the running binary,
+    /// `/usr/lib/flowctl`, then `PATH`.
+    pub search_dirs: Option<Vec<PathBuf>>,
+}
+
+impl SupervisorOptions {
+    pub fn new(runtime_dir: impl Into<PathBuf>) -> Self {
+        SupervisorOptions {
+            runtime_dir: runtime_dir.into(),
+            endpoint: None,
+            log_sink: Arc::new(StderrSink),
+            registry: None,
+            exit_when_done: false,
+            stop_on_failure: false,
+            search_dirs: None,
+        }
+    }
+}
+
+/// Why a supervisor cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("pipeline `{pipeline}`: component `{component}` depends on `{missing}`, which is not in the pipeline")]
+    UnknownDependency {
+        pipeline: String,
+        component: String,
+        missing: String,
+    },
+    #[error("pipeline `{pipeline}` has two components named `{component}`")]
+    DuplicateComponent { pipeline: String, component: String },
+    #[error("cannot watch for exiting children: {0}")]
+    Reaper(#[source] std::io::Error),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub components: Vec<FinalState>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinalState {
+    pub pipeline: String,
+    pub id: String,
+    pub state: super::StateName,
+    pub reason: Option<String>,
+}
+
+impl RunSummary {
+    /// Components that failed for good.
+    pub fn failed(&self) -> impl Iterator<Item = &FinalState> {
+        self.components
+            .iter()
+            .filter(|c| c.state == super::StateName::Failed)
+    }
+}
+
+/// Talks to a running supervisor.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl SupervisorHandle {
+    /// Answers a control request (the control socket's entry point).
+    pub async fn request(&self, request: Request) -> Response {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Api(request, reply)).is_err() {
+            return Response::error("the supervisor has stopped");
+        }
+        rx.await
+            .unwrap_or_else(|_| Response::error("the supervisor has stopped"))
+    }
+
+    pub async fn status(&self) -> Option<SupervisorStatus> {
+        self.request(Request::Status).await.status
+    }
+
+    /// Starts the graceful stop of everything (drain order); `run` returns when it is done.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Msg::Shutdown);
+    }
+}
+
+enum Msg {
+    Exit {
+        idx: usize,
+        generation: u64,
+        status: ExitStatus,
+        at: Instant,
+    },
+    Timer {
+        idx: usize,
+        timer: u64,
+    },
+    Probe {
+        idx: usize,
+        generation: u64,
+        update: ProbeUpdate,
+    },
+    Notify {
+        idx: usize,
+        generation: u64,
+        event: NotifyEvent,
+    },
+    Api(Request, oneshot::Sender<Response>),
+    Shutdown,
+}
+
+/// One component's runtime record.
+struct Component {
+    pipeline: Arc<str>,
+    id: Arc<str>,
+    plan: ComponentPlan,
+    deps: Vec<usize>,
+    inputs: Vec<usize>,
+    dependents: Vec<usize>,
+    state: State,
+    history: RestartHistory,
+    /// Counts spawns; messages about an older process are ignored.
+    generation: u64,
+    pid: Option<i32>,
+    started_at: Option<Instant>,
+    spawns: u32,
+    last_exit: Option<ExitStatus>,
+    reason: Option<String>,
+    last_probe: Option<LastProbe>,
+    notify_status: Option<String>,
+    notify_socket: Option<tokio::net::UnixDatagram>,
+    env: Arc<BTreeMap<String, String>>,
+    timer: Option<(JoinHandle<()>, Instant)>,
+    /// Counts armed timers; a timer message with an older number is stale.
+    timer_id: u64,
+    probes: Vec<JoinHandle<()>>,
+    /// The drain has told it to stop.
+    drained: bool,
+}
+
+/// The supervisor of one or more pipelines.
+pub struct Supervisor {
+    options: SupervisorOptions,
+    components: Vec<Component>,
+    pipelines: Vec<(String, Vec<usize>)>,
+    tx: mpsc::UnboundedSender<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    /// Zero-delay timers: handled before waiting for anything else, so a zero backoff
+    /// restarts without a trip through the timer wheel.
+    immediate: VecDeque<Msg>,
+    shutting_down: bool,
+    search_dirs: Arc<[PathBuf]>,
+    parent_env: Vec<(String, String)>,
+    /// Tasks copying children's output to the log sink; awaited (briefly) at the end so a
+    /// bounded run does not lose its last lines.
+    forwarders: Vec<JoinHandle<()>>,
+}
+
+impl Supervisor {
+    /// Prepares to run `pipelines` (nothing starts before [`Supervisor::run`]).
+    pub fn new(
+        pipelines: Vec<PipelinePlan>,
+        options: SupervisorOptions,
+    ) -> Result<(Supervisor, SupervisorHandle), SupervisorError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut components: Vec<Component> = Vec::new();
+        let mut groups = Vec::new();
+        for pipeline in pipelines {
+            let name: Arc<str> = Arc::from(pipeline.name.as_str());
+            let base = components.len();
+            let index: BTreeMap<String, usize> = pipeline
+                .components
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.id.clone(), base + i))
+                .collect();
+            if index.len() != pipeline.components.len() {
+                let mut seen = std::collections::BTreeSet::new();
+                let dup = pipeline
+                    .components
+                    .iter()
+                    .find(|c| !seen.insert(c.id.clone()))
+                    .map(|c| c.id.clone())
+                    .unwrap_or_default();
+                return Err(SupervisorError::DuplicateComponent {
+                    pipeline: pipeline.name,
+                    component: dup,
+                });
+            }
+            let lookup = |component: &ComponentPlan, names: &[String]| {
+                names
+                    .iter()
+                    .chain(component.inputs.iter())
+                    .map(|n| {
+                        index
+                            .get(n)
+                            .copied()
+                            .ok_or_else(|| SupervisorError::UnknownDependency {
+                                pipeline: pipeline.name.clone(),
+                                component: component.id.clone(),
+                                missing: n.clone(),
+                            })
+                    })
+                    .collect::<Result<Vec<usize>, _>>()
+            };
+            let mut members = Vec::new();
+            for plan in &pipeline.components {
+                let mut deps = lookup(plan, &plan.depends_on)?;
+                deps.sort_unstable();
+                deps.dedup();
+                let inputs = lookup(plan, &[])?;
+                members.push(components.len());
+                components.push(Component {
+                    pipeline: name.clone(),
+                    id: Arc::from(plan.id.as_str()),
+                    plan: plan.clone(),
+                    deps,
+                    inputs,
+                    dependents: Vec::new(),
+                    state: State::Pending,
+                    history: RestartHistory::default(),
+                    generation: 0,
+                    pid: None,
+                    started_at: None,
+                    spawns: 0,
+                    last_exit: None,
+                    reason: None,
+                    last_probe: None,
+                    notify_status: None,
+                    notify_socket: None,
+                    env: Arc::new(BTreeMap::new()),
+                    timer: None,
+                    timer_id: 0,
+                    probes: Vec::new(),
+                    drained: false,
+                });
+            }
+            groups.push((pipeline.name.clone(), members));
+        }
+        for i in 0..components.len() {
+            for d in components[i].deps.clone() {
+                components[d].dependents.push(i);
+            }
+        }
+        let parent_env: Vec<(String, String)> = std::env::vars().collect();
+        let dirs = match &options.search_dirs {
+            Some(dirs) => dirs.clone(),
+            None => {
+                let exe_dir = std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.parent().map(|d| d.to_path_buf()));
+                let path = parent_env
+                    .iter()
+                    .find(|(k, _)| k == "PATH")
+                    .map(|(_, v)| v.as_str());
+                search_dirs(exe_dir.as_deref(), path)
+            }
+        };
+        let handle = SupervisorHandle { tx: tx.clone() };
+        Ok((
+            Supervisor {
+                options,
+                components,
+                pipelines: groups,
+                tx,
+                rx,
+                immediate: VecDeque::new(),
+                shutting_down: false,
+                search_dirs: Arc::from(dirs),
+                parent_env,
+                forwarders: Vec::new(),
+            },
+            handle,
+        ))
+    }
+
+    /// Runs until shut down (or, with `exit_when_done`, until every component is done).
+    /// Must be called from a tokio runtime; see `spawn.rs` on which thread spawns.
+    pub async fn run(mut self) -> Result<RunSummary, SupervisorError> {
+        if let Err(e) = reaper::become_subreaper() {
+            tracing::warn!(
+                "cannot become a child subreaper: {e}; orphaned grandchildren go to PID 1"
+            );
+        }
+        let reap_loop = reaper::start().map_err(SupervisorError::Reaper)?;
+        loop {
+            self.drive();
+            if self.finished() {
+                break;
+            }
+            let msg = match self.immediate.pop_front() {
+                Some(msg) => msg,
+                None => match self.rx.recv().await {
+                    Some(msg) => msg,
+                    None => break,
+                },
+            };
+            self.handle(msg);
+        }
+        reap_loop.abort();
+        // Output still in the pipes of processes that just ended; a leftover holding a pipe
+        // open does not hold the supervisor for more than a second.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        for task in self.forwarders.drain(..) {
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
+        for c in &mut self.components {
+            c.probes.drain(..).for_each(|p| p.abort());
+            if let Some((t, _)) = c.timer.take() {
+                t.abort();
+            }
+        }
+        Ok(RunSummary {
+            components: self
+                .components
+                .iter()
+                .map(|c| FinalState {
+                    pipeline: c.pipeline.to_string(),
+                    id: c.id.to_string(),
+                    state: c.state.name(),
+                    reason: c.reason.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    fn finished(&self) -> bool {
+        let all_done = self.components.iter().all(|c| c.state.is_final());
+        all_done && (self.shutting_down || self.options.exit_when_done)
+    }
+
+    /// Starts what may start, drains what may stop.
+    fn drive(&mut self) {
+        if !self.shutting_down
+            && self.options.stop_on_failure
+            && self.components.iter().any(|c| c.state == State::Failed)
+        {
+            tracing::info!("a component failed for good: stopping the pipeline");
+            self.shutting_down = true;
+        }
+        loop {
+            let mut changed = false;
+            for i in 0..self.components.len() {
+                let c = &self.components[i];
+                if self.shutting_down {
+                    let inputs_down =
+                        order::may_stop(c.inputs.iter().map(|&d| &self.components[d].state));
+                    if !c.drained && (inputs_down || !c.state.is_running()) {
+                        self.components[i].drained = true;
+                        self.feed(i, Event::StopRequested);
+                        changed = true;
+                    }
+                } else if c.state == State::Pending
+                    && order::may_start(c.deps.iter().map(|&d| &self.components[d].state))
+                {
+                    self.feed(i, Event::DepsReady);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Exit {
+                idx,
+                generation,
+                status,
+                at,
+            } => self.on_exit(idx, generation, status, at),
+            Msg::Timer { idx, timer } => {
+                let c = &mut self.components[idx];
+                if c.timer_id != timer {
+                    return;
+                }
+                c.timer = None;
+                let event = match c.state {
+                    State::Backoff => Event::BackoffElapsed,
+                    State::Stopping(_) => Event::StopTimeout,
+                    _ => return,
+                };
+                self.feed(idx, event);
+            }
+            Msg::Probe {
+                idx,
+                generation,
+                update,
+            } => self.on_probe(idx, generation, update),
+            Msg::Notify {
+                idx,
+                generation,
+                event,
+            } => self.on_notify(idx, generation, event),
+            Msg::Api(request, reply) => {
+                let response = self.on_request(request);
+                let _ = reply.send(response);
+            }
+            Msg::Shutdown => {
+                if !self.shutting_down {
+                    tracing::info!(
+                        "stopping: sources first, then each component once its inputs are down"
+                    );
+                }
+                self.shutting_down = true;
+            }
+        }
+    }
+
+    fn on_exit(&mut self, idx: usize, generation: u64, status: ExitStatus, at: Instant) {
+        let c = &mut self.components[idx];
+        if c.generation != generation {
+            return;
+        }
+        let Some(pid) = c.pid.take() else { return };
+        // The main process is the component: whatever it left in its group goes too, so a
+        // restart never races a leftover holding its port.
+        let _ = spawn::signal_group(pid, libc::SIGKILL);
+        c.last_exit = Some(status);
+        let ran_for = c
+            .started_at
+            .take()
+            .map(|s| at.saturating_duration_since(s))
+            .unwrap_or_default();
+        let outcome = if status.success() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        tracing::info!(pipeline = %c.pipeline, component = %c.id, pid, "{status}");
+        self.feed(
+            idx,
+            Event::Exited {
+                outcome,
+                ran_for,
+                description: status.to_string(),
+            },
+        );
+    }
+
+    fn on_probe(&mut self, idx: usize, generation: u64, update: ProbeUpdate) {
+        let c = &mut self.components[idx];
+        if c.generation != generation {
+            return;
+        }
+        c.last_probe = Some(LastProbe {
+            ok: update.result.is_ok(),
+            error: update.result.as_ref().err().cloned(),
+        });
+        let event = match (update.kind, update.crossed) {
+            (ProbeKind::Readiness, Some(true)) => Event::ReadinessPassed,
+            (ProbeKind::Readiness, Some(false)) => Event::ReadinessFailed,
+            (ProbeKind::Liveness, Some(false)) => Event::LivenessFailed {
+                reason: format!(
+                    "liveness check failed: {}",
+                    update.result.err().unwrap_or_default()
+                ),
+            },
+            (_, _) => return,
+        };
+        self.feed(idx, event);
+    }
+
+    fn on_notify(&mut self, idx: usize, generation: u64, event: NotifyEvent) {
+        let c = &mut self.components[idx];
+        if c.generation != generation {
+            return;
+        }
+        let notify_readiness = matches!(
+            c.plan.readiness.as_ref().map(|p| &p.check),
+            Some(ProbeCheck::Notify)
+        );
+        match event {
+            NotifyEvent::Message(NotifyMessage::Ready) if notify_readiness => {
+                c.last_probe = Some(LastProbe {
+                    ok: true,
+                    error: None,
+                });
+                self.feed(idx, Event::ReadinessPassed);
+            }
+            NotifyEvent::Message(NotifyMessage::Status(text)) => c.notify_status = Some(text),
+            NotifyEvent::Message(_) => {}
+            NotifyEvent::WatchdogExpired(limit) => {
+                let reason = format!(
+                    "watchdog: no WATCHDOG=1 within {}",
+                    humantime::format_duration(limit)
+                );
+                c.last_probe = Some(LastProbe {
+                    ok: false,
+                    error: Some(reason.clone()),
+                });
+                self.feed(idx, Event::LivenessFailed { reason });
+            }
+        }
+    }
+
+    fn on_request(&mut self, request: Request) -> Response {
+        let (component, event) = match request {
+            Request::Status => {
+                return Response {
+                    ok: true,
+                    error: None,
+                    status: Some(self.status()),
+                }
+            }
+            Request::Start { component } => (component, Event::StartRequested),
+            Request::Stop { component } => (component, Event::StopRequested),
+            Request::Restart { component } => (component, Event::RestartRequested),
+        };
+        if self.shutting_down && event != Event::StopRequested {
+            return Response::error("the supervisor is stopping");
+        }
+        match self.find(&component) {
+            Ok(idx) => {
+                tracing::info!(component = %component, "operator request: {event:?}");
+                self.feed(idx, event);
+                Response::ok()
+            }
+            Err(message) => Response::error(message),
+        }
+    }
+
+    /// `ID` or `PIPELINE/ID`.
+    fn find(&self, name: &str) -> Result<usize, String> {
+        let (pipeline, id) = match name.split_once('/') {
+            Some((p, id)) => (Some(p), id),
+            None => (None, name),
+        };
+        let matches: Vec<usize> = (0..self.components.len())
+            .filter(|&i| {
+                let c = &self.components[i];
+                &*c.id == id && pipeline.is_none_or(|p| &*c.pipeline == p)
+            })
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(format!("no component `{name}`")),
+            _ => Err(format!(
+                "`{name}` is in several pipelines: write PIPELINE/{id}"
+            )),
+        }
+    }
+
+    fn status(&self) -> SupervisorStatus {
+        let now = Instant::now();
+        SupervisorStatus {
+            pipelines: self
+                .pipelines
+                .iter()
+                .map(|(name, members)| PipelineStatus {
+                    name: name.clone(),
+                    components: members
+                        .iter()
+                        .map(|&i| {
+                            let c = &self.components[i];
+                            ComponentStatus {
+                                id: c.id.to_string(),
+                                state: c.state.name(),
+                                pid: c.pid,
+                                restarts: c.spawns.saturating_sub(1),
+                                ready: c.state == State::Ready,
+                                uptime_ms: c
+                                    .started_at
+                                    .map(|s| now.saturating_duration_since(s).as_millis() as u64),
+                                last_exit: c.last_exit.map(|e| match e {
+                                    ExitStatus::Code(code) => LastExit::Code { code },
+                                    ExitStatus::Signal(signal) => LastExit::Signal { signal },
+                                }),
+                                next_restart_ms: match (&c.state, &c.timer) {
+                                    (State::Backoff, Some((_, at))) => {
+                                        Some(at.saturating_duration_since(now).as_millis() as u64)
+                                    }
+                                    (State::Backoff, None) => Some(0),
+                                    _ => None,
+                                },
+                                last_probe: c.last_probe.clone(),
+                                reason: c.reason.clone(),
+                                notify_status: c.notify_status.clone(),
+                            }
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Runs the transition function and carries out its actions.
+    fn feed(&mut self, idx: usize, event: Event) {
+        let c = &self.components[idx];
+        let ctx = Ctx {
+            plan: &c.plan,
+            history: &c.history,
+            now: Instant::now(),
+            jitter: rand::random::<f64>(),
+        };
+        let (state, actions) = next(&c.state, &event, &ctx);
+        if state != c.state {
+            tracing::info!(
+                pipeline = %c.pipeline,
+                component = %c.id,
+                "{} -> {}",
+                c.state.name(),
+                state.name()
+            );
+        }
+        self.components[idx].state = state;
+        for action in actions {
+            self.execute(idx, action);
+        }
+    }
+
+    fn execute(&mut self, idx: usize, action: Action) {
+        match action {
+            Action::Spawn => match self.spawn(idx) {
+                Ok(()) => self.feed(idx, Event::Spawned),
+                Err(error) => {
+                    tracing::error!(component = %self.components[idx].id, "{error}");
+                    self.feed(idx, Event::SpawnFailed { error })
+                }
+            },
+            Action::StartProbes => self.start_probes(idx),
+            Action::StopProbes => {
+                let c = &mut self.components[idx];
+                c.probes.drain(..).for_each(|p| p.abort());
+                c.notify_socket = None;
+            }
+            Action::Signal(signal) => self.signal(idx, signal),
+            Action::Kill => {
+                tracing::warn!(component = %self.components[idx].id, "stop timeout: SIGKILL to the process group");
+                self.signal(idx, libc::SIGKILL)
+            }
+            Action::ArmStopTimer(delay) => self.arm_timer(idx, delay),
+            Action::ArmBackoff { delay, attempt } => {
+                self.components[idx].history.attempt = attempt;
+                self.arm_timer(idx, delay);
+            }
+            Action::CancelTimer => {
+                let c = &mut self.components[idx];
+                c.timer_id += 1;
+                if let Some((t, _)) = c.timer.take() {
+                    t.abort();
+                }
+            }
+            Action::ResetHistory => self.components[idx].history = RestartHistory::default(),
+            Action::SetReason(reason) => self.components[idx].reason = reason,
+            Action::RestartDependents => {
+                for d in self.components[idx].dependents.clone() {
+                    self.feed(d, Event::DependencyRestarted);
+                }
+            }
+        }
+    }
+
+    fn signal(&self, idx: usize, signal: i32) {
+        let c = &self.components[idx];
+        if let Some(pid) = c.pid {
+            if let Err(e) = spawn::signal_group(pid, signal) {
+                tracing::warn!(component = %c.id, "cannot signal process group {pid}: {e}");
+            }
+        }
+    }
+
+    fn arm_timer(&mut self, idx: usize, delay: Duration) {
+        let c = &mut self.components[idx];
+        c.timer_id += 1;
+        if let Some((t, _)) = c.timer.take() {
+            t.abort();
+        }
+        let msg = Msg::Timer {
+            idx,
+            timer: c.timer_id,
+        };
+        if delay.is_zero() {
+            self.immediate.push_back(msg);
+            return;
+        }
+        let tx = self.tx.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(msg);
+        });
+        c.timer = Some((task, Instant::now() + delay));
+    }
+
+    fn needs_notify_socket(plan: &ComponentPlan) -> bool {
+        plan.watchdog.is_some()
+            || [&plan.readiness, &plan.liveness]
+                .iter()
+                .any(|p| matches!(p.as_ref().map(|p| &p.check), Some(ProbeCheck::Notify)))
+    }
+
+    /// Starts the component's process. `Err` is the message shown in the status.
+    fn spawn(&mut self, idx: usize) -> Result<(), String> {
+        let runtime_dir = self.options.runtime_dir.clone();
+        let c = &mut self.components[idx];
+        let identity = resolve_identity(c.plan.user.as_deref(), c.plan.group.as_deref())?;
+        let program = command::resolve(
+            &c.plan.command,
+            c.plan.working_dir.as_deref(),
+            &self.search_dirs,
+        )
+        .map_err(|e| e.to_string())?;
+        let notify_path = if Self::needs_notify_socket(&c.plan) {
+            let dir = runtime_dir.join("notify");
+            create_private_dir(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let path = dir.join(format!("{}.{}.sock", c.pipeline, c.id));
+            let socket = notify::bind(&path, identity.as_ref().map(|i| i.uid))
+                .map_err(|e| format!("cannot create notify socket {}: {e}", path.display()))?;
+            c.notify_socket = Some(socket);
+            Some(path)
+        } else {
+            None
+        };
+        let env = child_env(
+            &c.plan,
+            &EnvInputs {
+                endpoint: self.options.endpoint.as_deref(),
+                notify_socket: notify_path.as_deref(),
+                user_home: identity.as_ref().and_then(|i| i.home.as_deref()),
+                parent: &self.parent_env,
+            },
+        );
+        let generation = c.generation + 1;
+        let tx = self.tx.clone();
+        let spawned = spawn::spawn(
+            &SpawnSpec {
+                program: &program,
+                args: &c.plan.args,
+                env: &env,
+                working_dir: c.plan.working_dir.as_deref(),
+                identity: identity.as_ref(),
+                rlimits: &c.plan.rlimits,
+                capture_output: true,
+            },
+            Box::new(move |status, at| {
+                let _ = tx.send(Msg::Exit {
+                    idx,
+                    generation,
+                    status,
+                    at,
+                });
+            }),
+        )
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        let now = Instant::now();
+        c.generation = generation;
+        c.pid = Some(spawned.pid);
+        c.started_at = Some(now);
+        c.spawns += 1;
+        c.history
+            .record_start(now, c.plan.restart.start_limit_interval);
+        c.env = Arc::new(env);
+        c.last_probe = None;
+        tracing::info!(pipeline = %c.pipeline, component = %c.id, pid = spawned.pid, "started {}", program.display());
+        self.forwarders.retain(|t| !t.is_finished());
+        for (fd, stream) in [
+            (spawned.stdout, logsink::Stream::Stdout),
+            (spawned.stderr, logsink::Stream::Stderr),
+        ] {
+            if let Some(fd) = fd {
+                let sink = self.options.log_sink.clone();
+                let (pipeline, id) = (c.pipeline.clone(), c.id.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = logsink::forward(fd, sink, pipeline, id.clone(), stream).await {
+                        tracing::warn!(component = %id, "reading output: {e}");
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn start_probes(&mut self, idx: usize) {
+        let tx = self.tx.clone();
+        let registry = self.options.registry.clone();
+        let search_dirs = self.search_dirs.clone();
+        let c = &mut self.components[idx];
+        let generation = c.generation;
+        let target = ProbeTarget {
+            pipeline: c.pipeline.clone(),
+            component: c.id.clone(),
+            env: c.env.clone(),
+            working_dir: c.plan.working_dir.clone(),
+            search_dirs,
+            registry,
+        };
+        for (kind, plan) in [
+            (ProbeKind::Readiness, &c.plan.readiness),
+            (ProbeKind::Liveness, &c.plan.liveness),
+        ] {
+            let Some(plan) = plan.clone() else { continue };
+            if plan.check == ProbeCheck::Notify {
+                continue;
+            }
+            let tx = tx.clone();
+            c.probes.push(tokio::spawn(probe::run_periodic(
+                kind,
+                plan,
+                target.clone(),
+                move |update| {
+                    tx.send(Msg::Probe {
+                        idx,
+                        generation,
+                        update,
+                    })
+                    .is_ok()
+                },
+            )));
+        }
+        if let Some(socket) = c.notify_socket.take() {
+            let watchdog = c.plan.watchdog.or_else(|| {
+                c.plan
+                    .liveness
+                    .as_ref()
+                    .filter(|p| p.check == ProbeCheck::Notify)
+                    .map(|p| p.period * p.failure_threshold.max(1) + p.initial_delay)
+            });
+            c.probes.push(tokio::spawn(notify::listen(
+                socket,
+                watchdog,
+                move |event| {
+                    tx.send(Msg::Notify {
+                        idx,
+                        generation,
+                        event,
+                    })
+                    .is_ok()
+                },
+            )));
+        }
+    }
+}
+
+/// Creates `dir` (and parents) that others may traverse but not list: a component running as another user reaches its own notify socket by name, and nothing else.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir)
+}
