@@ -68,6 +68,7 @@ impl Args {
     }
 
     async fn serve(self) -> anyhow::Result<i32> {
+        let shutdown = shutdown_signal()?;
         let listen = match self.port {
             Some(port) => SocketAddr::from(([127, 0, 0, 1], port)),
             None => self.listen,
@@ -114,23 +115,22 @@ impl Args {
             state_dir = %state_dir.display(),
             "flowctl registry serving"
         );
-        server.serve(shutdown_signal()).await?;
+        server.serve(shutdown).await?;
         tracing::info!("flowctl registry stopped");
         Ok(0)
     }
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM/SIGINT handlers now (before any socket exists, so a stop request
+/// that arrives right after start-up is not lost) and returns the future that waits for one.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }

@@ -159,6 +159,7 @@ pub async fn connect(options: &ClientOptions) -> Result<RegistryClient, ClientEr
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(options.connect_timeout);
         if url.starts_with("https://") {
+            super::server::install_crypto_provider();
             let mut tls = ClientTlsConfig::new();
             if let Some(ca) = &options.tls.ca {
                 tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));

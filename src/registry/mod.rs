@@ -26,7 +26,9 @@
 //! let mut changes = registry.subscribe(); // Registered / Unregistered / HealthChanged
 //! // `registered` readiness probe and status output:
 //! let up = registry.is_registered("ttp-processor");
-//! let status = registry.status("ttp-processor"); // registered_at, silent_for, health, metrics
+//! let status = registry.status("ttp-processor"); // registered_at, last_heartbeat_age(), health, metrics
+//! // Runs a previous supervisor left active cannot be ended by anyone else:
+//! registry.fail_orphaned_runs("flowctl-sup restarted while the run was active")?;
 //! // One run per pipeline start; `owner` receives StopRequests from `flowctl pipelines stop`.
 //! let (owner, mut stop_requests) = tokio::sync::mpsc::channel(4);
 //! let run = registry.create_run(NewRun {
@@ -37,12 +39,20 @@
 //! })?;
 //! // … update_run(&run.run_id, RunUpdate { status: Some(RunStatus::Running), .. }),
 //! // unregister(component_id) when a component is stopped, end_run(..) at the end.
+//! // Run metrics are summed from the components' heartbeats whenever a run is read or
+//! // updated, and saved every 10 s while it is active.
+//! // A StopRequest is answered once the pipeline has stopped:
+//! if let Some(request) = stop_requests.recv().await {
+//!     // … stop the pipeline's components …
+//!     let _ = request.reply.send(Ok(()));
+//! }
 //! # Ok(()) }
 //! ```
 
 pub mod client;
 pub mod grpc;
 pub mod health;
+mod probe;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use flowctl_proto::flowctl::control_plane_server::ControlPlaneServer;
 use flowctl_proto::flowctl::v1::control_plane_service_server::ControlPlaneServiceServer;
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
@@ -76,6 +76,12 @@ pub enum ServerError {
     Tls(#[source] tonic::transport::Error),
     #[error("gRPC server: {0}")]
     Serve(#[source] tonic::transport::Error),
+}
+
+/// Several crypto back-ends may be linked into one binary (ring for us, others for other
+/// dependencies), and then rustls will not choose one by itself: name ours once per process.
+pub(crate) fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Reads a token file: the first line, trimmed.
@@ -153,6 +159,9 @@ impl RegistryServer {
                 return Err(ServerError::Unauthenticated(addr));
             }
         }
+        if options.tls.is_some() {
+            install_crypto_provider();
+        }
         let tls = match &options.tls {
             None => None,
             Some(files) => Some(
@@ -226,7 +235,10 @@ impl RegistryServer {
                 .add_service(InterceptedService::new(v0.clone(), auth.clone()))
                 .add_service(InterceptedService::new(v1.clone(), auth.clone()))
                 .add_service(InterceptedService::new(health.clone(), auth));
-            let incoming = TcpListenerStream::new(listener);
+            // Heartbeats are small writes: without TCP_NODELAY, Nagle and delayed ACKs add
+            // tens of milliseconds to some of them.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let stop = stopped(stop_rx.clone());
             tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await });
         }

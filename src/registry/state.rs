@@ -153,6 +153,12 @@ impl ComponentRegistration {
         health::is_healthy(self.health)
     }
 
+    /// How long ago the last heartbeat arrived (`None` before the first one).
+    pub fn last_heartbeat_age(&self) -> Option<Duration> {
+        self.last_heartbeat
+            .map(|t| SystemTime::now().duration_since(t).unwrap_or_default())
+    }
+
     pub fn metric(&self, name: &str) -> Option<f64> {
         self.metrics.get(name).and_then(MetricValue::as_f64)
     }
@@ -421,7 +427,17 @@ impl Registry {
             entry.last_heartbeat = Some(SystemTime::now());
             entry.reported = health::merge_reported(entry.reported, status);
             if !metrics.is_empty() {
-                entry.metrics = metrics;
+                // Update in place: the long-lived map and its keys stay where they are, so
+                // tens of thousands of heartbeats a second do not fragment the heap.
+                entry.metrics.retain(|k, _| metrics.contains_key(k));
+                for (name, value) in metrics {
+                    match entry.metrics.get_mut(&name) {
+                        Some(slot) => *slot = value,
+                        None => {
+                            entry.metrics.insert(name, value);
+                        }
+                    }
+                }
             }
             let health = health::decide(entry.liveness(), now, self.inner.ttl);
             if health != entry.announced {
@@ -483,10 +499,48 @@ impl Registry {
         let period = (self.inner.ttl / 4).clamp(Duration::from_millis(20), Duration::from_secs(5));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_flush = Instant::now();
         loop {
             tick.tick().await;
             self.sweep();
+            if last_flush.elapsed() >= RUN_FLUSH_PERIOD {
+                last_flush = Instant::now();
+                if let Err(e) = self.flush_active_runs() {
+                    tracing::warn!(error = %e, "cannot save run metrics");
+                }
+            }
         }
+    }
+
+    /// Saves the summed metrics of every active run, so that history keeps recent numbers
+    /// even if the process dies before the run ends.
+    pub fn flush_active_runs(&self) -> Result<(), RegistryError> {
+        let mut runs = lock(&self.inner.runs);
+        let ids: Vec<String> = runs.active.keys().cloned().collect();
+        for id in ids {
+            if let Some(mut active) = runs.active.remove(&id) {
+                self.refresh(&mut active);
+                let saved = runs.store.put(&active.run);
+                runs.active.insert(id, active);
+                saved?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends, as failed, every active run that has no owner: after a supervisor restart these
+    /// are runs of the previous process, which nobody will end. Returns the ids ended.
+    pub fn fail_orphaned_runs(&self, reason: &str) -> Result<Vec<String>, RegistryError> {
+        let orphans: Vec<String> = lock(&self.inner.runs)
+            .active
+            .iter()
+            .filter(|(_, a)| a.owner.as_ref().is_none_or(|o| o.is_closed()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &orphans {
+            self.end_run(id, RunStatus::Failed, Some(reason.to_string()))?;
+        }
+        Ok(orphans)
     }
 
     fn key_for(services: &HashMap<String, Entry>, id: &str) -> Option<String> {
@@ -843,6 +897,9 @@ impl Registry {
     }
 }
 
+/// How often the sweeper saves active runs' metrics.
+const RUN_FLUSH_PERIOD: Duration = Duration::from_secs(10);
+
 fn is_terminal(status: RunStatus) -> bool {
     matches!(
         status,
@@ -961,6 +1018,21 @@ mod tests {
     }
 
     #[test]
+    fn a_heartbeat_replaces_the_whole_metric_set() {
+        let r = Registry::open(RegistryConfig::default()).unwrap();
+        r.register(reg("c"));
+        r.heartbeat("c", HealthStatus::Unknown, num(&[("a", 1.0), ("b", 2.0)]))
+            .unwrap();
+        r.heartbeat("c", HealthStatus::Unknown, num(&[("b", 3.0), ("c", 4.0)]))
+            .unwrap();
+        let s = r.status("c").unwrap();
+        assert_eq!(
+            (s.metric("a"), s.metric("b"), s.metric("c")),
+            (None, Some(3.0), Some(4.0))
+        );
+    }
+
+    #[test]
     fn heartbeat_for_unknown_id_is_not_found() {
         let r = Registry::open(RegistryConfig::default()).unwrap();
         let err = r
@@ -1019,6 +1091,76 @@ mod tests {
         assert!(ended.end_time.is_some());
         let again = r.update_run(&run.run_id, RunUpdate::default()).unwrap_err();
         assert!(matches!(again, RegistryError::RunEnded { .. }));
+    }
+
+    #[test]
+    fn orphaned_runs_from_a_previous_process_are_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = || RegistryConfig {
+            state_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        let before = Registry::open(config()).unwrap();
+        let run = before
+            .create_run(NewRun {
+                pipeline_name: "p".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        drop(before);
+        let after = Registry::open(config()).unwrap();
+        let (owner, _requests) = mpsc::channel(1);
+        let owned = after
+            .create_run(NewRun {
+                pipeline_name: "p".into(),
+                owner: Some(owner),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            after.fail_orphaned_runs("flowctl-sup restarted").unwrap(),
+            std::slice::from_ref(&run.run_id)
+        );
+        let failed = after.get_run(&run.run_id).unwrap();
+        assert_eq!(failed.status(), RunStatus::Failed);
+        assert_eq!(failed.error, "flowctl-sup restarted");
+        assert_eq!(
+            after.get_run(&owned.run_id).unwrap().status(),
+            RunStatus::Starting
+        );
+    }
+
+    #[test]
+    fn flushed_run_metrics_reach_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = || RegistryConfig {
+            state_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        let r = Registry::open(config()).unwrap();
+        r.register(reg("sink"));
+        let run = r
+            .create_run(NewRun {
+                pipeline_name: "p".into(),
+                component_ids: vec!["sink".into()],
+                ..Default::default()
+            })
+            .unwrap();
+        r.heartbeat("sink", HealthStatus::Unknown, num(&[("events_in", 12.0)]))
+            .unwrap();
+        r.flush_active_runs().unwrap();
+        drop(r);
+        let reopened = RunStore::open(dir.path(), 10).unwrap();
+        assert_eq!(
+            reopened
+                .get(&run.run_id)
+                .unwrap()
+                .unwrap()
+                .metrics
+                .unwrap()
+                .events_processed,
+            12
+        );
     }
 
     #[test]
