@@ -1,4 +1,5 @@
 //! Shared code of the bundled Stellar components.
 
+pub mod processor;
 pub mod sink;
 pub mod source;

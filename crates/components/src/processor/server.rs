@@ -1,0 +1,89 @@
+//! Runs the component: EventService and grpc.health.v1 on one listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowctl_proto::token_transfer_service::event_service_server::EventServiceServer;
+use stellar_ttp::EventsProcessor;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Endpoint, Server};
+
+use super::config::ComponentConfig;
+use super::metrics::Metrics;
+use super::readiness::Readiness;
+use super::service::TtpService;
+use super::upstream::{self, Backoff};
+
+/// A bound, not yet serving component; binding first lets callers learn the port.
+pub struct Component {
+    listener: TcpListener,
+    service: TtpService,
+    upstream: Endpoint,
+    health: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+}
+
+impl Component {
+    pub async fn bind(config: &ComponentConfig) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let upstream = Endpoint::from_shared(config.upstream.clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+        let reporter = tonic_health::server::HealthReporter::new();
+        let health = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+        );
+        let readiness = Readiness::new(reporter).await;
+        let service = TtpService {
+            processor: Arc::new(EventsProcessor::new(config.network_passphrase.clone())),
+            upstream: upstream.clone(),
+            backoff: Backoff::new(config.backoff_initial, config.backoff_max),
+            metrics: Arc::new(Metrics::default()),
+            readiness,
+        };
+        Ok(Component {
+            listener,
+            service,
+            upstream,
+            health,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.service.readiness.clone()
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.service.metrics.clone()
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let watcher = tokio::spawn(upstream::watch_source(
+            self.upstream.clone(),
+            self.service.readiness.clone(),
+            Duration::from_secs(1),
+        ));
+        let result = Server::builder()
+            .add_service(self.health)
+            .add_service(
+                EventServiceServer::new(self.service).max_encoding_message_size(64 * 1024 * 1024),
+            )
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await;
+        watcher.abort();
+        result.map_err(|e| anyhow::anyhow!("gRPC server failed: {e}"))
+    }
+}

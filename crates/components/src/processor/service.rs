@@ -1,0 +1,131 @@
+//! `token_transfer_service.EventService`: each `GetTTPEvents` call gets its own upstream
+//! feed and its own processing task.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use flowctl_proto::token_transfer::TokenTransferEvent;
+use flowctl_proto::token_transfer_service::{event_service_server::EventService, GetEventsRequest};
+use stellar_ttp::EventsProcessor;
+use stellar_xdr::{LedgerCloseMeta, Limits, ReadXdr};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status};
+
+use super::metrics::Metrics;
+use super::readiness::Readiness;
+use super::upstream::{Backoff, LedgerFeed};
+
+#[derive(Clone)]
+pub struct TtpService {
+    pub processor: Arc<EventsProcessor>,
+    pub upstream: Endpoint,
+    pub backoff: Backoff,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Readiness,
+}
+
+/// The inclusive end of a request, or `None` for a live stream (0 or below the start).
+pub fn bounded_end(req: &GetEventsRequest) -> Option<u32> {
+    (req.end_ledger != 0 && req.end_ledger >= req.start_ledger).then_some(req.end_ledger)
+}
+
+/// Decodes and processes one raw ledger.
+pub fn process_raw(
+    processor: &EventsProcessor,
+    xdr: &[u8],
+) -> Result<Vec<TokenTransferEvent>, String> {
+    let limits = Limits {
+        depth: 500,
+        len: xdr.len(),
+    };
+    let lcm = LedgerCloseMeta::from_xdr(xdr, limits)
+        .map_err(|e| format!("not a valid LedgerCloseMeta: {e}"))?;
+    processor
+        .events_from_ledger(&lcm)
+        .map_err(|e| e.to_string())
+}
+
+#[tonic::async_trait]
+impl EventService for TtpService {
+    type GetTTPEventsStream = ReceiverStream<Result<TokenTransferEvent, Status>>;
+
+    async fn get_ttp_events(
+        &self,
+        request: Request<GetEventsRequest>,
+    ) -> Result<Response<Self::GetTTPEventsStream>, Status> {
+        let req = request.into_inner();
+        let end = bounded_end(&req);
+        tracing::info!(start = req.start_ledger, end = ?end, "GetTTPEvents");
+        let (tx, rx) = mpsc::channel(4096);
+        let svc = self.clone();
+        let mut feed = LedgerFeed::new(
+            svc.upstream.clone(),
+            req.start_ledger,
+            svc.backoff,
+            svc.readiness.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let raw = tokio::select! {
+                    _ = tx.closed() => return,
+                    raw = feed.next() => raw,
+                };
+                let seq = raw.sequence;
+                if end.is_some_and(|e| seq > e) {
+                    return;
+                }
+                let processor = svc.processor.clone();
+                let started = Instant::now();
+                let xdr = raw.ledger_close_meta_xdr;
+                let result = tokio::task::spawn_blocking(move || process_raw(&processor, &xdr))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("processing task failed: {e}")));
+                match result {
+                    Ok(events) => {
+                        svc.metrics
+                            .record_success(seq, events.len(), started.elapsed());
+                        for e in events {
+                            if tx.send(Ok(e)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        svc.metrics.record_error();
+                        tracing::error!(ledger = seq, error = %e, "skipping a ledger that cannot be processed");
+                    }
+                }
+                if end.is_some_and(|e| seq >= e) {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_zero_or_below_start_means_live() {
+        let r = |start_ledger, end_ledger| GetEventsRequest {
+            start_ledger,
+            end_ledger,
+        };
+        assert_eq!(bounded_end(&r(10, 0)), None);
+        assert_eq!(bounded_end(&r(10, 9)), None);
+        assert_eq!(bounded_end(&r(10, 10)), Some(10));
+        assert_eq!(bounded_end(&r(10, 20)), Some(20));
+    }
+
+    #[test]
+    fn garbage_ledger_bytes_are_an_error_not_a_panic() {
+        let p = EventsProcessor::new("Test SDF Network ; September 2015");
+        assert!(process_raw(&p, &[0, 0, 0, 7, 1, 2]).is_err());
+        assert!(process_raw(&p, &[]).is_err());
+    }
+}

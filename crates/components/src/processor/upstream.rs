@@ -1,0 +1,173 @@
+//! A gap-free, duplicate-free ledger feed over `RawLedgerService/StreamRawLedgers` that
+//! survives the source going away: it reconnects with backoff and asks again from the
+//! ledger after the last one it delivered.
+
+use std::time::Duration;
+
+use flowctl_proto::raw_ledger_service::{
+    raw_ledger_service_client::RawLedgerServiceClient, RawLedger, StreamLedgersRequest,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Streaming;
+
+use super::readiness::Readiness;
+
+/// Doubling waits between reconnection attempts, reset by a delivered ledger.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            current: initial,
+        }
+    }
+
+    /// The wait before the next attempt; each call doubles the following one up to `max`.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.current;
+        self.current = (self.current * 2).min(self.max);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+pub struct LedgerFeed {
+    endpoint: Endpoint,
+    /// The next sequence to ask for; 0 lets the source choose (live).
+    next: u32,
+    stream: Option<Streaming<RawLedger>>,
+    backoff: Backoff,
+    readiness: Readiness,
+}
+
+impl LedgerFeed {
+    pub fn new(endpoint: Endpoint, start: u32, backoff: Backoff, readiness: Readiness) -> Self {
+        LedgerFeed {
+            endpoint,
+            next: start,
+            stream: None,
+            backoff,
+            readiness,
+        }
+    }
+
+    /// The next ledger in sequence. Waits (reconnecting as needed) until there is one;
+    /// ledgers the source repeats after a reconnect are dropped.
+    pub async fn next(&mut self) -> RawLedger {
+        loop {
+            let stream = match &mut self.stream {
+                Some(s) => s,
+                None => {
+                    let s = self.connect().await;
+                    self.stream.insert(s)
+                }
+            };
+            match stream.message().await {
+                Ok(Some(ledger)) => {
+                    if self.next != 0 && ledger.sequence < self.next {
+                        continue;
+                    }
+                    if self.next != 0 && ledger.sequence > self.next {
+                        tracing::warn!(
+                            expected = self.next,
+                            got = ledger.sequence,
+                            "the ledger source skipped ledgers"
+                        );
+                    }
+                    self.next = ledger.sequence.saturating_add(1);
+                    self.backoff.reset();
+                    return ledger;
+                }
+                Ok(None) => {
+                    tracing::warn!(
+                        next = self.next,
+                        "the ledger source ended its stream; reconnecting"
+                    );
+                    self.lost().await;
+                }
+                Err(status) => {
+                    tracing::warn!(next = self.next, %status, "lost the ledger source; reconnecting");
+                    self.lost().await;
+                }
+            }
+        }
+    }
+
+    async fn lost(&mut self) {
+        self.stream = None;
+        self.readiness.set(false).await;
+        tokio::time::sleep(self.backoff.next_delay()).await;
+    }
+
+    async fn connect(&mut self) -> Streaming<RawLedger> {
+        loop {
+            match self.try_connect().await {
+                Ok(s) => {
+                    self.readiness.set(true).await;
+                    return s;
+                }
+                Err(e) => {
+                    self.readiness.set(false).await;
+                    let wait = self.backoff.next_delay();
+                    tracing::warn!(
+                        upstream = %self.endpoint.uri(),
+                        start = self.next,
+                        error = %e,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "cannot reach the ledger source"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn try_connect(&self) -> Result<Streaming<RawLedger>, String> {
+        let channel: Channel = self.endpoint.connect().await.map_err(|e| e.to_string())?;
+        let mut client =
+            RawLedgerServiceClient::new(channel).max_decoding_message_size(256 * 1024 * 1024);
+        let resp = client
+            .stream_raw_ledgers(StreamLedgersRequest {
+                start_ledger: self.next,
+            })
+            .await
+            .map_err(|s| s.to_string())?;
+        Ok(resp.into_inner())
+    }
+}
+
+/// Keeps readiness current while no consumer is streaming: checks every `every` that the
+/// source accepts connections.
+pub async fn watch_source(endpoint: Endpoint, readiness: Readiness, every: Duration) {
+    loop {
+        let ok = tokio::time::timeout(every, endpoint.connect())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        readiness.set(ok).await;
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_until_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+        let got: Vec<_> = (0..5).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(got, [100, 200, 400, 500, 500]);
+        b.reset();
+        assert_eq!(b.next_delay().as_millis(), 100);
+    }
+}

@@ -1,0 +1,219 @@
+//! The standard protobuf JSON mapping of `TokenTransferEvent` (what Go's `protojson`
+//! writes): camelCase names, 64-bit integers as strings, RFC 3339 timestamps, bytes as
+//! base64, unset messages and oneofs omitted, scalar fields always present.
+
+use std::fmt::Write;
+
+use base64::Engine;
+use flowctl_proto::asset::{asset::AssetType, Asset};
+use flowctl_proto::token_transfer::{
+    muxed_info::Content, token_transfer_event::Event, EventMeta, TokenTransferEvent,
+};
+
+/// One event as a compact JSON object.
+pub fn to_json(e: &TokenTransferEvent) -> String {
+    let mut s = String::with_capacity(512);
+    write_json(&mut s, e);
+    s
+}
+
+/// Appends one event as a compact JSON object.
+pub fn write_json(s: &mut String, e: &TokenTransferEvent) {
+    s.push('{');
+    let mut first = true;
+    if let Some(m) = &e.meta {
+        key(s, &mut first, "meta");
+        meta(s, m);
+    }
+    if let Some(ev) = &e.event {
+        let (name, fields): (&str, [(&str, Option<&str>); 3]) = match ev {
+            Event::Transfer(t) => (
+                "transfer",
+                [
+                    ("from", Some(&t.from)),
+                    ("to", Some(&t.to)),
+                    ("amount", Some(&t.amount)),
+                ],
+            ),
+            Event::Mint(t) => (
+                "mint",
+                [("to", Some(&t.to)), ("amount", Some(&t.amount)), ("", None)],
+            ),
+            Event::Burn(t) => (
+                "burn",
+                [
+                    ("from", Some(&t.from)),
+                    ("amount", Some(&t.amount)),
+                    ("", None),
+                ],
+            ),
+            Event::Clawback(t) => (
+                "clawback",
+                [
+                    ("from", Some(&t.from)),
+                    ("amount", Some(&t.amount)),
+                    ("", None),
+                ],
+            ),
+            Event::Fee(t) => (
+                "fee",
+                [
+                    ("from", Some(&t.from)),
+                    ("amount", Some(&t.amount)),
+                    ("", None),
+                ],
+            ),
+        };
+        let asset = match ev {
+            Event::Transfer(t) => t.asset.as_ref(),
+            Event::Mint(t) => t.asset.as_ref(),
+            Event::Burn(t) => t.asset.as_ref(),
+            Event::Clawback(t) => t.asset.as_ref(),
+            Event::Fee(t) => t.asset.as_ref(),
+        };
+        key(s, &mut first, name);
+        s.push('{');
+        let mut f = true;
+        for (k, v) in fields {
+            let Some(v) = v else { continue };
+            if k == "amount" {
+                if let Some(a) = asset {
+                    key(s, &mut f, "asset");
+                    asset_json(s, a);
+                }
+            }
+            key(s, &mut f, k);
+            string(s, v);
+        }
+        s.push('}');
+    }
+    s.push('}');
+}
+
+fn meta(s: &mut String, m: &EventMeta) {
+    s.push('{');
+    let mut f = true;
+    key(s, &mut f, "ledgerSequence");
+    let _ = write!(s, "{}", m.ledger_sequence);
+    if let Some(ts) = &m.closed_at {
+        key(s, &mut f, "closedAt");
+        string(s, &timestamp(ts));
+    }
+    key(s, &mut f, "txHash");
+    string(s, &m.tx_hash);
+    key(s, &mut f, "transactionIndex");
+    let _ = write!(s, "{}", m.transaction_index);
+    if let Some(i) = m.operation_index {
+        key(s, &mut f, "operationIndex");
+        let _ = write!(s, "{i}");
+    }
+    key(s, &mut f, "contractAddress");
+    string(s, &m.contract_address);
+    if let Some(mi) = &m.to_muxed_info {
+        key(s, &mut f, "toMuxedInfo");
+        s.push('{');
+        match &mi.content {
+            Some(Content::Text(t)) => {
+                s.push_str("\"text\":");
+                string(s, t);
+            }
+            Some(Content::Id(id)) => {
+                let _ = write!(s, "\"id\":\"{id}\"");
+            }
+            Some(Content::Hash(h)) => {
+                s.push_str("\"hash\":");
+                string(s, &base64::engine::general_purpose::STANDARD.encode(h));
+            }
+            None => {}
+        }
+        s.push('}');
+    }
+    s.push('}');
+}
+
+fn asset_json(s: &mut String, a: &Asset) {
+    match &a.asset_type {
+        Some(AssetType::Native(b)) => {
+            let _ = write!(s, "{{\"native\":{b}}}");
+        }
+        Some(AssetType::IssuedAsset(i)) => {
+            s.push_str("{\"issuedAsset\":{\"assetCode\":");
+            string(s, &i.asset_code);
+            s.push_str(",\"issuer\":");
+            string(s, &i.issuer);
+            s.push_str("}}");
+        }
+        None => s.push_str("{}"),
+    }
+}
+
+fn key(s: &mut String, first: &mut bool, k: &str) {
+    if !*first {
+        s.push(',');
+    }
+    *first = false;
+    s.push('"');
+    s.push_str(k);
+    s.push_str("\":");
+}
+
+fn string(s: &mut String, v: &str) {
+    s.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+}
+
+/// RFC 3339 in UTC with fractional seconds only when present, as protojson writes it.
+pub fn timestamp(ts: &prost_types::Timestamp) -> String {
+    let secs = ts.seconds;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, mo, d) = civil_from_days(days);
+    let mut out = format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    );
+    if ts.nanos != 0 {
+        let n = format!("{:09}", ts.nanos);
+        // protojson uses 3, 6 or 9 digits.
+        let frac = if n.ends_with("000000") {
+            &n[..3]
+        } else if n.ends_with("000") {
+            &n[..6]
+        } else {
+            &n[..]
+        };
+        out.push('.');
+        out.push_str(frac);
+    }
+    out.push('Z');
+    out
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
