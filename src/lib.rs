@@ -1,9 +1,12 @@
 //! flowctl: a systemd-native supervisor and control plane for Stellar data pipelines.
 pub mod api;
 pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod logsink;
 pub mod plan;
 pub mod probe;
 pub mod registry;
 pub mod spec;
 pub mod supervisor;
+pub mod systemd;

@@ -41,13 +41,15 @@ async fn readiness_gates_dependents_start() {
         component(&run.handle, "sink").await,
     );
     assert_eq!(a_now.state, StateName::Starting);
-    assert!(!a_now.last_probe.unwrap().ok);
+    assert!(a_now.last_probe.is_none_or(|p| !p.ok), "not passing yet");
     assert_eq!((b_now.state, b_now.pid), (StateName::Pending, None));
 
     wait_for(&run.handle, "sink", Duration::from_secs(5), |c| {
         c.state == StateName::Ready
     })
     .await;
+    // Ready at spawn (no check): wait for the process itself to have written its stamp.
+    read_when_present(&sb, Duration::from_secs(5)).await;
     let a_start = stamps(&sa)[0].1;
     let b_start = stamps(&sb)[0].1;
     assert!(
@@ -237,6 +239,44 @@ async fn watchdog_restarts_a_silent_component_and_spares_a_chatty_one() {
     assert!(s.reason.unwrap().contains("watchdog"));
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(component(&run.handle, "chatty").await.restarts, 0);
+    run.handle.shutdown();
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn registered_check_follows_the_in_process_registry() {
+    use flowctl::registry::state::{Api, Registration};
+    use flowctl::registry::{Registry, RegistryConfig};
+    let registry = Registry::open(RegistryConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.registry = Some(std::sync::Arc::new(registry.clone()));
+    let mut c = kit("joiner", &[]);
+    c.readiness = Some(testplan::probe(
+        ProbeCheck::Registered,
+        Duration::from_millis(20),
+    ));
+    let run = start_with(
+        testplan::pipeline("p", vec![c]),
+        opts,
+        tempfile::tempdir().unwrap(),
+    );
+    let before = wait_for(&run.handle, "joiner", Duration::from_secs(5), |c| {
+        c.last_probe.is_some()
+    })
+    .await;
+    assert!(!before.ready);
+    let error = before.last_probe.unwrap().error.unwrap();
+    assert!(error.contains("has not registered"), "{error}");
+    registry.register(Registration {
+        service_id: "joiner".into(),
+        component_id: "joiner".into(),
+        api: Api::V1,
+        service_type: Default::default(),
+        info: Default::default(),
+        max_inflight: 0,
+    });
+    wait_for(&run.handle, "joiner", Duration::from_secs(5), |c| c.ready).await;
     run.handle.shutdown();
     run.task.await.unwrap();
 }

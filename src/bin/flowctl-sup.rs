@@ -34,6 +34,15 @@ enum Command {
     Stop { component: String },
     /// Stop a component and start it again.
     Restart { component: String },
+    /// Run the daemon: every pipeline of the pipelines directory (what flowctl.service runs).
+    Run {
+        /// The daemon's configuration file.
+        #[arg(long, default_value = flowctl::config::DEFAULT_PATH, value_name = "FILE")]
+        config: PathBuf,
+        /// Run only pipelines/NAME.yaml, with its own runtime and state directories.
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
+    },
 }
 
 fn main() {
@@ -43,6 +52,14 @@ fn main() {
         Command::Start { component } => (Request::Start { component }, false),
         Command::Stop { component } => (Request::Stop { component }, false),
         Command::Restart { component } => (Request::Restart { component }, false),
+        Command::Run { config, instance } => {
+            let code = flowctl::daemon::run(flowctl::daemon::DaemonArgs { config, instance })
+                .unwrap_or_else(|err| {
+                    eprintln!("flowctl-sup: error: {err:#}");
+                    1
+                });
+            std::process::exit(code);
+        }
     };
     match api::client::run(cli.socket.as_deref(), &request, json) {
         Ok(output) => print!("{output}"),

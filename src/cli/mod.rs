@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 pub mod get;
 pub mod list;
+pub mod logs;
 pub mod pipelines;
 pub mod run;
 pub mod server;
@@ -25,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Check pipeline files and print every problem as FILE:LINE:COL: error: MESSAGE.
     Validate(validate::ValidateArgs),
+    /// Run one pipeline in the foreground until it finishes or Ctrl-C stops it.
+    Run(run::RunArgs),
+    /// Show a component's output from the journal.
+    Logs(logs::LogsArgs),
     /// Run the registry (control plane) alone, for components that run elsewhere.
     Server(server::Args),
     /// List the components registered with the registry.
@@ -40,6 +45,8 @@ impl Command {
     pub fn run(self) -> anyhow::Result<i32> {
         match self {
             Command::Validate(args) => validate::run(args),
+            Command::Run(args) => run::run(args),
+            Command::Logs(a) => a.run(),
             Command::Server(args) => args.run(),
             Command::List(args) => args.run(),
             Command::Pipelines(args) => args.run(),

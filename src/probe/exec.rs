@@ -26,6 +26,7 @@ pub async fn check(argv: &[String], timeout: Duration, target: &ProbeTarget) -> 
             identity: None,
             rlimits: &Rlimits::default(),
             capture_output: false,
+            cgroup: None,
         },
         Box::new(move |status, _| {
             let _ = tx.send(status);

@@ -45,6 +45,8 @@ pub struct SupervisorOptions {
     /// Where bare command names are looked up; `None` = next to the running binary,
     /// `/usr/lib/flowctl`, then `PATH`.
     pub search_dirs: Option<Vec<PathBuf>>,
+    /// One cgroup per component under a delegated subtree; `None`: process groups only.
+    pub cgroups: Option<Arc<crate::systemd::cgroup::CgroupTree>>,
 }
 
 impl SupervisorOptions {
@@ -57,6 +59,7 @@ impl SupervisorOptions {
             exit_when_done: false,
             stop_on_failure: false,
             search_dirs: None,
+            cgroups: None,
         }
     }
 }
@@ -178,6 +181,8 @@ struct Component {
     probes: Vec<JoinHandle<()>>,
     /// The drain has told it to stop.
     drained: bool,
+    /// Its cgroup, once it has been started under a delegated subtree.
+    cgroup: Option<crate::systemd::cgroup::ComponentCgroup>,
 }
 
 /// The supervisor of one or more pipelines.
@@ -275,6 +280,7 @@ impl Supervisor {
                     timer_id: 0,
                     probes: Vec::new(),
                     drained: false,
+                    cgroup: None,
                 });
             }
             groups.push((pipeline.name.clone(), members));
@@ -373,14 +379,15 @@ impl Supervisor {
 
     /// Starts what may start, drains what may stop.
     fn drive(&mut self) {
-        if !self.shutting_down
-            && self.options.stop_on_failure
-            && self.components.iter().any(|c| c.state == State::Failed)
-        {
-            tracing::info!("a component failed for good: stopping the pipeline");
-            self.shutting_down = true;
-        }
         loop {
+            // Checked on every pass: a start attempted in the previous pass may have failed.
+            if !self.shutting_down
+                && self.options.stop_on_failure
+                && self.components.iter().any(|c| c.state == State::Failed)
+            {
+                tracing::info!("a component failed for good: stopping the pipeline");
+                self.shutting_down = true;
+            }
             let mut changed = false;
             for i in 0..self.components.len() {
                 let c = &self.components[i];
@@ -460,6 +467,12 @@ impl Supervisor {
         // The main process is the component: whatever it left in its group goes too, so a
         // restart never races a leftover holding its port.
         let _ = spawn::signal_group(pid, libc::SIGKILL);
+        // …and so does whatever left the group (a double-forked daemon).
+        if let Some(cg) = &c.cgroup {
+            if let Err(e) = cg.kill_now() {
+                tracing::warn!(component = %c.id, "cgroup.kill: {e}");
+            }
+        }
         c.last_exit = Some(status);
         let ran_for = c
             .started_at
@@ -765,6 +778,25 @@ impl Supervisor {
                 parent: &self.parent_env,
             },
         );
+        let join = match &self.options.cgroups {
+            Some(tree) => {
+                let cg = tree
+                    .component(&c.pipeline, &c.id)
+                    .map_err(|e| format!("cannot create its cgroup: {e}"))?;
+                for missing in cg
+                    .apply_limits(&c.plan.resources)
+                    .map_err(|e| format!("cannot set its cgroup limits: {e}"))?
+                {
+                    tracing::debug!(component = %c.id, "{missing}");
+                }
+                let join = cg
+                    .join_on_exec()
+                    .map_err(|e| format!("cannot open its cgroup: {e}"))?;
+                c.cgroup = Some(cg);
+                Some(join)
+            }
+            None => None,
+        };
         let generation = c.generation + 1;
         let tx = self.tx.clone();
         let spawned = spawn::spawn(
@@ -776,6 +808,7 @@ impl Supervisor {
                 identity: identity.as_ref(),
                 rlimits: &c.plan.rlimits,
                 capture_output: true,
+                cgroup: join.as_ref(),
             },
             Box::new(move |status, at| {
                 let _ = tx.send(Msg::Exit {

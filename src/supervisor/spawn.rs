@@ -96,6 +96,8 @@ pub struct SpawnSpec<'a> {
     /// Capture stdout/stderr through pipes (components); otherwise they go to /dev/null
     /// (exec checks, whose output nobody reads).
     pub capture_output: bool,
+    /// The component's cgroup, joined between fork and exec (`systemd::cgroup`).
+    pub cgroup: Option<&'a crate::systemd::cgroup::JoinOnExec>,
 }
 
 /// A started process.
@@ -131,12 +133,19 @@ pub fn spawn(spec: &SpawnSpec<'_>, on_exit: OnExit) -> io::Result<Spawned> {
     .filter_map(|(r, v)| v.map(|v| (r, v)))
     .collect();
     let identity = spec.identity.cloned();
+    let cgroup_procs = spec.cgroup.map(|j| j.as_raw_fd());
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls on data prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            // First, so not even an early fork of the child escapes its cgroup.
+            if let Some(fd) = cgroup_procs {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             for (resource, value) in &limits {
                 let lim = libc::rlimit {
                     rlim_cur: *value,

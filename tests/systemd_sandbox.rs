@@ -1,0 +1,248 @@
+//! The packages in a real systemd: `packaging/build.sh` output installed with apt-get inside
+//! `../shared/tools/systemd-sandbox.sh` (systemd as PID 1 in throw-away namespaces).
+//!
+//! Building packages takes minutes, so these tests use what `packaging/build.sh` left in
+//! `target/packages/` and skip, saying so, when there is nothing there.
+
+mod sandbox;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sandbox::{text, Sandbox};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn newest(ext: &str) -> Option<PathBuf> {
+    let dir = Path::new(ROOT).join("target/packages");
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p)
+}
+
+#[test]
+fn deb_installs_user_unit_and_config_and_removes_cleanly() {
+    let Some(deb) = newest("deb") else {
+        eprintln!("skipped: no .deb in target/packages/ (run packaging/build.sh first)");
+        return;
+    };
+    let Some(sb) = Sandbox::start() else {
+        return;
+    };
+    sb.copy_in(&deb, "/tmp/pkg/flowctl.deb");
+    sb.ok("cd /tmp/pkg && apt-get install -y -q ./flowctl.deb");
+
+    let files = sb.ok("dpkg -L flowctl");
+    for f in [
+        "/usr/bin/flowctl",
+        "/usr/bin/flowctl-sup",
+        "/usr/lib/systemd/system/flowctl.service",
+        "/usr/lib/systemd/system/flowctl@.service",
+        "/etc/flowctl/flowctl.toml",
+        "/usr/lib/sysusers.d/flowctl.conf",
+        "/usr/lib/flowctl",
+    ] {
+        assert!(
+            files.lines().any(|l| l == f),
+            "{f} not in package:\n{files}"
+        );
+    }
+    let conffiles = sb.ok("dpkg-query -W -f='${Conffiles}' flowctl");
+    assert!(
+        conffiles.contains("/etc/flowctl/flowctl.toml"),
+        "{conffiles}"
+    );
+
+    // The account from sysusers.d: a system user whose home is the state directory.
+    let pw = sb.ok("getent passwd flowctl");
+    let fields: Vec<&str> = pw.trim().split(':').collect();
+    assert!(fields[2].parse::<u32>().unwrap() < 1000, "{pw}");
+    assert_eq!(fields[5], "/var/lib/flowctl");
+    assert_eq!(fields[6], "/usr/sbin/nologin");
+    sb.ok("test -d /etc/flowctl/pipelines");
+
+    // The postinst enabled the unit through deb-systemd-helper.
+    assert_eq!(
+        sb.ok("systemctl is-enabled flowctl.service").trim(),
+        "enabled"
+    );
+    sb.ok("systemd-analyze verify /usr/lib/systemd/system/flowctl.service /usr/lib/systemd/system/flowctl@.service");
+    let sec = sb.ok("systemd-analyze security --no-pager flowctl.service");
+    let exposure: f64 = sec
+        .lines()
+        .find_map(|l| l.split("flowctl.service: ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure in:\n{sec}"));
+    eprintln!("systemd-analyze security flowctl.service: exposure {exposure}");
+    assert!(exposure <= 3.0, "exposure {exposure} > 3.0");
+
+    // `systemctl start` must return only after READY=1, once the daemon exists.
+    // (The daemon mode is `flowctl-sup run --config FILE`, what the unit's ExecStart runs.)
+    let has_daemon = sb
+        .run("/usr/bin/flowctl-sup run --help | grep -q -e --config")
+        .status
+        .success();
+    if has_daemon {
+        daemon_checks(&sb);
+    } else {
+        eprintln!("skipped start checks: this flowctl-sup has no `run` daemon mode yet");
+    }
+
+    sb.ok("apt-get remove -y -q flowctl");
+    assert!(!sb
+        .run("systemctl is-enabled flowctl.service")
+        .status
+        .success());
+    assert!(!sb
+        .run("systemctl is-active flowctl.service")
+        .status
+        .success());
+    assert!(!sb.run("pgrep -u flowctl").status.success());
+    // The conffile stays until purge, like any Debian package.
+    sb.ok("test -f /etc/flowctl/flowctl.toml");
+    sb.ok("apt-get purge -y -q flowctl");
+    sb.ok("test ! -e /etc/flowctl/flowctl.toml && test ! -e /var/lib/flowctl");
+}
+
+#[test]
+fn rpm_lists_the_same_files_and_systemd_scriptlets() {
+    let Some(rpm) = newest("rpm") else {
+        eprintln!("skipped: no .rpm in target/packages/ (run packaging/build.sh first)");
+        return;
+    };
+    if Command::new("rpm").arg("--version").output().is_err() {
+        eprintln!("skipped: no rpm tool (apt-get install rpm)");
+        return;
+    }
+    let out = Command::new("rpm").arg("-qpl").arg(&rpm).output().unwrap();
+    let files = text(&out);
+    assert!(out.status.success(), "{files}");
+    for f in [
+        "/usr/bin/flowctl",
+        "/usr/bin/flowctl-sup",
+        "/usr/lib/systemd/system/flowctl.service",
+        "/usr/lib/systemd/system/flowctl@.service",
+        "/etc/flowctl/flowctl.toml",
+        "/usr/lib/sysusers.d/flowctl.conf",
+    ] {
+        assert!(files.lines().any(|l| l == f), "{f} not in rpm:\n{files}");
+    }
+    let out = Command::new("rpm").arg("-qpc").arg(&rpm).output().unwrap();
+    assert!(
+        text(&out).contains("/etc/flowctl/flowctl.toml"),
+        "config files: {}",
+        text(&out)
+    );
+    let out = Command::new("rpm")
+        .args(["-qp", "--scripts"])
+        .arg(&rpm)
+        .output()
+        .unwrap();
+    let scripts = text(&out);
+    for want in [
+        "preinstall scriptlet",
+        "systemd-sysusers",
+        "postinstall scriptlet",
+        "enable --now flowctl.service",
+        "preuninstall scriptlet",
+        "disable --now flowctl.service",
+        "postuninstall scriptlet",
+        "try-restart flowctl.service",
+    ] {
+        assert!(
+            scripts.contains(want),
+            "{want:?} not in scripts:\n{scripts}"
+        );
+    }
+}
+
+/// The daemon under systemd: start returns after READY, status line, children in the
+/// journal, cgroup layout, restart of a killed child, stop leaves nothing behind.
+fn daemon_checks(sb: &Sandbox) {
+    sb.ok("cat > /etc/flowctl/pipelines/demo.yaml <<'EOF'
+apiVersion: flowctl/v1
+kind: Pipeline
+metadata: {name: demo}
+spec:
+  sources:
+    - id: greeter
+      command: sh
+      args: [\"-c\", \"echo hello from greeter; echo '<3>greeter trouble'; setsid sh -c 'sleep 777 &'; exec sleep 1000\"]
+EOF");
+    sb.ok("systemctl restart flowctl.service");
+    assert_eq!(
+        sb.ok("systemctl is-active flowctl.service").trim(),
+        "active"
+    );
+    let status = sb.ok("systemctl status --no-pager flowctl.service");
+    assert!(
+        status.contains("Status: \"1 pipeline, 1/1 ready, 0 failed\""),
+        "{status}"
+    );
+    let sup = sb.ok("flowctl-sup status");
+    assert!(sup.contains("greeter"), "{sup}");
+
+    // The daemon sits in its own leaf of the delegated subtree.
+    let main_pid = sb.ok("systemctl show -p MainPID --value flowctl.service");
+    let cg = sb.ok(&format!("cat /proc/{}/cgroup", main_pid.trim()));
+    assert!(
+        cg.trim()
+            .ends_with("/system.slice/flowctl.service/supervisor"),
+        "{cg}"
+    );
+    // The component, and the daemon it double-forked out of its process group, in its own.
+    let escaped = sb.ok("pgrep -f '^sleep 777'");
+    let cg = sb.ok(&format!("cat /proc/{}/cgroup", escaped.trim()));
+    assert!(
+        cg.trim()
+            .ends_with("/system.slice/flowctl.service/demo/greeter"),
+        "{cg}"
+    );
+
+    // Children's lines in the journal, with their fields and priorities.
+    let mut journal = String::new();
+    for _ in 0..50 {
+        journal = sb.ok("journalctl --no-pager -o verbose FLOWCTL_COMPONENT=greeter");
+        if journal.contains("greeter trouble") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(journal.contains("MESSAGE=hello from greeter"), "{journal}");
+    assert!(journal.contains("FLOWCTL_PIPELINE=demo"), "{journal}");
+    assert!(journal.contains("PRIORITY=3"), "{journal}");
+    let unit_log = sb.ok("journalctl --no-pager -u flowctl.service");
+    assert!(unit_log.contains("hello from greeter"), "{unit_log}");
+    let logs = sb.ok("flowctl logs greeter -n 5");
+    assert!(logs.contains("hello from greeter"), "{logs}");
+
+    // kill -9 of a child: the supervisor starts it again.
+    let pid_of = |sb: &Sandbox| {
+        let json = sb.ok("flowctl-sup status --json");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["pipelines"][0]["components"][0]["pid"].as_i64()
+    };
+    let first = pid_of(sb).expect("greeter runs");
+    sb.ok(&format!("kill -9 {first}"));
+    let mut again = None;
+    for _ in 0..100 {
+        again = pid_of(sb).filter(|p| *p != first);
+        if again.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(again.is_some(), "greeter was not restarted");
+
+    sb.ok("systemctl stop flowctl.service");
+    assert!(!sb.run("pgrep -u flowctl").status.success());
+    assert!(!sb.run("pgrep -f '^sleep 1000'").status.success());
+    assert!(!sb.run("pgrep -f '^sleep 777'").status.success());
+}
