@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, env = "GRPC_PORT", hide = true)]
     grpc_port: Option<u16>,
     /// Address to bind; loopback unless told otherwise.
-    #[arg(long, env = "BIND_ADDRESS", default_value = "127.0.0.1")]
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1")]
     bind: IpAddr,
     /// Where ledgers come from; by default datalake when DATALAKE_URL is set, rpc when
     /// RPC_ENDPOINT is set, synthetic otherwise.

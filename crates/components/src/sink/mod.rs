@@ -2,7 +2,6 @@
 //! console, a JSON-lines file, or PostgreSQL (idempotent, with a checkpoint).
 
 pub mod driver;
-pub mod encode;
 pub mod fields;
 pub mod health;
 pub mod metrics;

@@ -2,9 +2,9 @@
 
 use std::io::Write;
 
-use super::encode::event_json;
 use super::fields::flat;
 use super::{LedgerEvents, SinkError};
+use stellar_ttp::to_json as event_json;
 
 pub enum Output {
     /// One readable line per event on stdout.

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
-use super::encode::event_json;
 use super::fields::flat;
 use super::health::Readiness;
 use super::{LedgerEvents, SinkError};
+use stellar_ttp::to_json as event_json;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ttp_events (
