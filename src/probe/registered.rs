@@ -17,12 +17,3 @@ pub fn check(target: &ProbeTarget) -> Result<(), String> {
         Some(_) => Err(format!("`{}` has not registered", target.component)),
     }
 }
-
-/// The in-process registry: registered under the component id and heartbeating within its
-/// TTL. (Component ids are unique per pipeline; the registry knows no pipelines, so two
-/// pipelines with the same component id share the answer.)
-impl Registrations for crate::registry::Registry {
-    fn is_registered(&self, _pipeline: &str, component: &str) -> bool {
-        self.status(component).is_some_and(|r| r.is_healthy())
-    }
-}
