@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowctl::api::{self, Request};
-use flowctl::cli::run::{run_plan_async, RunOptions};
+use flowctl::cli::run::{run_plan_async, RegistryChoice, RunOptions};
 use flowctl::plan::RestartPolicy;
 use flowctl::supervisor::testplan;
 use supervisor_common::*;
@@ -14,7 +14,7 @@ use supervisor_common::*;
 fn quiet(dir: &std::path::Path) -> RunOptions {
     RunOptions {
         runtime_dir: Some(dir.join("run")),
-        endpoint: None,
+        registry: RegistryChoice::None,
         log_sink: Arc::new(CaptureSink::default()),
     }
 }
@@ -96,4 +96,60 @@ async fn run_stops_gracefully_on_sigterm() {
         .unwrap()
         .unwrap();
     assert_eq!(code, 0);
+}
+
+#[tokio::test]
+async fn run_serves_the_control_plane_to_its_components_and_records_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("env.json");
+    let mut only = kit(
+        "only",
+        &[
+            "--exit-code",
+            "0",
+            "--after-ms",
+            "100",
+            "--env-file",
+            env_file.to_str().unwrap(),
+        ],
+    );
+    only.restart.policy = RestartPolicy::OnFailure;
+    let state_dir = dir.path().join("state");
+    let options = RunOptions {
+        registry: RegistryChoice::InProcess {
+            state_dir: Some(state_dir.clone()),
+        },
+        ..quiet(dir.path())
+    };
+    let code = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_plan_async(testplan::pipeline("recorded", vec![only]), options),
+    )
+    .await
+    .expect("a bounded pipeline ends by itself")
+    .unwrap();
+    assert_eq!(code, 0);
+
+    let env: std::collections::HashMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(&env_file).unwrap()).unwrap();
+    assert_eq!(env["ENABLE_FLOWCTL"], "true");
+    let endpoint: std::net::SocketAddr = env["FLOWCTL_ENDPOINT"].parse().unwrap();
+    assert!(
+        endpoint.ip().is_loopback() && endpoint.port() != 0,
+        "{endpoint}"
+    );
+
+    let registry = flowctl::registry::Registry::open(flowctl::registry::RegistryConfig {
+        state_dir: Some(state_dir),
+        ..Default::default()
+    })
+    .unwrap();
+    let runs = registry.list_runs(Default::default()).unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].pipeline_name, "recorded");
+    assert_eq!(runs[0].component_ids, vec!["only".to_string()]);
+    assert_eq!(
+        runs[0].status,
+        flowctl_proto::flowctl::RunStatus::Completed as i32
+    );
 }

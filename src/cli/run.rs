@@ -13,8 +13,10 @@ use clap::Args;
 use crate::api;
 use crate::logsink::{LogSink, StderrSink};
 use crate::plan::PipelinePlan;
+use crate::registry::{self, embedded::EmbeddedRegistry};
 use crate::spec::{self, ResolveOptions};
-use crate::supervisor::{RunSummary, Supervisor, SupervisorOptions};
+use crate::supervisor::{RunSummary, StateName, Supervisor, SupervisorOptions};
+use flowctl_proto::flowctl::RunStatus;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -27,10 +29,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub runtime_dir: Option<PathBuf>,
 
-    /// Control plane address given to components as FLOWCTL_ENDPOINT (without it they are
-    /// told ENABLE_FLOWCTL=false).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Use this control plane (e.g. a `flowctl server`) instead of running one in-process;
+    /// components get it as FLOWCTL_ENDPOINT.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "no_registry")]
     pub endpoint: Option<String>,
+
+    /// Run no control plane: components are told ENABLE_FLOWCTL=false and `registered`
+    /// checks cannot pass.
+    #[arg(long)]
+    pub no_registry: bool,
+
+    /// Where the in-process control plane keeps run history (runs.sqlite3). Default:
+    /// /var/lib/flowctl for root, $XDG_STATE_HOME/flowctl (~/.local/state/flowctl) otherwise.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Loads the file (every problem reported as `FILE:LINE:COL: error: …`) and runs it.
@@ -51,7 +63,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         loaded.plan,
         RunOptions {
             runtime_dir: args.runtime_dir,
-            endpoint: args.endpoint,
+            registry: match (args.endpoint, args.no_registry) {
+                (Some(endpoint), _) => RegistryChoice::Remote(endpoint),
+                (None, true) => RegistryChoice::None,
+                (None, false) => RegistryChoice::InProcess {
+                    state_dir: args.state_dir,
+                },
+            },
             log_sink: Arc::new(StderrSink),
         },
     )
@@ -61,16 +79,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 pub struct RunOptions {
     /// `--runtime-dir`: the control socket is `DIR/flowctl.sock` (default: per user).
     pub runtime_dir: Option<PathBuf>,
-    /// Control plane address given to components as `FLOWCTL_ENDPOINT`.
-    pub endpoint: Option<String>,
+    /// The control plane the components register with.
+    pub registry: RegistryChoice,
     pub log_sink: Arc<dyn LogSink>,
+}
+
+/// Which control plane a run uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryChoice {
+    /// None: components are told `ENABLE_FLOWCTL=false`.
+    None,
+    /// One elsewhere, at this address.
+    Remote(String),
+    /// One in this process, with run history under `state_dir` (default per user).
+    InProcess { state_dir: Option<PathBuf> },
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             runtime_dir: None,
-            endpoint: None,
+            registry: RegistryChoice::None,
             log_sink: Arc::new(StderrSink),
         }
     }
@@ -93,7 +122,31 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
     let listener = api::socket::bind(&socket)?;
     let name = plan.name.clone();
     let mut sup_options = SupervisorOptions::new(&runtime_dir);
-    sup_options.endpoint = options.endpoint;
+    let embedded = match options.registry {
+        RegistryChoice::None => None,
+        RegistryChoice::Remote(endpoint) => {
+            sup_options.endpoint = Some(endpoint);
+            None
+        }
+        RegistryChoice::InProcess { state_dir } => {
+            let state_dir = state_dir.unwrap_or_else(registry::server::default_state_dir);
+            let embedded = EmbeddedRegistry::start(&runtime_dir, &state_dir, false)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot start the control plane (state dir {})",
+                        state_dir.display()
+                    )
+                })?;
+            sup_options.endpoint = Some(embedded.endpoint());
+            sup_options.registry = Some(Arc::new(embedded.registry.clone()));
+            Some(embedded)
+        }
+    };
+    let run = match &embedded {
+        Some(embedded) => Some(embedded.begin_run(&plan)?),
+        None => None,
+    };
     sup_options.log_sink = options.log_sink;
     sup_options.exit_when_done = true;
     sup_options.stop_on_failure = true;
@@ -124,7 +177,49 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         }
     });
 
+    let (run_id, stop_requests) = run.unzip();
+    let remote_stop = stop_requests.map(|mut requests| {
+        let stop = handle.clone();
+        tokio::spawn(async move {
+            while let Some(request) = requests.recv().await {
+                eprintln!(
+                    "flowctl: run {} stopped through the control plane",
+                    request.run_id
+                );
+                stop.shutdown();
+                let _ = request.reply.send(Ok(()));
+            }
+        })
+    });
+    if let (Some(embedded), Some(run_id)) = (&embedded, &run_id) {
+        eprintln!(
+            "flowctl: control plane at {} (run {run_id})",
+            embedded.endpoint()
+        );
+    }
+
     let summary = supervisor.run().await;
+    if let Some(task) = remote_stop {
+        task.abort();
+    }
+    if let (Some(embedded), Some(run_id), Ok(summary)) = (&embedded, &run_id, &summary) {
+        let failed: Vec<String> = summary
+            .failed()
+            .map(|f| format!("{}: {}", f.id, f.reason.as_deref().unwrap_or("failed")))
+            .collect();
+        let stopped = summary
+            .components
+            .iter()
+            .any(|c| c.state == StateName::Stopped);
+        let (status, error) = if !failed.is_empty() {
+            (RunStatus::Failed, Some(failed.join("; ")))
+        } else if stopped {
+            (RunStatus::Stopped, None)
+        } else {
+            (RunStatus::Completed, None)
+        };
+        embedded.end_run(run_id, status, error);
+    }
     signals.abort();
     server.abort();
     let _ = std::fs::remove_file(&socket);

@@ -50,6 +50,7 @@
 //! ```
 
 pub mod client;
+pub mod embedded;
 pub mod grpc;
 pub mod health;
 mod probe;
