@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use flowctl_proto::flowctl::RunStatus;
 
 use crate::api;
 use crate::api::protocol::SupervisorStatus;
 use crate::config::Config;
 use crate::logsink::{LogSink, StderrSink, Stream};
+use crate::registry::embedded::EmbeddedRegistry;
 use crate::supervisor::{StateName, Supervisor, SupervisorOptions};
 use crate::systemd::journal::{self, ChildIdentity, ChildLogMode, NativeJournal};
 use crate::systemd::notify::StatusLine;
@@ -82,12 +84,49 @@ async fn run_async(config: Config, instance: Option<String>) -> anyhow::Result<i
     let socket = config.control_socket();
     let listener = api::socket::bind(&socket)?;
     let mut options = SupervisorOptions::new(&config.paths.runtime_dir);
+    // One `flowctl@NAME` instance among several takes a free port; the system daemon the
+    // configured one, which remote `flowctl list` users expect.
+    let listen = match instance {
+        Some(_) => std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        None => config.registry.listen,
+    };
+    let embedded = EmbeddedRegistry::start(
+        listen,
+        &config.paths.runtime_dir,
+        &config.paths.state_dir,
+        true,
+    )
+    .await
+    .with_context(|| format!("cannot start the control plane on {listen}"))?;
+    tracing::info!("control plane listening on {}", embedded.endpoint());
+    options.endpoint = Some(embedded.endpoint());
+    options.registry = Some(Arc::new(embedded.registry.clone()));
+    let mut runs = Vec::new();
+    for plan in &plans {
+        let (run_id, requests) = embedded.begin_run(plan)?;
+        runs.push((
+            run_id,
+            requests,
+            plan.name.clone(),
+            plan.components
+                .iter()
+                .map(|c| c.id.clone())
+                .collect::<Vec<_>>(),
+        ));
+    }
     options.log_sink = log_sink(edge.child_logs.mode());
     if let crate::systemd::cgroup::Containment::Cgroups(tree) = edge.containment {
         options.cgroups = Some(Arc::new(tree));
     }
     let (supervisor, handle) = Supervisor::new(plans, options)?;
     let server = tokio::spawn(api::server::serve(listener, handle.clone()));
+    let run_ids: Vec<String> = runs.iter().map(|(id, ..)| id.clone()).collect();
+    let stop_tasks: Vec<_> = runs
+        .into_iter()
+        .map(|(_, requests, pipeline, ids)| {
+            EmbeddedRegistry::serve_stop_requests(requests, pipeline, ids, handle.clone())
+        })
+        .collect();
     let running = tokio::spawn(supervisor.run());
 
     use tokio::signal::unix::{signal, SignalKind};
@@ -131,6 +170,12 @@ async fn run_async(config: Config, instance: Option<String>) -> anyhow::Result<i
     handle.shutdown();
     let summary = running.await.context("the supervisor task panicked")??;
     server.abort();
+    for task in stop_tasks {
+        task.abort();
+    }
+    for run_id in &run_ids {
+        embedded.end_run(run_id, RunStatus::Stopped, None);
+    }
     let _ = std::fs::remove_file(&socket);
     let failed: Vec<String> = summary
         .failed()

@@ -51,7 +51,8 @@ fn daemon_runs_the_pipelines_dir_reports_ready_and_stops_on_sigterm() {
     std::fs::write(
         &config,
         format!(
-            "[paths]\nstate_dir = \"{0}/state\"\nruntime_dir = \"{0}/run\"\npipelines_dir = \"{1}\"\n\
+            "[registry]\nlisten = \"127.0.0.1:0\"\n\
+             [paths]\nstate_dir = \"{0}/state\"\nruntime_dir = \"{0}/run\"\npipelines_dir = \"{1}\"\n\
              [log]\nchildren = \"stderr\"\n[cgroups]\nmode = \"off\"\n",
             dir.path().display(),
             pipelines.display()
@@ -164,7 +165,8 @@ fn instance_mode_runs_one_pipeline_with_its_own_runtime_dir() {
     std::fs::write(
         &config,
         format!(
-            "[paths]\nstate_dir = \"{0}/state\"\nruntime_dir = \"{0}/run\"\npipelines_dir = \"{1}\"\n\
+            "[registry]\nlisten = \"127.0.0.1:0\"\n\
+             [paths]\nstate_dir = \"{0}/state\"\nruntime_dir = \"{0}/run\"\npipelines_dir = \"{1}\"\n\
              [log]\nchildren = \"stderr\"\n[cgroups]\nmode = \"off\"\n",
             dir.path().display(),
             pipelines.display()

@@ -4,6 +4,7 @@
 //! exits 0 when every component finished well and 1 when one failed for good, naming it and
 //! saying why.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -130,14 +131,19 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         }
         RegistryChoice::InProcess { state_dir } => {
             let state_dir = state_dir.unwrap_or_else(registry::server::default_state_dir);
-            let embedded = EmbeddedRegistry::start(&runtime_dir, &state_dir, false)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot start the control plane (state dir {})",
-                        state_dir.display()
-                    )
-                })?;
+            let embedded = EmbeddedRegistry::start(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                &runtime_dir,
+                &state_dir,
+                false,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot start the control plane (state dir {})",
+                    state_dir.display()
+                )
+            })?;
             sup_options.endpoint = Some(embedded.endpoint());
             sup_options.registry = Some(Arc::new(embedded.registry.clone()));
             Some(embedded)

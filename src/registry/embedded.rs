@@ -1,4 +1,4 @@
-//! The registry as the supervisor runs it: in-process, on a free loopback port (given to the
+//! The registry as the supervisor runs it: in-process, on a loopback address (given to the
 //! components as `FLOWCTL_ENDPOINT`) and on `RUNTIME_DIR/registry.sock`, with one run record
 //! per pipeline start.
 
@@ -26,6 +26,7 @@ impl EmbeddedRegistry {
     /// to a vanished predecessor and are marked failed; several `flowctl run`s may share a
     /// state dir and leave each other's runs alone.
     pub async fn start(
+        listen: SocketAddr,
         runtime_dir: &Path,
         state_dir: &Path,
         sole_owner: bool,
@@ -40,7 +41,7 @@ impl EmbeddedRegistry {
         let server = RegistryServer::bind(
             registry.clone(),
             ServerOptions {
-                listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+                listen: Some(listen),
                 unix_socket: Some(runtime_dir.join(REGISTRY_SOCKET)),
                 ..Default::default()
             },
@@ -86,6 +87,37 @@ impl EmbeddedRegistry {
             },
         )?;
         Ok((run.run_id, requests))
+    }
+
+    /// Stops the pipeline of each stop request by stopping its components through the
+    /// supervisor's handle, then answers the request.
+    pub fn serve_stop_requests(
+        mut requests: mpsc::Receiver<StopRequest>,
+        pipeline: String,
+        component_ids: Vec<String>,
+        handle: crate::supervisor::SupervisorHandle,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Some(request) = requests.recv().await {
+                tracing::info!(pipeline = %pipeline, run = %request.run_id, "stop requested through the control plane");
+                let mut errors = Vec::new();
+                for id in &component_ids {
+                    let component = format!("{pipeline}/{id}");
+                    let response = handle
+                        .request(crate::api::Request::Stop { component })
+                        .await;
+                    if let Some(error) = response.error {
+                        errors.push(error);
+                    }
+                }
+                let answer = if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(errors.join("; "))
+                };
+                let _ = request.reply.send(answer);
+            }
+        })
     }
 
     /// Records how a run ended.
