@@ -18,6 +18,19 @@ fn restart_gaps(stamps: &[(String, u128)]) -> Vec<u128> {
         .collect()
 }
 
+/// Waits until the restarted processes have written `n` exit→start gaps.
+async fn gaps_when(stamp: &std::path::Path, n: usize) -> Vec<u128> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let gaps = restart_gaps(&stamps(stamp));
+        if gaps.len() >= n {
+            return gaps;
+        }
+        assert!(std::time::Instant::now() < deadline, "only {gaps:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn restart_backoff_grows_by_multiplier_to_cap() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,11 +44,7 @@ async fn restart_backoff_grows_by_multiplier_to_cap() {
     c.restart.max_delay = Duration::from_millis(400);
     c.restart.start_limit_burst = 0;
     let run = start(testplan::pipeline("p", vec![c]));
-    wait_for(&run.handle, "crasher", Duration::from_secs(10), |c| {
-        c.restarts >= 5
-    })
-    .await;
-    let gaps = restart_gaps(&stamps(&stamp));
+    let gaps = gaps_when(&stamp, 5).await;
     let want = [100u128, 200, 400, 400, 400];
     assert!(gaps.len() >= want.len(), "gaps {gaps:?}");
     for (got, want) in gaps.iter().zip(want) {
@@ -71,11 +80,7 @@ async fn restart_backoff_resets_after_stable_run() {
     c.restart.reset_after = Duration::from_millis(200);
     c.restart.start_limit_burst = 0;
     let run = start(testplan::pipeline("p", vec![c]));
-    wait_for(&run.handle, "steady", Duration::from_secs(10), |c| {
-        c.restarts >= 3
-    })
-    .await;
-    let gaps = restart_gaps(&stamps(&stamp));
+    let gaps = gaps_when(&stamp, 3).await;
     assert!(gaps.len() >= 3, "gaps {gaps:?}");
     for gap in &gaps[..3] {
         assert!(

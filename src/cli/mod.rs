@@ -33,6 +33,8 @@ pub enum Command {
     Pipelines(pipelines::Args),
     /// Show a kind of resource: pipelines or services.
     Get(get::Args),
+    /// Run one pipeline in the foreground until it finishes or Ctrl-C stops it.
+    Run(run::RunArgs),
 }
 
 impl Command {
@@ -44,6 +46,7 @@ impl Command {
             Command::List(args) => args.run(),
             Command::Pipelines(args) => args.run(),
             Command::Get(args) => args.run(),
+            Command::Run(args) => run::run(args),
         }
     }
 }

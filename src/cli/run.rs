@@ -8,11 +8,54 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use clap::Args;
 
 use crate::api;
 use crate::logsink::{LogSink, StderrSink};
 use crate::plan::PipelinePlan;
+use crate::spec::{self, ResolveOptions};
 use crate::supervisor::{RunSummary, Supervisor, SupervisorOptions};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Directory of the control socket (`DIR/flowctl.sock`) and the components' notify
+    /// sockets. Default: /run/flowctl for root, $XDG_RUNTIME_DIR/flowctl otherwise.
+    #[arg(long, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
+
+    /// Control plane address given to components as FLOWCTL_ENDPOINT (without it they are
+    /// told ENABLE_FLOWCTL=false).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub endpoint: Option<String>,
+}
+
+/// Loads the file (every problem reported as `FILE:LINE:COL: error: …`) and runs it.
+pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let loaded = match spec::load_plan(&args.file, &ResolveOptions::default()) {
+        Ok(loaded) => loaded,
+        Err(diags) => {
+            for d in &diags {
+                eprintln!("{d}");
+            }
+            return Ok(1);
+        }
+    };
+    for notice in &loaded.notices {
+        eprintln!("{notice}");
+    }
+    run_plan(
+        loaded.plan,
+        RunOptions {
+            runtime_dir: args.runtime_dir,
+            endpoint: args.endpoint,
+            log_sink: Arc::new(StderrSink),
+        },
+    )
+}
 
 /// How `flowctl run` runs a pipeline.
 pub struct RunOptions {

@@ -373,14 +373,15 @@ impl Supervisor {
 
     /// Starts what may start, drains what may stop.
     fn drive(&mut self) {
-        if !self.shutting_down
-            && self.options.stop_on_failure
-            && self.components.iter().any(|c| c.state == State::Failed)
-        {
-            tracing::info!("a component failed for good: stopping the pipeline");
-            self.shutting_down = true;
-        }
         loop {
+            // Checked on every pass: a start attempted in the previous pass may have failed.
+            if !self.shutting_down
+                && self.options.stop_on_failure
+                && self.components.iter().any(|c| c.state == State::Failed)
+            {
+                tracing::info!("a component failed for good: stopping the pipeline");
+                self.shutting_down = true;
+            }
             let mut changed = false;
             for i in 0..self.components.len() {
                 let c = &self.components[i];

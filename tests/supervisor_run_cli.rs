@@ -1,0 +1,118 @@
+//! `flowctl run FILE` as an operator runs it: a pipeline file, the binary, its exit code.
+
+mod supervisor_common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use supervisor_common::{alive, testkit};
+
+fn pipeline_file(dir: &Path, components: &str) -> std::path::PathBuf {
+    let path = dir.join("pipeline.yaml");
+    let text = format!(
+        "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata:\n  name: cli-test\nspec:\n{components}"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn flowctl_run(dir: &Path, file: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowctl"));
+    cmd.arg("run")
+        .arg(file)
+        .arg("--runtime-dir")
+        .arg(dir.join("run"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+#[test]
+fn flowctl_run_exits_zero_when_a_bounded_pipeline_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kit = testkit();
+    let file = pipeline_file(
+        dir.path(),
+        &format!(
+            "  sources:\n    - id: source\n      command: {k}\n      args: [--exit-code, '0', --after-ms, '100', --say, 'ledger 5']\n\
+             \x20 sinks:\n    - id: sink\n      command: {k}\n      inputs: [source]\n      args: [--exit-code, '0', --after-ms, '200']\n",
+            k = kit.display()
+        ),
+    );
+    let out = flowctl_run(dir.path(), &file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let socket = dir.path().join("run/flowctl.sock");
+    assert!(
+        stderr.contains(&format!("control socket {}", socket.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("source| ledger 5"),
+        "children's lines prefixed by id: {stderr}"
+    );
+}
+
+#[test]
+fn flowctl_run_exits_one_naming_the_failed_component_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline_file(
+        dir.path(),
+        &format!(
+            "  sources:\n    - id: source\n      command: {}\n\
+             \x20 sinks:\n    - id: broken-sink\n      command: flowctl-no-such-sink\n      inputs: [source]\n",
+            testkit().display()
+        ),
+    );
+    let out = flowctl_run(dir.path(), &file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("component `broken-sink` of pipeline `cli-test` failed")
+            && stderr.contains("No such file or directory (os error 2)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn flowctl_run_reports_pipeline_file_errors_with_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline_file(dir.path(), "  sources:\n    - id: a\n      comand: x\n");
+    let out = flowctl_run(dir.path(), &file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:8:", file.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn flowctl_run_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("child.pid");
+    let file = pipeline_file(
+        dir.path(),
+        &format!(
+            "  sources:\n    - id: forever\n      command: {}\n      args: [--pid-file, {}]\n",
+            testkit().display(),
+            pid_file.display()
+        ),
+    );
+    let mut run = flowctl_run(dir.path(), &file).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let child: i32 = loop {
+        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+            break pid.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the component never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // SAFETY: signalling the flowctl process this test started.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!alive(child), "the component outlived flowctl run");
+    assert!(!dir.path().join("run/flowctl.sock").exists());
+}
