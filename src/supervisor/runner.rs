@@ -377,6 +377,15 @@ impl Supervisor {
         all_done && (self.shutting_down || self.options.exit_when_done)
     }
 
+    /// Whether a bounded run's ends are done: every component that nothing depends on (the
+    /// sinks) exited cleanly while something upstream is still serving. Sources and processors
+    /// are servers that never end on their own, so this is how a bounded pipeline finishes.
+    fn sinks_finished(&self) -> bool {
+        let mut ends = self.components.iter().filter(|c| c.dependents.is_empty());
+        let upstream_running = self.components.iter().any(|c| !c.state.is_final());
+        upstream_running && ends.all(|c| c.state == State::Exited)
+    }
+
     /// Starts what may start, drains what may stop.
     fn drive(&mut self) {
         loop {
@@ -386,6 +395,10 @@ impl Supervisor {
                 && self.components.iter().any(|c| c.state == State::Failed)
             {
                 tracing::info!("a component failed for good: stopping the pipeline");
+                self.shutting_down = true;
+            }
+            if !self.shutting_down && self.options.exit_when_done && self.sinks_finished() {
+                tracing::info!("every sink finished: stopping the pipeline");
                 self.shutting_down = true;
             }
             let mut changed = false;

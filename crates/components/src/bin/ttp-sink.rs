@@ -89,6 +89,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .sink_id
                 .clone()
                 .or_else(|| std::env::var("COMPONENT_ID").ok())
+                // Under flowctl each sink's checkpoint is its component id.
+                .or_else(|| std::env::var("FLOWCTL_COMPONENT_ID").ok())
                 .unwrap_or_else(|| "ttp-sink".into());
             Target::Postgres(
                 PgSink::new(url, &id, readiness.clone()).with_max_backoff(args.max_backoff),
