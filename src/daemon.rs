@@ -275,6 +275,7 @@ mod tests {
             last_probe: None,
             reason: None,
             notify_status: None,
+            registration: None,
         }
     }
 

@@ -41,6 +41,15 @@ fn source_killed_mid_stream_is_restarted_and_the_sink_gets_no_gap_and_no_duplica
     wait_for("a quarter of the events", Duration::from_secs(60), || {
         lines_so_far(&out_file) >= quarter
     });
+    // The components registered with the in-process control plane, and status shows it.
+    wait_for(
+        "the processor's registration in status",
+        Duration::from_secs(30),
+        || {
+            run.component("ttp")
+                .is_some_and(|c| c["registration"]["health"].is_string())
+        },
+    );
     kill9(pid);
     wait_for("the source's restart", Duration::from_secs(30), || {
         run.component("ledgers").is_some_and(|c| {

@@ -71,6 +71,21 @@ pub struct ComponentStatus {
     pub reason: Option<String>,
     /// The last sd_notify `STATUS=` text.
     pub notify_status: Option<String>,
+    /// What the control plane knows of it; absent when it has not registered (or no control
+    /// plane runs in this supervisor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<RegistrationInfo>,
+}
+
+/// A component's registration with the control plane, as `flowctl-sup status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationInfo {
+    /// `healthy`, `degraded`, `unhealthy` …: the registry's decision from the heartbeats.
+    pub health: String,
+    /// Time since the last heartbeat; `None` before the first one.
+    pub heartbeat_age_ms: Option<u64>,
+    /// The metrics of the last heartbeat, as text.
+    pub metrics: std::collections::BTreeMap<String, String>,
 }
 
 /// How the last process ended: `{"code": N}` or `{"signal": N}`.

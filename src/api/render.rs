@@ -16,6 +16,7 @@ pub fn table(status: &SupervisorStatus) -> String {
         "UPTIME",
         "LAST EXIT",
         "NEXT START",
+        "REGISTERED",
         "DETAIL",
     ]
     .map(String::from)];
@@ -43,11 +44,18 @@ pub fn table(status: &SupervisorStatus) -> String {
                     None => "-".into(),
                 },
                 c.next_restart_ms.map(ms).unwrap_or_else(|| "-".into()),
+                match &c.registration {
+                    Some(r) => match r.heartbeat_age_ms {
+                        Some(age) => format!("{}, beat {} ago", r.health, ms(age)),
+                        None => format!("{}, no beat yet", r.health),
+                    },
+                    None => "-".into(),
+                },
                 detail,
             ]);
         }
     }
-    let mut widths = [0usize; 10];
+    let mut widths = [0usize; 11];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());

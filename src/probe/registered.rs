@@ -8,6 +8,18 @@ use super::ProbeTarget;
 /// Implemented by the control plane: has this component registered (and is it still alive)?
 pub trait Registrations: Send + Sync {
     fn is_registered(&self, pipeline: &str, component: &str) -> bool;
+
+    /// What status output shows of the registration.
+    fn registration(
+        &self,
+        _pipeline: &str,
+        _component: &str,
+    ) -> Option<crate::api::protocol::RegistrationInfo> {
+        None
+    }
+
+    /// The supervisor stopped the component on purpose: it is no longer a service.
+    fn unregister(&self, _pipeline: &str, _component: &str) {}
 }
 
 pub fn check(target: &ProbeTarget) -> Result<(), String> {

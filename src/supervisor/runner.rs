@@ -646,6 +646,11 @@ impl Supervisor {
                                 last_probe: c.last_probe.clone(),
                                 reason: c.reason.clone(),
                                 notify_status: c.notify_status.clone(),
+                                registration: self
+                                    .options
+                                    .registry
+                                    .as_ref()
+                                    .and_then(|r| r.registration(&c.pipeline, &c.id)),
                             }
                         })
                         .collect(),
@@ -673,7 +678,15 @@ impl Supervisor {
                 state.name()
             );
         }
+        let stopped_now = state == State::Stopped && c.state != State::Stopped;
         self.components[idx].state = state;
+        if stopped_now {
+            // Stopped on purpose: the control plane should not list it as a service.
+            if let Some(registry) = &self.options.registry {
+                let c = &self.components[idx];
+                registry.unregister(&c.pipeline, &c.id);
+            }
+        }
         for action in actions {
             self.execute(idx, action);
         }
