@@ -1,6 +1,9 @@
 //! The PostgreSQL sink against a real PostgreSQL server started by each test, fed by a real
 //! in-test `EventService` gRPC server.
 
+mod support;
+use support::free_port;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -43,14 +46,6 @@ fn pg_bin() -> Option<PathBuf> {
         .collect();
     found.sort();
     found.pop()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Pg {

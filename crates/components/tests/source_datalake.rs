@@ -1,7 +1,10 @@
 //! `stellar-live-source` over a Galexie data lake on the local file system.
 
+mod support;
+use support::{free_port, Proc};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flowctl_proto::raw_ledger_service::raw_ledger_service_client::RawLedgerServiceClient;
@@ -9,22 +12,6 @@ use flowctl_proto::raw_ledger_service::{GetLedgerRangeRequest, StreamLedgersRequ
 use stellar_ledgers::DataLakeConfig as Manifest;
 use stellar_xdr::{LedgerCloseMeta, LedgerCloseMetaBatch, Limits, ReadXdr, WriteXdr};
 use tonic::transport::Channel;
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn source(env: &[(&str, &str)]) -> (Proc, u16) {
     let port = free_port();

@@ -1,8 +1,11 @@
 //! `stellar-live-source` with the RPC backend against a small JSON-RPC server on a real
 //! socket, serving real testnet ledgers as base64 `metadataXdr`.
 
+mod support;
+use support::Proc;
+
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,14 +22,6 @@ use serde_json::{json, Value};
 use tonic::transport::Channel;
 
 const FIRST: u32 = 1410048;
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[derive(Clone)]
 struct Rpc {

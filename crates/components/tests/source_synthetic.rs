@@ -1,28 +1,15 @@
 //! `stellar-live-source` with the synthetic backend, driven over gRPC as a real process.
 
-use std::process::{Child, Command};
+mod support;
+use support::{free_port, Proc};
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flowctl_proto::raw_ledger_service::raw_ledger_service_client::RawLedgerServiceClient;
 use flowctl_proto::raw_ledger_service::{GetLedgerRangeRequest, StreamLedgersRequest};
 use stellar_xdr::{LedgerCloseMeta, Limits, ReadXdr};
 use tonic::transport::Channel;
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn source(env: &[(&str, &str)]) -> (Proc, u16) {
     let port = free_port();
