@@ -8,18 +8,25 @@
 //! 2. paced: `CLIENTS` components together offering `RATE` heartbeats/s (one in flight each,
 //!    as real components do), for `SECS` s: achieved rate, p50/p99 latency;
 //! 3. saturation: the same components heartbeating back to back, for `SECS` s: the ceiling;
-//! 4. RSS again (current and peak).
+//! 4. RSS again (current and peak);
+//! 5. the floor: the same connections doing the same-sized round trips over bare loopback TCP
+//!    against a trivial echo server, as fast as they can: what the kernel and the two cores
+//!    allow before any protocol.
 //!
 //! `cargo bench --bench registry_heartbeat`; override with env `BENCH_CLIENTS`,
 //! `BENCH_RATE`, `BENCH_SECS`, `BENCH_SERVICES`.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use flowctl_proto::flowctl::control_plane_client::ControlPlaneClient;
 use flowctl_proto::flowctl::{ServiceHeartbeat, ServiceInfo, ServiceType};
-use tonic::transport::{Channel, Endpoint};
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -96,13 +103,42 @@ fn cpu_time(pid: &str) -> Duration {
     Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
-async fn channel(port: u16) -> Channel {
-    let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+/// One simulated component's HTTP/2 connection, used by tonic's generated client directly.
+///
+/// The load generator shares the two cores with the registry, so it should cost as little as
+/// it can: tonic's `Channel` adds a buffer task and a hop per request on top of this.
+#[derive(Clone)]
+struct Connection(http2::SendRequest<tonic::body::Body>);
+
+impl tower::Service<http::Request<tonic::body::Body>> for Connection {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.0.send_request(request))
+    }
+}
+
+type Client = ControlPlaneClient<Connection>;
+
+async fn connect(port: u16) -> Client {
+    let origin: http::Uri = format!("http://127.0.0.1:{port}").parse().unwrap();
     for _ in 0..100 {
-        if let Ok(c) = endpoint.connect().await {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        tcp.set_nodelay(true).unwrap();
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("HTTP/2 handshake with the registry");
+        tokio::spawn(connection);
+        return ControlPlaneClient::with_origin(Connection(sender), origin);
     }
     panic!("registry did not come up on port {port}");
 }
@@ -133,25 +169,63 @@ struct Outcome {
     latencies_us: Vec<u32>,
 }
 
-/// `clients` components heartbeating for `secs`; `period` None means back to back.
-async fn load(
+/// One simulated component's request/response round trip.
+trait Beat: Send + 'static {
+    /// Sends the `n`th request and waits for its answer; false when it failed.
+    fn beat(&mut self, n: u64) -> impl Future<Output = bool> + Send;
+}
+
+/// A real heartbeat through the registry's gRPC API.
+struct Heartbeat {
+    client: Client,
+    id: String,
+}
+
+impl Beat for Heartbeat {
+    async fn beat(&mut self, n: u64) -> bool {
+        let request = ServiceHeartbeat {
+            service_id: self.id.clone(),
+            timestamp: None,
+            metrics: metrics(n),
+        };
+        self.client.heartbeat(request).await.is_ok()
+    }
+}
+
+/// A heartbeat's bytes with none of the protocol: what loopback TCP alone costs.
+struct BareRoundTrip(tokio::net::TcpStream);
+
+/// About what a heartbeat's HEADERS + DATA frames, and its answer's HEADERS + DATA +
+/// trailers, take on the wire.
+const FLOOR_REQUEST: usize = 256;
+const FLOOR_RESPONSE: usize = 64;
+
+impl Beat for BareRoundTrip {
+    async fn beat(&mut self, _n: u64) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut answer = [0u8; FLOOR_RESPONSE];
+        self.0.write_all(&[7u8; FLOOR_REQUEST]).await.is_ok()
+            && self.0.read_exact(&mut answer).await.is_ok()
+    }
+}
+
+/// Each component beating for `secs`; `period` None means back to back.
+async fn load<B: Beat>(
     server_pid: u32,
-    channels: &[Channel],
-    clients: u64,
+    components: Vec<B>,
     period: Option<Duration>,
     secs: u64,
 ) -> Outcome {
     let (server_cpu0, client_cpu0) = (cpu_time(&server_pid.to_string()), cpu_time("self"));
     let start = Instant::now() + Duration::from_millis(200);
     let end = start + Duration::from_secs(secs);
+    let count = components.len();
     let mut tasks = Vec::new();
-    for i in 0..clients {
-        let mut client = ControlPlaneClient::new(channels[i as usize % channels.len()].clone());
-        let id = service_id(i);
+    for (i, mut component) in components.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             // Spread the components' phases over one period so they do not beat in lockstep.
             let offset = period
-                .map(|p| p.mul_f64(i as f64 / clients as f64))
+                .map(|p| p.mul_f64(i as f64 / count as f64))
                 .unwrap_or_default();
             let mut next = tokio::time::Instant::from_std(start + offset);
             let mut latencies = Vec::new();
@@ -166,16 +240,11 @@ async fn load(
                 if Instant::now() >= end {
                     break;
                 }
-                let request = ServiceHeartbeat {
-                    service_id: id.clone(),
-                    timestamp: None,
-                    metrics: metrics(sent),
-                };
                 let t = Instant::now();
-                let result = client.heartbeat(request).await;
+                let ok = component.beat(sent).await;
                 latencies.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 sent += 1;
-                if result.is_err() {
+                if !ok {
                     errors += 1;
                 }
             }
@@ -202,6 +271,57 @@ async fn load(
     outcome.server_cpu = cpu_time(&server_pid.to_string()).saturating_sub(server_cpu0);
     outcome.client_cpu = cpu_time("self").saturating_sub(client_cpu0);
     outcome.latencies_us.sort_unstable();
+    outcome
+}
+
+/// The floor's server: answers every `FLOOR_REQUEST` bytes with `FLOOR_RESPONSE` bytes, on a
+/// runtime built like `flowctl server`'s. Runs as its own process (this binary, re-executed).
+fn echo_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{}", listener.local_addr().unwrap().port());
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let mut request = [0u8; FLOOR_REQUEST];
+                while tcp.read_exact(&mut request).await.is_ok() {
+                    if tcp.write_all(&[1u8; FLOOR_RESPONSE]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Loopback TCP alone, same connections, sizes and pacing: the ceiling any protocol on top
+/// could reach on this machine.
+async fn floor(clients: u64, secs: u64) -> Outcome {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("--echo-server")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the echo server");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    let mut connections = Vec::new();
+    for _ in 0..clients {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        tcp.set_nodelay(true).unwrap();
+        connections.push(BareRoundTrip(tcp));
+    }
+    let outcome = load(child.id(), connections, None, secs).await;
+    let _ = child.kill();
+    let _ = child.wait();
     outcome
 }
 
@@ -235,6 +355,9 @@ fn report(name: &str, o: &Outcome) {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--echo-server") {
+        return echo_server();
+    }
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: keep that short.
     let quick = !std::env::args().any(|a| a == "--bench");
     let clients = env_or("BENCH_CLIENTS", if quick { 50 } else { 1000 });
@@ -249,18 +372,18 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let (idle_rss, _) = {
-            let _ = channel(server.port).await;
+            let _ = connect(server.port).await;
             rss_kib(server.child.id())
         };
         // One connection per component, as real components have.
         let mut channels = Vec::new();
         for _ in 0..clients {
-            channels.push(channel(server.port).await);
+            channels.push(connect(server.port).await);
         }
         let registered = Instant::now();
         let mut joins = Vec::new();
         for chunk in 0..clients.min(64) {
-            let mut client = ControlPlaneClient::new(channels[chunk as usize].clone());
+            let mut client = channels[chunk as usize].clone();
             let (step, n) = (clients.min(64), services);
             joins.push(tokio::spawn(async move {
                 let mut i = chunk;
@@ -295,11 +418,21 @@ fn main() {
         );
         println!("load: {clients} concurrent components over loopback, {} cores shared by registry and load", num_cpus());
 
+        let heartbeats = || {
+            (0..clients)
+                .map(|i| Heartbeat {
+                    client: channels[i as usize].clone(),
+                    id: service_id(i),
+                })
+                .collect::<Vec<_>>()
+        };
         let period = Duration::from_secs_f64(clients as f64 / rate as f64);
-        let paced = load(server.child.id(), &channels, clients, Some(period), secs).await;
+        let paced = load(server.child.id(), heartbeats(), Some(period), secs).await;
         report(&format!("paced {}k/s", rate / 1000), &paced);
-        let saturated = load(server.child.id(), &channels, clients, None, secs).await;
+        let saturated = load(server.child.id(), heartbeats(), None, secs).await;
         report("saturation", &saturated);
+        let bare = floor(clients, secs).await;
+        report("bare TCP", &bare);
         let (rss, hwm) = rss_kib(server.child.id());
         println!("registry RSS after load: {:.1} MiB (peak {:.1} MiB)", rss as f64 / 1024.0, hwm as f64 / 1024.0);
         assert_eq!(paced.errors + saturated.errors, 0, "heartbeats failed");
