@@ -933,8 +933,10 @@ pub fn component_metrics(metrics: &HashMap<String, MetricValue>) -> ComponentMet
     }
 }
 
-/// Run totals: `events_processed` sums what each component handled (its events out, or its
-/// events in when it emits nothing, as a sink); bytes sum the bytes read.
+/// Run totals. The same events pass through every stage (a processor's events out are its
+/// sink's events in), so a sum would count them once per stage: `events_processed` is the
+/// count of the stage that handled the most (a component's events out, or its events in when
+/// it emits nothing, as a sink), and `bytes_processed` likewise the most bytes any stage read.
 pub fn sum_metrics(
     per_component: &HashMap<String, ComponentMetrics>,
     elapsed_ms: i64,
@@ -948,8 +950,13 @@ pub fn sum_metrics(
                 m.events_in
             }
         })
-        .sum();
-    let bytes: i64 = per_component.values().map(|m| m.bytes_in).sum();
+        .max()
+        .unwrap_or(0);
+    let bytes: i64 = per_component
+        .values()
+        .map(|m| m.bytes_in)
+        .max()
+        .unwrap_or(0);
     let seconds = elapsed_ms as f64 / 1000.0;
     RunMetrics {
         events_processed: events,
@@ -1055,7 +1062,7 @@ mod tests {
     }
 
     #[test]
-    fn run_metrics_sum_component_heartbeats_and_survive_unregister() {
+    fn run_metrics_count_each_event_once_across_stages_and_survive_unregister() {
         let r = Registry::open(RegistryConfig::default()).unwrap();
         r.register(reg("proc"));
         r.register(reg("sink"));
@@ -1079,7 +1086,8 @@ mod tests {
         )
         .unwrap();
         let m = r.get_run(&run.run_id).unwrap().metrics.unwrap();
-        assert_eq!(m.events_processed, 80);
+        // The 40 events the processor emitted are the 40 the sink took: counted once.
+        assert_eq!(m.events_processed, 40);
         assert_eq!(m.bytes_processed, 100);
         assert_eq!(m.component_metrics["proc"].events_out, 40);
         r.unregister("proc");
