@@ -26,6 +26,11 @@
 //!
 //! Without journald (a terminal, a container) both fall back to [`ChildLogMode::Stderr`]:
 //! lines are relayed to the supervisor's stderr as `component | line`, and this is said once.
+//!
+//! The daemon gives the supervisor [`ChildLogs::sink`]: the supervisor asks it for each start's
+//! stdout/stderr (a stream connection in `stream` mode) and otherwise relays lines to it with
+//! the restart count they were written under. [`ChildLogs::attach`] does the same for a single
+//! process started outside the supervisor.
 
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
