@@ -117,6 +117,9 @@ pub struct MetricsConfig {
     /// exposed without a proxy in front.
     #[serde(deserialize_with = "optional_addr")]
     pub listen: Option<SocketAddr>,
+    /// Serve on a non-loopback `listen` address. `/metrics` has no authentication and names
+    /// every pipeline and component, so this has to be asked for.
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -197,6 +200,7 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             listen: Some(([127, 0, 0, 1], 9464).into()),
+            allow_remote: false,
         }
     }
 }

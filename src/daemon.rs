@@ -5,7 +5,7 @@
 //! The watchdog is pinged only after the supervisor's own loop has answered a status request,
 //! so a wedged supervisor stops the pings and systemd restarts the daemon.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +15,9 @@ use flowctl_proto::flowctl::RunStatus;
 use crate::api;
 use crate::api::protocol::SupervisorStatus;
 use crate::config::Config;
-use crate::logsink::{LogSink, StderrSink, Stream};
 use crate::registry::embedded::EmbeddedRegistry;
 use crate::supervisor::{StateName, Supervisor, SupervisorOptions};
-use crate::systemd::journal::{self, ChildIdentity, ChildLogMode, NativeJournal};
+use crate::systemd::journal;
 use crate::systemd::notify::StatusLine;
 use crate::systemd::SystemdEdge;
 
@@ -114,12 +113,13 @@ async fn run_async(config: Config, instance: Option<String>) -> anyhow::Result<i
                 .collect::<Vec<_>>(),
         ));
     }
-    options.log_sink = log_sink(edge.child_logs.mode());
+    options.log_sink = edge.child_logs.sink();
     if let crate::systemd::cgroup::Containment::Cgroups(tree) = edge.containment {
         options.cgroups = Some(Arc::new(tree));
     }
     let (supervisor, handle) = Supervisor::new(plans, options)?;
     let server = tokio::spawn(api::server::serve(listener, handle.clone()));
+    let metrics = crate::metrics::start(&config.metrics, handle.clone()).await;
     let run_ids: Vec<String> = runs.iter().map(|(id, ..)| id.clone()).collect();
     let stop_tasks: Vec<_> = runs
         .into_iter()
@@ -170,6 +170,9 @@ async fn run_async(config: Config, instance: Option<String>) -> anyhow::Result<i
     handle.shutdown();
     let summary = running.await.context("the supervisor task panicked")??;
     server.abort();
+    if let Some(task) = &metrics {
+        task.abort();
+    }
     for task in stop_tasks {
         task.abort();
     }
@@ -217,46 +220,6 @@ fn status_line(status: &SupervisorStatus) -> StatusLine {
     }
 }
 
-fn log_sink(mode: ChildLogMode) -> Arc<dyn LogSink> {
-    match mode {
-        ChildLogMode::Fields | ChildLogMode::Stream => {
-            match NativeJournal::connect(Path::new(journal::NATIVE_SOCKET)) {
-                Ok(j) => {
-                    if mode == ChildLogMode::Stream {
-                        tracing::warn!(
-                            "log.children = \"stream\" is not wired to the supervisor's spawn yet: \
-                             relaying lines with FLOWCTL_* fields instead"
-                        );
-                    }
-                    Arc::new(JournalSink(j))
-                }
-                Err(e) => {
-                    tracing::warn!("cannot reach journald ({e}): children's output goes to stderr");
-                    Arc::new(StderrSink)
-                }
-            }
-        }
-        ChildLogMode::Stderr => Arc::new(StderrSink),
-    }
-}
-
-/// Children's lines as journal entries with `FLOWCTL_PIPELINE` / `FLOWCTL_COMPONENT`; a line
-/// journald refuses goes to stderr instead of being lost.
-struct JournalSink(NativeJournal);
-
-impl LogSink for JournalSink {
-    fn line(&self, pipeline: &str, component: &str, stream: Stream, line: &[u8]) {
-        let who = ChildIdentity {
-            pipeline: pipeline.to_string(),
-            component: component.to_string(),
-            restart: None,
-        };
-        if self.0.line(&who, None, line).is_err() {
-            StderrSink.line(pipeline, component, stream, line);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +239,7 @@ mod tests {
             reason: None,
             notify_status: None,
             registration: None,
+            usage: None,
         }
     }
 

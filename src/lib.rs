@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod logsink;
+pub mod metrics;
 pub mod plan;
 pub mod probe;
 pub mod registry;

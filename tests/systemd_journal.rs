@@ -388,3 +388,173 @@ fn native_journal_reconnects_after_journald_restarts() {
         stop(second);
     });
 }
+
+/// Runs `component` (pipeline `ttp`) under a real supervisor whose log sink is `logs`'s, until
+/// `until` holds for its status (it must not block: the supervisor shares this thread); then
+/// stops it. Returns the status that satisfied `until`.
+fn supervise(
+    logs: &ChildLogs,
+    component: flowctl::plan::ComponentPlan,
+    mut until: impl FnMut(&flowctl::api::protocol::ComponentStatus) -> bool,
+) -> flowctl::api::protocol::ComponentStatus {
+    use flowctl::supervisor::{testplan, Supervisor, SupervisorOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = SupervisorOptions::new(dir.path().join("run"));
+    options.log_sink = logs.sink();
+    let id = component.id.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (sup, handle) =
+            Supervisor::new(vec![testplan::pipeline("ttp", vec![component])], options).unwrap();
+        let task = tokio::spawn(sup.run());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let seen = loop {
+            let status = handle.status().await.unwrap();
+            let c = status.pipelines[0]
+                .components
+                .iter()
+                .find(|c| c.id == id)
+                .unwrap()
+                .clone();
+            if until(&c) {
+                break c;
+            }
+            assert!(Instant::now() < deadline, "timed out: {c:#?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        handle.shutdown();
+        task.await.unwrap().unwrap();
+        seen
+    })
+}
+
+fn shell(id: &str, script: &str) -> flowctl::plan::ComponentPlan {
+    let mut c = flowctl::supervisor::testplan::component(id);
+    c.command = "sh".into();
+    c.args = vec!["-c".into(), script.into()];
+    c.restart.initial_delay = Duration::from_millis(20);
+    c
+}
+
+#[test]
+fn relayed_lines_carry_the_restart_count_of_the_process_that_wrote_them() {
+    with_private_journald(
+        "relayed_lines_carry_the_restart_count_of_the_process_that_wrote_them",
+        || {
+            let logs = ChildLogs::new(ChildLogMode::Fields, JournalSockets::system());
+            // Three processes have written and exited once the fourth start is under way.
+            supervise(&logs, shell("flappy", "echo \"run $$\"; exit 1"), |c| {
+                c.restarts >= 3
+            });
+            let es = entries("FLOWCTL_COMPONENT=flappy", 3);
+            let mut seen: Vec<(u32, String)> = es
+                .iter()
+                .map(|e| {
+                    // Each process says its own pid: the entry names that process and its start.
+                    assert_eq!(e["MESSAGE"], format!("run {}", e["SYSLOG_PID"]), "{e:#?}");
+                    assert_eq!(e["FLOWCTL_PIPELINE"], "ttp");
+                    (
+                        e["FLOWCTL_RESTART"].parse().unwrap(),
+                        e["SYSLOG_PID"].clone(),
+                    )
+                })
+                .collect();
+            seen.sort();
+            assert!(seen.len() >= 3, "{es:#?}");
+            for (i, (restart, _)) in seen.iter().enumerate() {
+                assert_eq!(*restart as usize, i, "{seen:?}");
+            }
+            assert_ne!(seen[0].1, seen[1].1);
+        },
+    );
+}
+
+/// The inode behind `/proc/PID/fd/N` (`socket:[123]`, `pipe:[456]`).
+fn fd_target(pid: i32, fd: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn stream_mode_supervisor_hands_children_a_journald_stream_that_flowctl_logs_finds() {
+    with_private_journald(
+        "stream_mode_supervisor_hands_children_a_journald_stream_that_flowctl_logs_finds",
+        || {
+            let logs = ChildLogs::new(ChildLogMode::Stream, JournalSockets::system());
+            assert_eq!(logs.mode(), ChildLogMode::Stream);
+            let script = "echo 'to stdout'; echo '<3>to stderr with a prefix' >&2; \
+                          echo 'plain stderr' >&2; exec sleep 1000";
+            let mut fds = None;
+            let ran = supervise(&logs, shell("streamer", script), |c| {
+                let Some(pid) = c.pid else { return false };
+                // Both ends are one journald connection, not pipes to the supervisor.
+                fds = Some((fd_target(pid, 1), fd_target(pid, 2)));
+                entries("SYSLOG_IDENTIFIER=streamer", 0).len() >= 3
+            });
+            let (out, err) = fds.unwrap();
+            assert!(out.starts_with("socket:"), "{out}");
+            assert_eq!(out, err);
+
+            let es = entries("SYSLOG_IDENTIFIER=streamer", 3);
+            assert_eq!(es.len(), 3, "{es:#?}");
+            for e in &es {
+                assert_eq!(e["_TRANSPORT"], "stdout", "{e:#?}");
+                assert_eq!(e["_PID"], ran.pid.unwrap().to_string());
+                assert!(!e.contains_key("FLOWCTL_COMPONENT"), "{e:#?}");
+            }
+            assert_eq!(by_message(&es, "to stdout")["PRIORITY"], "6");
+            assert_eq!(by_message(&es, "to stderr with a prefix")["PRIORITY"], "3");
+            assert_eq!(by_message(&es, "plain stderr")["PRIORITY"], "6");
+
+            // No unit outside systemd: `--unit ""` matches the identifier from anywhere.
+            let out = Command::new(env!("CARGO_BIN_EXE_flowctl"))
+                .args(["logs", "streamer", "--unit", ""])
+                .output()
+                .unwrap();
+            let shown = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(shown.contains("streamer["), "{shown}");
+            assert!(shown.contains("to stderr with a prefix"), "{shown}");
+            assert!(shown.contains("plain stderr"), "{shown}");
+        },
+    );
+}
+
+#[test]
+fn stream_mode_relays_with_fields_when_the_stream_socket_refuses() {
+    with_private_journald(
+        "stream_mode_relays_with_fields_when_the_stream_socket_refuses",
+        || {
+            // A socket file nobody listens on any more: connect() is refused.
+            let dir = tempfile::tempdir().unwrap();
+            let stale = dir.path().join("stdout");
+            drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+            let sockets = JournalSockets {
+                stdout: stale,
+                native: flowctl::systemd::journal::NATIVE_SOCKET.into(),
+            };
+            let logs = ChildLogs::new(ChildLogMode::Stream, sockets);
+            assert_eq!(logs.mode(), ChildLogMode::Stream);
+            let ran = supervise(
+                &logs,
+                shell("fallback", "echo 'still here'; exec sleep 1000"),
+                |c| c.pid.is_some() && !entries("FLOWCTL_COMPONENT=fallback", 0).is_empty(),
+            );
+            let pid = ran.pid.unwrap();
+            let es = entries("FLOWCTL_COMPONENT=fallback", 1);
+            let e = by_message(&es, "still here");
+            assert_eq!(e["SYSLOG_IDENTIFIER"], "fallback");
+            assert_eq!(e["SYSLOG_PID"], pid.to_string());
+            assert_eq!(e["FLOWCTL_RESTART"], "0");
+        },
+    );
+}

@@ -241,6 +241,17 @@ EOF");
     }
     assert!(again.is_some(), "greeter was not restarted");
 
+    // Prometheus /metrics on the default loopback address: the restart, and CPU from the cgroup.
+    let metrics = sb.ok("curl -sf http://127.0.0.1:9464/metrics");
+    let greeter = r#"{pipeline="demo",component="greeter"}"#;
+    for want in [
+        format!("flowctl_component_up{greeter} 1"),
+        format!("flowctl_component_restarts_total{greeter} 1"),
+        format!("flowctl_component_cpu_seconds_total{greeter} "),
+    ] {
+        assert!(metrics.contains(&want), "no {want:?} in\n{metrics}");
+    }
+
     sb.ok("systemctl stop flowctl.service");
     assert!(!sb.run("pgrep -u flowctl").status.success());
     assert!(!sb.run("pgrep -f '^sleep 1000'").status.success());

@@ -75,6 +75,29 @@ pub struct ComponentStatus {
     /// plane runs in this supervisor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration: Option<RegistrationInfo>,
+    /// Memory and CPU from its cgroup; absent without per-component cgroups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ResourceUsage>,
+}
+
+/// What a component's cgroup has used: all of its processes, grandchildren included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceUsage {
+    /// `memory.current`; absent without the memory controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// CPU time since the cgroup was made (`usage_usec` of `cpu.stat`), over every restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_usec: Option<u64>,
+}
+
+impl From<crate::systemd::cgroup::Usage> for ResourceUsage {
+    fn from(u: crate::systemd::cgroup::Usage) -> Self {
+        ResourceUsage {
+            memory_bytes: u.memory_bytes,
+            cpu_usec: u.cpu_usec,
+        }
+    }
 }
 
 /// A component's registration with the control plane, as `flowctl-sup status` shows it.

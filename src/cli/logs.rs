@@ -26,7 +26,8 @@ pub struct LogsArgs {
     /// Entries since a time, as journalctl reads it ("2026-11-24 03:00", "1h ago", "today").
     #[arg(long, value_name = "T")]
     pub since: Option<String>,
-    /// The daemon's unit, for stream-mode entries.
+    /// The daemon's unit, for stream-mode entries (`flowctl@NAME.service` for an instance;
+    /// "" for any, when the daemon does not run under systemd).
     #[arg(long, default_value = "flowctl.service")]
     pub unit: String,
 }
@@ -50,7 +51,9 @@ impl LogsArgs {
         }
         args.push("+".into());
         args.push(format!("SYSLOG_IDENTIFIER={}", self.component));
-        args.push(format!("_SYSTEMD_UNIT={}", self.unit));
+        if !self.unit.is_empty() {
+            args.push(format!("_SYSTEMD_UNIT={}", self.unit));
+        }
         args
     }
 
@@ -96,6 +99,15 @@ mod tests {
                 "_SYSTEMD_UNIT=flowctl.service"
             ]
         );
+    }
+
+    #[test]
+    fn an_empty_unit_matches_streamed_entries_from_anywhere() {
+        let mut a = args("sink");
+        a.unit = String::new();
+        let got = a.journalctl_args();
+        assert_eq!(got.last().unwrap(), "SYSLOG_IDENTIFIER=sink");
+        assert!(!got.iter().any(|a| a.starts_with("_SYSTEMD_UNIT")));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub async fn check(argv: &[String], timeout: Duration, target: &ProbeTarget) -> 
             identity: None,
             rlimits: &Rlimits::default(),
             capture_output: false,
+            direct_output: None,
             cgroup: None,
         },
         Box::new(move |status, _| {

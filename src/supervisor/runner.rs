@@ -651,6 +651,11 @@ impl Supervisor {
                                     .registry
                                     .as_ref()
                                     .and_then(|r| r.registration(&c.pipeline, &c.id)),
+                                usage: c
+                                    .cgroup
+                                    .as_ref()
+                                    .and_then(|cg| cg.usage().ok())
+                                    .map(Into::into),
                             }
                         })
                         .collect(),
@@ -825,6 +830,7 @@ impl Supervisor {
         };
         let generation = c.generation + 1;
         let tx = self.tx.clone();
+        let direct_output = self.options.log_sink.direct_output(&c.pipeline, &c.id);
         let spawned = spawn::spawn(
             &SpawnSpec {
                 program: &program,
@@ -834,6 +840,7 @@ impl Supervisor {
                 identity: identity.as_ref(),
                 rlimits: &c.plan.rlimits,
                 capture_output: true,
+                direct_output: direct_output.as_ref(),
                 cgroup: join.as_ref(),
             },
             Box::new(move |status, at| {
@@ -863,12 +870,18 @@ impl Supervisor {
         ] {
             if let Some(fd) = fd {
                 let sink = self.options.log_sink.clone();
-                let (pipeline, id) = (c.pipeline.clone(), c.id.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = logsink::forward(fd, sink, pipeline, id.clone(), stream).await {
+                let origin = logsink::LineOrigin {
+                    pipeline: c.pipeline.clone(),
+                    component: c.id.clone(),
+                    restart: c.spawns - 1,
+                    pid: spawned.pid as u32,
+                };
+                self.forwarders.push(tokio::spawn(async move {
+                    let id = origin.component.clone();
+                    if let Err(e) = logsink::forward(fd, sink, origin, stream).await {
                         tracing::warn!(component = %id, "reading output: {e}");
                     }
-                });
+                }));
             }
         }
         Ok(())

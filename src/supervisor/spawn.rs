@@ -96,6 +96,9 @@ pub struct SpawnSpec<'a> {
     /// Capture stdout/stderr through pipes (components); otherwise they go to /dev/null
     /// (exec checks, whose output nobody reads).
     pub capture_output: bool,
+    /// With `capture_output`: give the child these as stdout/stderr instead of pipes (a
+    /// journald stream connection), so [`Spawned`] has no output to forward.
+    pub direct_output: Option<&'a crate::logsink::DirectOutput>,
     /// The component's cgroup, joined between fork and exec (`systemd::cgroup`).
     pub cgroup: Option<&'a crate::systemd::cgroup::JoinOnExec>,
 }
@@ -116,7 +119,10 @@ pub fn spawn(spec: &SpawnSpec<'_>, on_exit: OnExit) -> io::Result<Spawned> {
         .envs(spec.env)
         .stdin(Stdio::null())
         .process_group(0);
-    if spec.capture_output {
+    if let (true, Some(out)) = (spec.capture_output, spec.direct_output) {
+        cmd.stdout(out.stdout.try_clone()?)
+            .stderr(out.stderr.try_clone()?);
+    } else if spec.capture_output {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     } else {
         cmd.stdout(Stdio::null()).stderr(Stdio::null());

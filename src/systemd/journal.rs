@@ -26,14 +26,22 @@
 //!
 //! Without journald (a terminal, a container) both fall back to [`ChildLogMode::Stderr`]:
 //! lines are relayed to the supervisor's stderr as `component | line`, and this is said once.
+//!
+//! The daemon gives the supervisor [`ChildLogs::sink`]: the supervisor asks it for each start's
+//! stdout/stderr (a stream connection in `stream` mode) and otherwise relays lines to it with
+//! the restart count they were written under. [`ChildLogs::attach`] does the same for a single
+//! process started outside the supervisor.
 
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::logsink::{DirectOutput, LineOrigin, LogSink, StderrSink, Stream};
 
 /// journald's stream socket for stdout-like connections.
 pub const STDOUT_SOCKET: &str = "/run/systemd/journal/stdout";
@@ -177,6 +185,33 @@ impl ChildLogs {
     /// The mode in effect (after any fallback).
     pub fn mode(&self) -> ChildLogMode {
         self.mode
+    }
+
+    /// The supervisor's [`LogSink`] for this mode. `fields` relays each line with the
+    /// `FLOWCTL_*` fields (to stderr if journald's native socket cannot be reached); `stream`
+    /// hands each child a stream connection and relays only when that cannot be opened.
+    pub fn sink(&self) -> Arc<dyn LogSink> {
+        let relay = || -> Arc<dyn LogSink> {
+            match NativeJournal::connect(&self.sockets.native) {
+                Ok(j) => Arc::new(JournalSink(j)),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot reach journald at {} ({e}): children's output goes to stderr",
+                        self.sockets.native.display()
+                    );
+                    Arc::new(StderrSink)
+                }
+            }
+        };
+        match self.mode {
+            ChildLogMode::Fields => relay(),
+            ChildLogMode::Stream => Arc::new(StreamSink {
+                stdout_socket: self.sockets.stdout.clone(),
+                relay: relay(),
+                failing: AtomicBool::new(false),
+            }),
+            ChildLogMode::Stderr => Arc::new(StderrSink),
+        }
     }
 
     /// stdout/stderr for one child start. Give `stdout` and `stderr` to the child; after the
@@ -343,16 +378,27 @@ impl NativeJournal {
 
     /// Sends one line (without its newline) as one entry; a `<N>` prefix sets `PRIORITY`.
     pub fn line(&self, who: &ChildIdentity, pid: Option<u32>, line: &[u8]) -> io::Result<()> {
+        self.entry(&who.pipeline, &who.component, who.restart, pid, line)
+    }
+
+    fn entry(
+        &self,
+        pipeline: &str,
+        component: &str,
+        restart: Option<u32>,
+        pid: Option<u32>,
+        line: &[u8],
+    ) -> io::Result<()> {
         let (prio, msg) = split_priority(line);
         let prio = [b'0' + prio.unwrap_or(DEFAULT_PRIORITY)];
-        let restart = who.restart.map(|r| r.to_string());
+        let restart = restart.map(|r| r.to_string());
         let pid = pid.map(|p| p.to_string());
         let mut fields: Vec<(&str, &[u8])> = vec![
             ("MESSAGE", msg),
             ("PRIORITY", &prio),
-            ("SYSLOG_IDENTIFIER", who.component.as_bytes()),
-            ("FLOWCTL_PIPELINE", who.pipeline.as_bytes()),
-            ("FLOWCTL_COMPONENT", who.component.as_bytes()),
+            ("SYSLOG_IDENTIFIER", component.as_bytes()),
+            ("FLOWCTL_PIPELINE", pipeline.as_bytes()),
+            ("FLOWCTL_COMPONENT", component.as_bytes()),
         ];
         if let Some(restart) = &restart {
             fields.push(("FLOWCTL_RESTART", restart.as_bytes()));
@@ -361,6 +407,76 @@ impl NativeJournal {
             fields.push(("SYSLOG_PID", pid.as_bytes()));
         }
         self.send(&encode_native(&fields))
+    }
+}
+
+/// The supervisor's sink in `fields` mode: each relayed line is one native entry with the
+/// `FLOWCTL_*` fields; a line journald refuses goes to stderr instead of being lost.
+struct JournalSink(NativeJournal);
+
+impl LogSink for JournalSink {
+    fn line(&self, pipeline: &str, component: &str, stream: Stream, line: &[u8]) {
+        if self.0.entry(pipeline, component, None, None, line).is_err() {
+            StderrSink.line(pipeline, component, stream, line);
+        }
+    }
+
+    fn origin_line(&self, origin: &LineOrigin, stream: Stream, line: &[u8]) {
+        let (p, c) = (&*origin.pipeline, &*origin.component);
+        if self
+            .0
+            .entry(p, c, Some(origin.restart), Some(origin.pid), line)
+            .is_err()
+        {
+            StderrSink.line(p, c, stream, line);
+        }
+    }
+}
+
+/// The supervisor's sink in `stream` mode: each child gets its own stream connection, so
+/// nothing reaches this sink unless that connection could not be made; then that start's
+/// output is relayed through `relay` (with the `FLOWCTL_*` fields) rather than lost.
+struct StreamSink {
+    stdout_socket: PathBuf,
+    relay: Arc<dyn LogSink>,
+    /// The last connection attempt failed: said once, until one succeeds again.
+    failing: AtomicBool,
+}
+
+impl LogSink for StreamSink {
+    fn line(&self, pipeline: &str, component: &str, stream: Stream, line: &[u8]) {
+        self.relay.line(pipeline, component, stream, line)
+    }
+
+    fn origin_line(&self, origin: &LineOrigin, stream: Stream, line: &[u8]) {
+        self.relay.origin_line(origin, stream, line)
+    }
+
+    fn direct_output(&self, _pipeline: &str, component: &str) -> Option<DirectOutput> {
+        // As systemd does for a service whose stdout and stderr both go to the journal: one
+        // connection for both, so their lines keep their order, and stderr lines are `info`
+        // unless they carry a `<N>` prefix.
+        let opened = open_stream(&self.stdout_socket, component, DEFAULT_PRIORITY, true)
+            .and_then(|stdout| Ok((stdout.try_clone()?, stdout)));
+        match opened {
+            Ok((stderr, stdout)) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("journald's stream socket accepts connections again");
+                }
+                Some(DirectOutput { stdout, stderr })
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        component,
+                        "cannot connect to {} ({e}): relaying children's output with FLOWCTL_* \
+                         fields until it can",
+                        self.stdout_socket.display()
+                    );
+                }
+                None
+            }
+        }
     }
 }
 
