@@ -203,6 +203,19 @@ fn instance_mode_runs_one_pipeline_with_its_own_runtime_dir() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["pipelines"][0]["name"], "ttp", "{status}");
     assert_eq!(status["pipelines"].as_array().unwrap().len(), 1);
+    // A reload re-reads the instance's own file only.
+    let out = Command::new(SUP)
+        .arg("--socket")
+        .arg(dir.path().join("run/ttp/flowctl.sock"))
+        .arg("reload")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ttp: unchanged\n");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon.child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -64,28 +64,30 @@ fn daemon_status(socket: Option<PathBuf>) -> Option<SupervisorStatus> {
         .status
 }
 
-/// One word for a pipeline: `running` when every component is ready (or finished cleanly),
-/// `failed` when one failed for good, `stopping` while one stops, `starting` otherwise.
+/// One word for a pipeline: `failed` when a component failed for good, `stopping` while one
+/// stops, `starting` while one is on its way up (or waiting to restart), `running` when every
+/// component is ready (or finished cleanly), `stopped` when all were stopped, `partial` when
+/// an operator stopped some.
 pub fn pipeline_state(p: &PipelineStatus) -> &'static str {
-    let any = |s: StateName| p.components.iter().any(|c| c.state == s);
-    if any(StateName::Failed) {
+    let any = |f: fn(StateName) -> bool| p.components.iter().any(|c| f(c.state));
+    let all = |f: fn(StateName) -> bool| p.components.iter().all(|c| f(c.state));
+    if any(|s| s == StateName::Failed) {
         "failed"
-    } else if any(StateName::Stopping) {
+    } else if any(|s| s == StateName::Stopping) {
         "stopping"
-    } else if p
-        .components
-        .iter()
-        .all(|c| c.ready || c.state == StateName::Exited)
-    {
+    } else if any(|s| {
+        matches!(
+            s,
+            StateName::Pending | StateName::Starting | StateName::Backoff
+        )
+    }) {
+        "starting"
+    } else if all(|s| matches!(s, StateName::Ready | StateName::Exited)) {
         "running"
-    } else if p
-        .components
-        .iter()
-        .all(|c| matches!(c.state, StateName::Stopped | StateName::Exited))
-    {
+    } else if all(|s| matches!(s, StateName::Stopped | StateName::Exited)) {
         "stopped"
     } else {
-        "starting"
+        "partial"
     }
 }
 
@@ -130,4 +132,50 @@ fn print_pipelines(status: &SupervisorStatus, output: Output) -> anyhow::Result<
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::protocol::ComponentStatus;
+
+    fn pipeline(states: &[StateName]) -> PipelineStatus {
+        PipelineStatus {
+            name: "p".into(),
+            components: states
+                .iter()
+                .map(|&state| ComponentStatus {
+                    id: "c".into(),
+                    state,
+                    pid: None,
+                    restarts: 0,
+                    ready: state == StateName::Ready,
+                    uptime_ms: None,
+                    last_exit: None,
+                    next_restart_ms: None,
+                    last_probe: None,
+                    reason: None,
+                    notify_status: None,
+                    registration: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn pipeline_state_names_the_worst_component_state() {
+        use StateName::*;
+        for (states, want) in [
+            (vec![Ready, Ready], "running"),
+            (vec![Ready, Exited], "running"),
+            (vec![Ready, Starting], "starting"),
+            (vec![Ready, Backoff], "starting"),
+            (vec![Ready, Stopping, Starting], "stopping"),
+            (vec![Ready, Failed, Stopping], "failed"),
+            (vec![Stopped, Stopped], "stopped"),
+            (vec![Ready, Stopped], "partial"),
+        ] {
+            assert_eq!(pipeline_state(&pipeline(&states)), want, "{states:?}");
+        }
+    }
 }

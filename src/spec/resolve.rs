@@ -442,3 +442,66 @@ fn check_account(ctx: &mut Ctx, name: &At<String>, what: &str) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn plan(text: &str, opts: &ResolveOptions) -> PipelinePlan {
+        let p = super::super::parse_str(Path::new("p.yaml"), text).unwrap();
+        resolve(&p, opts).unwrap()
+    }
+
+    const TWO: &str = "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {name: p}\nspec:\n  \
+        sources:\n    - id: s\n      command: x\n      ports: [{name: grpc}]\n  \
+        sinks:\n    - id: k\n      command: x\n      inputs: [s]\n";
+
+    #[test]
+    fn held_ports_make_an_unchanged_file_resolve_to_the_same_plan() {
+        let first = plan(TWO, &ResolveOptions::default());
+        let opts = ResolveOptions {
+            held_ports: HeldPorts::of(std::slice::from_ref(&first)),
+            ..Default::default()
+        };
+        assert_eq!(plan(TWO, &opts), first);
+    }
+
+    #[test]
+    fn a_held_port_taken_by_a_new_fixed_port_is_allocated_afresh() {
+        let first = plan(TWO, &ResolveOptions::default());
+        let grpc = first.components[0].ports[0].port;
+        let fixed = TWO.replace(
+            "command: x\n      inputs",
+            &format!("command: x\n      health_port: {grpc}\n      inputs"),
+        );
+        let opts = ResolveOptions {
+            held_ports: HeldPorts::of(std::slice::from_ref(&first)),
+            ..Default::default()
+        };
+        let again = plan(&fixed, &opts);
+        assert_eq!(again.components[1].health_port, grpc);
+        assert_ne!(again.components[0].ports[0].port, grpc);
+    }
+
+    #[test]
+    fn ports_held_by_another_pipeline_are_never_handed_out() {
+        let other = plan(TWO, &ResolveOptions::default());
+        let mut held = other.clone();
+        held.name = "other".into();
+        let opts = ResolveOptions {
+            held_ports: HeldPorts::of(&[held]),
+            ..Default::default()
+        };
+        let mine = plan(TWO, &opts);
+        let taken: BTreeSet<u16> = other
+            .components
+            .iter()
+            .flat_map(|c| c.ports.iter().map(|p| p.port).chain([c.health_port]))
+            .collect();
+        for c in &mine.components {
+            assert!(!taken.contains(&c.health_port));
+            assert!(c.ports.iter().all(|p| !taken.contains(&p.port)));
+        }
+    }
+}

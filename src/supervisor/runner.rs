@@ -21,7 +21,7 @@ use super::reload::{self, ReloadDiff};
 use super::restart::{Outcome, RestartHistory};
 use super::slots::Slots;
 use super::spawn::{self, resolve_identity, SpawnSpec};
-use super::state::{next, Action, Ctx, Event, State};
+use super::state::{next, Action, Ctx, Event, State, StopIntent};
 use crate::api::protocol::{
     ComponentStatus, LastExit, LastProbe, PipelineStatus, Request, Response, SupervisorStatus,
 };
@@ -795,7 +795,7 @@ impl Supervisor {
     /// start with the new plan and a clean restart history.
     fn change_plan(&mut self, idx: usize, plan: ComponentPlan) {
         let event = match self.components[idx].state {
-            State::Pending | State::Stopped => None,
+            State::Pending | State::Stopped | State::Stopping(StopIntent::Halt) => None,
             State::Starting | State::Ready | State::Backoff | State::Stopping(_) => {
                 Some(Event::RestartRequested)
             }
