@@ -370,9 +370,20 @@ impl Config {
 
     /// [`Config::load_pipelines`] for the given files.
     pub fn load_pipeline_files(&self, files: Vec<PathBuf>) -> PipelineSet {
+        self.load_pipeline_files_holding(files, &[])
+    }
+
+    /// [`Config::load_pipeline_files`] on a reload: components of `running` keep the ports
+    /// they hold, so an unchanged file resolves to the plan that runs.
+    pub fn load_pipeline_files_holding(
+        &self,
+        files: Vec<PathBuf>,
+        running: &[crate::plan::PipelinePlan],
+    ) -> PipelineSet {
         let mut set = PipelineSet::default();
         let mut opts = crate::spec::ResolveOptions {
             defaults: self.spec_defaults(),
+            held_ports: crate::plan::HeldPorts::of(running),
             ..Default::default()
         };
         for file in files {

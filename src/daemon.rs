@@ -4,7 +4,11 @@
 //!
 //! The watchdog is pinged only after the supervisor's own loop has answered a status request,
 //! so a wedged supervisor stops the pings and systemd restarts the daemon.
+//!
+//! SIGHUP, `flowctl-sup reload` and `systemctl reload` re-read the configuration and the
+//! pipelines (see [`Reloader`]).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +17,14 @@ use anyhow::Context;
 use flowctl_proto::flowctl::RunStatus;
 
 use crate::api;
-use crate::api::protocol::SupervisorStatus;
+use crate::api::protocol::{RejectedFile, ReloadReport, Response, SupervisorStatus};
 use crate::config::Config;
+use crate::plan::PipelinePlan;
 use crate::registry::embedded::EmbeddedRegistry;
-use crate::supervisor::{StateName, Supervisor, SupervisorOptions};
+use crate::supervisor::reload::{ChangeKind, ReloadDiff};
+use crate::supervisor::{StateName, Supervisor, SupervisorHandle, SupervisorOptions};
 use crate::systemd::journal;
-use crate::systemd::notify::StatusLine;
+use crate::systemd::notify::{Notifier, StatusLine};
 use crate::systemd::SystemdEdge;
 
 /// How `flowctl-sup run` was asked to run.
@@ -47,10 +53,14 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?
-        .block_on(run_async(config, args.instance))
+        .block_on(run_async(config, args.instance, args.config))
 }
 
-async fn run_async(config: Config, instance: Option<String>) -> anyhow::Result<i32> {
+async fn run_async(
+    config: Config,
+    instance: Option<String>,
+    config_path: PathBuf,
+) -> anyhow::Result<i32> {
     let edge = SystemdEdge::setup(&config);
     let mut plans = Vec::new();
     let set = match &instance {
@@ -100,39 +110,35 @@ async fn run_async(config: Config, instance: Option<String>) -> anyhow::Result<i
     tracing::info!("control plane listening on {}", embedded.endpoint());
     options.endpoint = Some(embedded.endpoint());
     options.registry = Some(Arc::new(embedded.registry.clone()));
-    let mut runs = Vec::new();
-    for plan in &plans {
-        let (run_id, requests) = embedded.begin_run(plan)?;
-        runs.push((
-            run_id,
-            requests,
-            plan.name.clone(),
-            plan.components
-                .iter()
-                .map(|c| c.id.clone())
-                .collect::<Vec<_>>(),
-        ));
-    }
     options.log_sink = edge.child_logs.sink();
     if let crate::systemd::cgroup::Containment::Cgroups(tree) = edge.containment {
         options.cgroups = Some(Arc::new(tree));
     }
-    let (supervisor, handle) = Supervisor::new(plans, options)?;
-    let server = tokio::spawn(api::server::serve(listener, handle.clone()));
+    let (supervisor, handle) = Supervisor::new(plans.clone(), options)?;
+    let mut runs = PipelineRuns::default();
+    for plan in &plans {
+        runs.begin(&embedded, plan, &handle)?;
+    }
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
+    let server = tokio::spawn(api::server::serve_with_reload(
+        listener,
+        handle.clone(),
+        Some(reload_tx),
+    ));
     let metrics = crate::metrics::start(&config.metrics, handle.clone()).await;
-    let run_ids: Vec<String> = runs.iter().map(|(id, ..)| id.clone()).collect();
-    let stop_tasks: Vec<_> = runs
-        .into_iter()
-        .map(|(_, requests, pipeline, ids)| {
-            EmbeddedRegistry::serve_stop_requests(requests, pipeline, ids, handle.clone())
-        })
-        .collect();
     let running = tokio::spawn(supervisor.run());
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let notifier = edge.notifier.clone();
+    let reloader = Reloader {
+        config_path,
+        instance,
+        started_with: config.clone(),
+        notifier: notifier.clone(),
+    };
     let tick = notifier
         .watchdog_interval()
         .map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1)));
@@ -160,11 +166,19 @@ async fn run_async(config: Config, instance: Option<String>) -> anyhow::Result<i
                 last_status = text;
                 notifier.watchdog().ok();
             }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                reloader.reload(&handle, &embedded, &mut runs, ready_sent).await;
+            }
+            Some(reply) = reload_rx.recv() => {
+                let response = reloader.reload(&handle, &embedded, &mut runs, ready_sent).await;
+                let _ = reply.send(response);
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
-    let stopping = format!("stopping: draining {} pipeline(s)", names.len());
+    let stopping = format!("stopping: draining {} pipeline(s)", runs.len());
     notifier.stopping(&stopping).ok();
     tracing::info!("{stopping}");
     handle.shutdown();
@@ -173,12 +187,7 @@ async fn run_async(config: Config, instance: Option<String>) -> anyhow::Result<i
     if let Some(task) = &metrics {
         task.abort();
     }
-    for task in stop_tasks {
-        task.abort();
-    }
-    for run_id in &run_ids {
-        embedded.end_run(run_id, RunStatus::Stopped, None);
-    }
+    runs.end_all(&embedded);
     let _ = std::fs::remove_file(&socket);
     let failed: Vec<String> = summary
         .failed()
@@ -191,6 +200,238 @@ async fn run_async(config: Config, instance: Option<String>) -> anyhow::Result<i
         );
     }
     Ok(0)
+}
+
+/// The run record of each running pipeline in the embedded registry, and the task that
+/// answers `flowctl pipelines stop` for it.
+#[derive(Default)]
+struct PipelineRuns(BTreeMap<String, (String, tokio::task::JoinHandle<()>)>);
+
+impl PipelineRuns {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn begin(
+        &mut self,
+        embedded: &EmbeddedRegistry,
+        plan: &PipelinePlan,
+        handle: &SupervisorHandle,
+    ) -> anyhow::Result<()> {
+        let (run_id, requests) = embedded.begin_run(plan)?;
+        let ids = plan.components.iter().map(|c| c.id.clone()).collect();
+        let task =
+            EmbeddedRegistry::serve_stop_requests(requests, plan.name.clone(), ids, handle.clone());
+        if let Some((old, task)) = self.0.insert(plan.name.clone(), (run_id, task)) {
+            task.abort();
+            embedded.end_run(&old, RunStatus::Stopped, None);
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, embedded: &EmbeddedRegistry, pipeline: &str) {
+        if let Some((run_id, task)) = self.0.remove(pipeline) {
+            task.abort();
+            embedded.end_run(&run_id, RunStatus::Stopped, None);
+        }
+    }
+
+    fn end_all(&mut self, embedded: &EmbeddedRegistry) {
+        for name in self.0.keys().cloned().collect::<Vec<_>>() {
+            self.end(embedded, &name);
+        }
+    }
+
+    /// A new pipeline gets a run; a removed one's run ends; a pipeline whose components
+    /// changed ends its run and begins a new one with the new configuration, so the run
+    /// history says which configuration ran when.
+    fn apply(
+        &mut self,
+        diff: &ReloadDiff,
+        plans: &[PipelinePlan],
+        embedded: &EmbeddedRegistry,
+        handle: &SupervisorHandle,
+    ) {
+        for change in &diff.pipelines {
+            match change.kind {
+                ChangeKind::Removed => self.end(embedded, &change.name),
+                ChangeKind::Added | ChangeKind::Changed => {
+                    let Some(plan) = plans.iter().find(|p| p.name == change.name) else {
+                        continue;
+                    };
+                    if let Err(e) = self.begin(embedded, plan, handle) {
+                        tracing::warn!(pipeline = %plan.name, "cannot record its run: {e:#}");
+                    }
+                }
+                ChangeKind::Unchanged => {}
+            }
+        }
+    }
+}
+
+/// Re-reads the configuration file and the pipelines, and hands the supervisor the new set.
+///
+/// A configuration file that does not load rejects the whole reload: nothing changes. A
+/// pipeline file that does not load is rejected alone, like at startup: the running version
+/// of its pipeline (if any) keeps running unchanged, every other change still applies, and
+/// the reply lists the rejection (so `flowctl-sup reload` exits non-zero). Only what decides
+/// the pipelines is reloaded (the pipelines directory and `[defaults]`); a change to the
+/// registry address, paths, logging or cgroups needs a restart, and the journal says so.
+struct Reloader {
+    config_path: PathBuf,
+    instance: Option<String>,
+    started_with: Config,
+    notifier: Notifier,
+}
+
+impl Reloader {
+    /// Reloads, telling systemd (`RELOADING=1`, then `READY=1`) once startup is over.
+    async fn reload(
+        &self,
+        handle: &SupervisorHandle,
+        embedded: &EmbeddedRegistry,
+        runs: &mut PipelineRuns,
+        ready_sent: bool,
+    ) -> Response {
+        if ready_sent {
+            self.notifier.reloading("reloading the configuration").ok();
+        }
+        let response = self.apply(handle, embedded, runs).await;
+        if ready_sent {
+            if let Some(status) = handle.status().await {
+                self.notifier.ready(&status_line(&status).to_string()).ok();
+            }
+        }
+        response
+    }
+
+    async fn apply(
+        &self,
+        handle: &SupervisorHandle,
+        embedded: &EmbeddedRegistry,
+        runs: &mut PipelineRuns,
+    ) -> Response {
+        let config = match Config::load(&self.config_path) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!("reload rejected, nothing changed: {e}");
+                return Response::error(format!("reload rejected, nothing changed: {e}"));
+            }
+        };
+        self.warn_unreloadable(&config);
+        let Some(running) = handle.plans().await else {
+            return Response::error("the supervisor has stopped");
+        };
+        let files = match &self.instance {
+            Some(name) => vec![config.paths.pipelines_dir.join(format!("{name}.yaml"))],
+            None => match config.pipeline_files() {
+                Ok(files) => files,
+                Err(e) => {
+                    let msg = format!(
+                        "reload rejected, nothing changed: cannot read {}: {e}",
+                        config.paths.pipelines_dir.display()
+                    );
+                    tracing::error!("{msg}");
+                    return Response::error(msg);
+                }
+            },
+        };
+        let set = config.load_pipeline_files_holding(files, &running);
+        let mut plans = Vec::new();
+        for loaded in set.loaded {
+            for notice in &loaded.notices {
+                tracing::info!("{notice}");
+            }
+            plans.push(loaded.plan);
+        }
+        let mut rejected = Vec::new();
+        for r in set.rejected {
+            let kept = running
+                .iter()
+                .find(|p| p.source_file == r.file && !plans.iter().any(|n| n.name == p.name))
+                .cloned();
+            match &kept {
+                Some(p) => tracing::error!(
+                    file = %r.file.display(),
+                    "pipeline rejected on reload; `{}` keeps running unchanged:\n{}",
+                    p.name,
+                    r.reason
+                ),
+                None => {
+                    tracing::error!(file = %r.file.display(), "pipeline rejected on reload:\n{}", r.reason)
+                }
+            }
+            rejected.push(RejectedFile {
+                file: r.file.display().to_string(),
+                error: r.reason,
+                kept: kept.as_ref().map(|p| p.name.clone()),
+            });
+            plans.extend(kept);
+        }
+        let diff = match handle.reload(plans.clone()).await {
+            Ok(diff) => diff,
+            Err(e) => {
+                tracing::error!("reload rejected, nothing changed: {e}");
+                return Response::error(format!("reload rejected, nothing changed: {e}"));
+            }
+        };
+        runs.apply(&diff, &plans, embedded, handle);
+        tracing::info!("reloaded:\n{}", diff.to_string().trim_end());
+        let report = ReloadReport { diff, rejected };
+        if report.rejected.is_empty() {
+            Response {
+                reload: Some(report),
+                ..Response::ok()
+            }
+        } else {
+            let files: Vec<&str> = report.rejected.iter().map(|r| r.file.as_str()).collect();
+            Response {
+                ok: false,
+                error: Some(format!(
+                    "rejected {} (see below); everything else was applied\n{}",
+                    files.join(", "),
+                    report
+                        .rejected
+                        .iter()
+                        .map(|r| r.error.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )),
+                status: None,
+                reload: Some(report),
+            }
+        }
+    }
+
+    /// Settings only read at startup: say so when they change instead of ignoring the edit.
+    fn warn_unreloadable(&self, new: &Config) {
+        let old = &self.started_with;
+        let mut changed = Vec::new();
+        if new.registry != old.registry {
+            changed.push("[registry]");
+        }
+        if self.instance.is_none() && new.paths.runtime_dir != old.paths.runtime_dir
+            || self.instance.is_none() && new.paths.state_dir != old.paths.state_dir
+        {
+            changed.push("[paths] runtime_dir/state_dir");
+        }
+        if new.log != old.log {
+            changed.push("[log]");
+        }
+        if new.metrics != old.metrics {
+            changed.push("[metrics]");
+        }
+        if new.cgroups != old.cgroups {
+            changed.push("[cgroups]");
+        }
+        if !changed.is_empty() {
+            tracing::warn!(
+                "{} changed in {}: takes effect when the daemon restarts (systemctl restart flowctl)",
+                changed.join(", "),
+                self.config_path.display()
+            );
+        }
+    }
 }
 
 /// Every component is ready, or has settled (exited, failed, stopped): nothing is still on

@@ -163,3 +163,43 @@ pub struct StopPlan {
     /// Then SIGKILL after this long (systemd: `TimeoutStopSec=`).
     pub timeout: Duration,
 }
+
+/// The ports running pipelines hold, so a reload can give each component the ports it already
+/// has: then an unchanged pipeline file resolves to an identical plan and its components keep
+/// running. Keyed by pipeline, then component id and port name (`None`: the health port).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldPorts(BTreeMap<String, BTreeMap<(String, Option<String>), u16>>);
+
+impl HeldPorts {
+    /// The ports allocated to `plans`.
+    pub fn of(plans: &[PipelinePlan]) -> Self {
+        let mut held = BTreeMap::new();
+        for p in plans {
+            let ports: &mut BTreeMap<_, _> = held.entry(p.name.clone()).or_default();
+            for c in &p.components {
+                ports.insert((c.id.clone(), None), c.health_port);
+                for port in &c.ports {
+                    ports.insert((c.id.clone(), Some(port.name.clone())), port.port);
+                }
+            }
+        }
+        HeldPorts(held)
+    }
+
+    /// The port `pipeline`'s `component` holds under `name` (`None`: its health port).
+    pub fn get(&self, pipeline: &str, component: &str, name: Option<&str>) -> Option<u16> {
+        self.0
+            .get(pipeline)?
+            .get(&(component.to_string(), name.map(str::to_string)))
+            .copied()
+    }
+
+    /// Every port held by a pipeline other than `pipeline`: never to be handed to it.
+    pub fn of_others<'a>(&'a self, pipeline: &'a str) -> impl Iterator<Item = u16> + 'a {
+        self.0
+            .iter()
+            .filter(move |(name, _)| name.as_str() != pipeline)
+            .flat_map(|(_, ports)| ports.values().copied())
+            .filter(|&p| p != 0)
+    }
+}

@@ -252,8 +252,85 @@ EOF");
         assert!(metrics.contains(&want), "no {want:?} in\n{metrics}");
     }
 
+    reload_checks(sb);
+
     sb.ok("systemctl stop flowctl.service");
     assert!(!sb.run("pgrep -u flowctl").status.success());
     assert!(!sb.run("pgrep -f '^sleep 1000'").status.success());
     assert!(!sb.run("pgrep -f '^sleep 777'").status.success());
+}
+
+/// Each component's pid by `PIPELINE/ID`, from `flowctl-sup status --json`.
+fn pids(sb: &Sandbox) -> std::collections::BTreeMap<String, i64> {
+    let json = sb.ok("flowctl-sup status --json");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut pids = std::collections::BTreeMap::new();
+    for p in v["pipelines"].as_array().unwrap() {
+        for c in p["components"].as_array().unwrap() {
+            if let Some(pid) = c["pid"].as_i64() {
+                let key = format!(
+                    "{}/{}",
+                    p["name"].as_str().unwrap(),
+                    c["id"].as_str().unwrap()
+                );
+                pids.insert(key, pid);
+            }
+        }
+    }
+    pids
+}
+
+/// `systemctl reload` keeps unchanged components; `flowctl apply -f` starts a new pipeline
+/// without touching the running one; `flowctl delete` stops it again.
+fn reload_checks(sb: &Sandbox) {
+    let before = pids(sb);
+    let greeter = before["demo/greeter"];
+    sb.ok("systemctl reload flowctl.service");
+    assert_eq!(
+        pids(sb)["demo/greeter"],
+        greeter,
+        "systemctl reload restarted greeter"
+    );
+    let log = sb.ok("journalctl --no-pager -u flowctl.service");
+    assert!(log.contains("demo: unchanged"), "{log}");
+
+    sb.ok("cat > /tmp/extra.yaml <<'EOF'
+apiVersion: flowctl/v1
+kind: Pipeline
+metadata: {name: extra}
+spec:
+  sources:
+    - id: ticker
+      command: sleep
+      args: [\"1001\"]
+EOF");
+    let out = sb.ok("flowctl apply -f /tmp/extra.yaml");
+    assert!(out.contains("extra: added, starting ticker"), "{out}");
+    sb.ok("test -f /etc/flowctl/pipelines/extra.yaml");
+    let mut now = pids(sb);
+    for _ in 0..100 {
+        if now.contains_key("extra/ticker") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        now = pids(sb);
+    }
+    assert!(now.contains_key("extra/ticker"), "{now:?}");
+    assert_eq!(
+        now["demo/greeter"], greeter,
+        "apply touched the running pipeline"
+    );
+    let listed = sb.ok("flowctl get pipelines");
+    assert!(listed.lines().any(|l| l.starts_with("extra")), "{listed}");
+
+    sb.ok("flowctl delete extra");
+    sb.ok("test ! -e /etc/flowctl/pipelines/extra.yaml");
+    for _ in 0..100 {
+        if !sb.run("pgrep -f '^sleep 1001'").status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!sb.run("pgrep -f '^sleep 1001'").status.success());
+    assert_eq!(pids(sb)["demo/greeter"], greeter);
 }

@@ -39,9 +39,12 @@ pub fn request(socket: &Path, request: &Request) -> Result<Response, ClientError
         path: socket.to_path_buf(),
         source,
     })?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(io)?;
+    // A reload reads and resolves every pipeline file before it answers.
+    let wait = match request {
+        Request::Reload => Duration::from_secs(120),
+        _ => Duration::from_secs(10),
+    };
+    stream.set_read_timeout(Some(wait)).map_err(io)?;
     let mut line = serde_json::to_vec(request).map_err(|e| io(std::io::Error::other(e)))?;
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;
@@ -61,6 +64,17 @@ pub fn run(socket: Option<&Path>, request: &Request, json: bool) -> anyhow::Resu
         None => super::socket::socket_path(&super::socket::runtime_dir(None)?),
     };
     let response = self::request(&path, request)?;
+    if let Some(report) = &response.reload {
+        if json {
+            println!("{}", serde_json::to_string_pretty(report)?);
+            if response.ok {
+                return Ok(String::new());
+            }
+        } else if !response.ok {
+            // What was applied, before the error says what was not.
+            print!("{}", report.diff);
+        }
+    }
     if !response.ok {
         anyhow::bail!(
             "{}",
@@ -69,9 +83,10 @@ pub fn run(socket: Option<&Path>, request: &Request, json: bool) -> anyhow::Resu
                 .unwrap_or_else(|| "the supervisor refused without a reason".into())
         );
     }
-    Ok(match (response.status, json) {
-        (Some(status), true) => format!("{}\n", serde_json::to_string_pretty(&status)?),
-        (Some(status), false) => super::render::table(&status),
-        (None, _) => String::new(),
+    Ok(match (response.status, response.reload, json) {
+        (Some(status), _, true) => format!("{}\n", serde_json::to_string_pretty(&status)?),
+        (Some(status), _, false) => super::render::table(&status),
+        (None, Some(report), _) => report.to_string(),
+        (None, None, _) => String::new(),
     })
 }

@@ -1,4 +1,4 @@
-//! The control socket: the daemon serves it, `flowctl-sup status|start|stop|restart` and
+//! The control socket: the daemon serves it, `flowctl-sup status|start|stop|restart|reload` and
 //! `flowctl` talk to it.
 
 pub mod client;

@@ -10,9 +10,18 @@ use crate::supervisor::StateName;
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Request {
     Status,
-    Start { component: String },
-    Stop { component: String },
-    Restart { component: String },
+    Start {
+        component: String,
+    },
+    Stop {
+        component: String,
+    },
+    Restart {
+        component: String,
+    },
+    /// Re-read the configuration and the pipelines directory and apply what changed. Only
+    /// the daemon (`flowctl-sup run`) reloads.
+    Reload,
 }
 
 /// The answer: `ok` with an optional status, or an error message for the user.
@@ -23,6 +32,46 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<SupervisorStatus>,
+    /// What a reload did; with `ok: false` when some pipeline file was rejected (the others
+    /// were still applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadReport>,
+}
+
+/// The outcome of a reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub diff: crate::supervisor::reload::ReloadDiff,
+    /// Pipeline files that did not load; the running version of each keeps running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<RejectedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedFile {
+    pub file: String,
+    /// The spec's diagnostics, one per line.
+    pub error: String,
+    /// The pipeline from that file that keeps running as it was, if one was running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
+}
+
+impl std::fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.diff)?;
+        for r in &self.rejected {
+            match &r.kept {
+                Some(name) => writeln!(
+                    f,
+                    "{}: rejected, pipeline `{name}` keeps running unchanged:\n{}",
+                    r.file, r.error
+                )?,
+                None => writeln!(f, "{}: rejected:\n{}", r.file, r.error)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Response {
@@ -31,6 +80,7 @@ impl Response {
             ok: true,
             error: None,
             status: None,
+            reload: None,
         }
     }
     pub fn error(message: impl Into<String>) -> Self {
@@ -38,6 +88,7 @@ impl Response {
             ok: false,
             error: Some(message.into()),
             status: None,
+            reload: None,
         }
     }
 }

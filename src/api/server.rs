@@ -2,6 +2,7 @@
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{Request, Response};
 use crate::supervisor::SupervisorHandle;
@@ -9,14 +10,28 @@ use crate::supervisor::SupervisorHandle;
 /// Longest request line accepted; requests are tiny, so anything bigger is a mistake.
 const MAX_REQUEST: usize = 64 * 1024;
 
+/// Where `reload` requests go: the daemon re-reads its configuration and answers on the
+/// enclosed channel. The supervisor alone cannot reload: it does not know the files.
+pub type ReloadRequests = mpsc::Sender<oneshot::Sender<Response>>;
+
 /// Answers connections until the listener fails or the task is dropped.
 pub async fn serve(listener: UnixListener, handle: SupervisorHandle) {
+    serve_with_reload(listener, handle, None).await
+}
+
+/// [`serve`], with `reload` requests passed to `reload`.
+pub async fn serve_with_reload(
+    listener: UnixListener,
+    handle: SupervisorHandle,
+    reload: Option<ReloadRequests>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let handle = handle.clone();
+                let reload = reload.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, handle).await {
+                    if let Err(e) = connection(stream, handle, reload).await {
                         tracing::debug!("control connection: {e}");
                     }
                 });
@@ -29,7 +44,11 @@ pub async fn serve(listener: UnixListener, handle: SupervisorHandle) {
     }
 }
 
-async fn connection(stream: UnixStream, handle: SupervisorHandle) -> std::io::Result<()> {
+async fn connection(
+    stream: UnixStream,
+    handle: SupervisorHandle,
+    reload: Option<ReloadRequests>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let mut line = String::new();
@@ -46,6 +65,18 @@ async fn connection(stream: UnixStream, handle: SupervisorHandle) -> std::io::Re
             continue;
         }
         let response = match serde_json::from_str::<Request>(line.trim()) {
+            Ok(Request::Reload) => match &reload {
+                Some(daemon) => {
+                    let (reply, answer) = oneshot::channel();
+                    match daemon.send(reply).await {
+                        Ok(()) => answer
+                            .await
+                            .unwrap_or_else(|_| Response::error("the daemon is stopping")),
+                        Err(_) => Response::error("the daemon is stopping"),
+                    }
+                }
+                None => handle.request(Request::Reload).await,
+            },
             Ok(request) => handle.request(request).await,
             Err(e) => Response::error(format!("bad request: {e}")),
         };

@@ -34,6 +34,13 @@ enum Command {
     Stop { component: String },
     /// Stop a component and start it again.
     Restart { component: String },
+    /// Re-read the configuration and pipelines, apply what changed and print it; exits
+    /// non-zero when a pipeline file was rejected (its running version keeps running).
+    Reload {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the daemon: every pipeline of the pipelines directory (what flowctl.service runs).
     Run {
         /// The daemon's configuration file.
@@ -52,6 +59,7 @@ fn main() {
         Command::Start { component } => (Request::Start { component }, false),
         Command::Stop { component } => (Request::Stop { component }, false),
         Command::Restart { component } => (Request::Restart { component }, false),
+        Command::Reload { json } => (Request::Reload, json),
         Command::Run { config, instance } => {
             let code = flowctl::daemon::run(flowctl::daemon::DaemonArgs { config, instance })
                 .unwrap_or_else(|err| {

@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod apply;
+pub mod delete;
 pub mod get;
 pub mod list;
 pub mod logs;
@@ -38,6 +40,10 @@ pub enum Command {
     Pipelines(pipelines::Args),
     /// Show a kind of resource: pipelines or services.
     Get(get::Args),
+    /// Install a pipeline file into the running daemon (validate, write, reload).
+    Apply(apply::ApplyArgs),
+    /// Remove a pipeline from the running daemon (drained and stopped).
+    Delete(delete::DeleteArgs),
 }
 
 impl Command {
@@ -51,6 +57,8 @@ impl Command {
             Command::List(args) => args.run(),
             Command::Pipelines(args) => args.run(),
             Command::Get(args) => args.run(),
+            Command::Apply(args) => apply::run(args),
+            Command::Delete(args) => delete::run(args),
         }
     }
 }

@@ -12,7 +12,8 @@ use super::node::Pos;
 use super::ports::Allocator;
 use super::reader::Ctx;
 use crate::plan::{
-    ComponentPlan, PipelinePlan, PortPlan, ProbeCheck, ProbePlan, RestartPlan, Role, StopPlan,
+    ComponentPlan, HeldPorts, PipelinePlan, PortPlan, ProbeCheck, ProbePlan, RestartPlan, Role,
+    StopPlan,
 };
 
 /// What resolution needs from its caller.
@@ -24,6 +25,10 @@ pub struct ResolveOptions {
     pub vars: Option<BTreeMap<String, String>>,
     /// Ports never to allocate (e.g. those other running pipelines use).
     pub reserved_ports: BTreeSet<u16>,
+    /// On a reload, the ports running pipelines hold: a port the spec leaves to allocation
+    /// goes back to the component that holds it (same pipeline, component and port name),
+    /// and is never given to another pipeline.
+    pub held_ports: HeldPorts,
 }
 
 /// The variable names the seeds' components read their upstream address from, by the role of
@@ -249,19 +254,40 @@ fn allocate_ports(
             }
         }
     }
-    let mut alloc = Allocator::new(
-        fixed
-            .keys()
-            .map(|(n, _)| *n)
-            .chain(opts.reserved_ports.iter().copied()),
-    );
+    let mut taken: BTreeSet<u16> = fixed
+        .keys()
+        .map(|(n, _)| *n)
+        .chain(opts.reserved_ports.iter().copied())
+        .chain(opts.held_ports.of_others(&p.name))
+        .collect();
+    // Ports a component already holds go back to it, unless a fixed port now claims them.
+    let mut kept: BTreeMap<(&str, Option<&str>), u16> = BTreeMap::new();
+    for c in &p.components {
+        let auto = c
+            .ports
+            .iter()
+            .filter(|port| port.port.is_none())
+            .map(|port| Some(port.name.as_str()))
+            .chain(c.health_port.is_none().then_some(None));
+        for name in auto {
+            if let Some(n) = opts.held_ports.get(&p.name, &c.id, name) {
+                if n != 0 && taken.insert(n) {
+                    kept.insert((c.id.as_str(), name), n);
+                }
+            }
+        }
+    }
+    let mut alloc = Allocator::new(taken);
+    let held = |id: &str, name: Option<&str>| kept.get(&(id, name)).copied();
     let mut out = BTreeMap::new();
     for c in &p.components {
         let mut ports = Vec::new();
         for port in &c.ports {
             let n = match port.port {
                 Some(n) => n,
-                None => match alloc.allocate(&port.protocol) {
+                None => match held(&c.id, Some(&port.name))
+                    .map_or_else(|| alloc.allocate(&port.protocol), Ok)
+                {
                     Ok(n) => n,
                     Err(e) => {
                         ctx.error(
@@ -280,10 +306,13 @@ fn allocate_ports(
         }
         let health_port = match &c.health_port {
             Some(h) => h.value,
-            None => alloc.allocate("tcp").unwrap_or_else(|e| {
-                ctx.error(c.pos, format!("cannot allocate a health port: {e}"));
-                0
-            }),
+            None => match held(&c.id, None) {
+                Some(n) => n,
+                None => alloc.allocate("tcp").unwrap_or_else(|e| {
+                    ctx.error(c.pos, format!("cannot allocate a health port: {e}"));
+                    0
+                }),
+            },
         };
         out.insert(c.id.clone(), Allocated { ports, health_port });
     }
@@ -411,5 +440,68 @@ fn check_account(ctx: &mut Ctx, name: &At<String>, what: &str) {
             name.pos,
             format!("`{what}: {}`: cannot look it up: {e}", name.value),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn plan(text: &str, opts: &ResolveOptions) -> PipelinePlan {
+        let p = super::super::parse_str(Path::new("p.yaml"), text).unwrap();
+        resolve(&p, opts).unwrap()
+    }
+
+    const TWO: &str = "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {name: p}\nspec:\n  \
+        sources:\n    - id: s\n      command: x\n      ports: [{name: grpc}]\n  \
+        sinks:\n    - id: k\n      command: x\n      inputs: [s]\n";
+
+    #[test]
+    fn held_ports_make_an_unchanged_file_resolve_to_the_same_plan() {
+        let first = plan(TWO, &ResolveOptions::default());
+        let opts = ResolveOptions {
+            held_ports: HeldPorts::of(std::slice::from_ref(&first)),
+            ..Default::default()
+        };
+        assert_eq!(plan(TWO, &opts), first);
+    }
+
+    #[test]
+    fn a_held_port_taken_by_a_new_fixed_port_is_allocated_afresh() {
+        let first = plan(TWO, &ResolveOptions::default());
+        let grpc = first.components[0].ports[0].port;
+        let fixed = TWO.replace(
+            "command: x\n      inputs",
+            &format!("command: x\n      health_port: {grpc}\n      inputs"),
+        );
+        let opts = ResolveOptions {
+            held_ports: HeldPorts::of(std::slice::from_ref(&first)),
+            ..Default::default()
+        };
+        let again = plan(&fixed, &opts);
+        assert_eq!(again.components[1].health_port, grpc);
+        assert_ne!(again.components[0].ports[0].port, grpc);
+    }
+
+    #[test]
+    fn ports_held_by_another_pipeline_are_never_handed_out() {
+        let other = plan(TWO, &ResolveOptions::default());
+        let mut held = other.clone();
+        held.name = "other".into();
+        let opts = ResolveOptions {
+            held_ports: HeldPorts::of(&[held]),
+            ..Default::default()
+        };
+        let mine = plan(TWO, &opts);
+        let taken: BTreeSet<u16> = other
+            .components
+            .iter()
+            .flat_map(|c| c.ports.iter().map(|p| p.port).chain([c.health_port]))
+            .collect();
+        for c in &mine.components {
+            assert!(!taken.contains(&c.health_port));
+            assert!(c.ports.iter().all(|p| !taken.contains(&p.port)));
+        }
     }
 }

@@ -5,14 +5,18 @@
 //! - `order.rs`: start and stop order across components.
 //! - `env.rs`, `command.rs`, `spawn.rs`: what a child is started with and how.
 //! - `reaper.rs`: subreaper and the one `waitpid(-1)` loop.
+//! - `reload.rs`: what a reload changes, a pure diff of running and new plans.
+//! - `slots.rs`: components by an index that never shifts or is reused.
 //! - `runner.rs`: the event loop that executes decisions.
 
 pub mod command;
 pub mod env;
 pub mod order;
 pub mod reaper;
+pub mod reload;
 pub mod restart;
 pub mod runner;
+pub mod slots;
 pub mod spawn;
 pub mod state;
 pub mod testplan;

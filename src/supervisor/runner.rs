@@ -17,9 +17,11 @@ use super::command::{self, search_dirs};
 use super::env::{child_env, EnvInputs};
 use super::order;
 use super::reaper::{self, ExitStatus};
+use super::reload::{self, ReloadDiff};
 use super::restart::{Outcome, RestartHistory};
+use super::slots::Slots;
 use super::spawn::{self, resolve_identity, SpawnSpec};
-use super::state::{next, Action, Ctx, Event, State};
+use super::state::{next, Action, Ctx, Event, State, StopIntent};
 use crate::api::protocol::{
     ComponentStatus, LastExit, LastProbe, PipelineStatus, Request, Response, SupervisorStatus,
 };
@@ -75,6 +77,8 @@ pub enum SupervisorError {
     },
     #[error("pipeline `{pipeline}` has two components named `{component}`")]
     DuplicateComponent { pipeline: String, component: String },
+    #[error("two pipelines are named `{0}`")]
+    DuplicatePipeline(String),
     #[error("cannot watch for exiting children: {0}")]
     Reaper(#[source] std::io::Error),
 }
@@ -127,6 +131,26 @@ impl SupervisorHandle {
     pub fn shutdown(&self) {
         let _ = self.tx.send(Msg::Shutdown);
     }
+
+    /// Replaces the running pipelines with `pipelines`: unchanged components keep running,
+    /// changed ones restart with their new plan, removed ones are drained and stopped, new
+    /// ones start in dependency order. Answers once every change is under way (stops
+    /// signalled, new components pending), not when they have finished.
+    pub async fn reload(&self, pipelines: Vec<PipelinePlan>) -> Result<ReloadDiff, String> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Msg::Reload(pipelines, reply)).is_err() {
+            return Err("the supervisor has stopped".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the supervisor has stopped".into()))
+    }
+
+    /// The plans of the pipelines it runs (not those being removed), in the order it runs them.
+    pub async fn plans(&self) -> Option<Vec<PipelinePlan>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Plans(reply)).ok()?;
+        rx.await.ok()
+    }
 }
 
 enum Msg {
@@ -151,6 +175,11 @@ enum Msg {
         event: NotifyEvent,
     },
     Api(Request, oneshot::Sender<Response>),
+    Reload(
+        Vec<PipelinePlan>,
+        oneshot::Sender<Result<ReloadDiff, String>>,
+    ),
+    Plans(oneshot::Sender<Vec<PipelinePlan>>),
     Shutdown,
 }
 
@@ -183,13 +212,56 @@ struct Component {
     drained: bool,
     /// Its cgroup, once it has been started under a delegated subtree.
     cgroup: Option<crate::systemd::cgroup::ComponentCgroup>,
+    /// A reload removed it: it is drained, then leaves its slot once stopped.
+    retiring: bool,
+}
+
+impl Component {
+    fn new(pipeline: Arc<str>, plan: ComponentPlan) -> Self {
+        Component {
+            pipeline,
+            id: Arc::from(plan.id.as_str()),
+            plan,
+            deps: Vec::new(),
+            inputs: Vec::new(),
+            dependents: Vec::new(),
+            state: State::Pending,
+            history: RestartHistory::default(),
+            generation: 0,
+            pid: None,
+            started_at: None,
+            spawns: 0,
+            last_exit: None,
+            reason: None,
+            last_probe: None,
+            notify_status: None,
+            notify_socket: None,
+            env: Arc::new(BTreeMap::new()),
+            timer: None,
+            timer_id: 0,
+            probes: Vec::new(),
+            drained: false,
+            cgroup: None,
+            retiring: false,
+        }
+    }
+}
+
+/// One pipeline as the supervisor runs it.
+struct Group {
+    /// The plan it runs now (after the last reload).
+    plan: PipelinePlan,
+    /// Its components' slots in dependency order, then those being removed.
+    members: Vec<usize>,
+    /// A reload removed the pipeline: it goes away once its components have stopped.
+    removed: bool,
 }
 
 /// The supervisor of one or more pipelines.
 pub struct Supervisor {
     options: SupervisorOptions,
-    components: Vec<Component>,
-    pipelines: Vec<(String, Vec<usize>)>,
+    components: Slots<Component>,
+    pipelines: Vec<Group>,
     tx: mpsc::UnboundedSender<Msg>,
     rx: mpsc::UnboundedReceiver<Msg>,
     /// Zero-delay timers: handled before waiting for anything else, so a zero backoff
@@ -209,87 +281,8 @@ impl Supervisor {
         pipelines: Vec<PipelinePlan>,
         options: SupervisorOptions,
     ) -> Result<(Supervisor, SupervisorHandle), SupervisorError> {
+        check_plans(&pipelines)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut components: Vec<Component> = Vec::new();
-        let mut groups = Vec::new();
-        for pipeline in pipelines {
-            let name: Arc<str> = Arc::from(pipeline.name.as_str());
-            let base = components.len();
-            let index: BTreeMap<String, usize> = pipeline
-                .components
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.id.clone(), base + i))
-                .collect();
-            if index.len() != pipeline.components.len() {
-                let mut seen = std::collections::BTreeSet::new();
-                let dup = pipeline
-                    .components
-                    .iter()
-                    .find(|c| !seen.insert(c.id.clone()))
-                    .map(|c| c.id.clone())
-                    .unwrap_or_default();
-                return Err(SupervisorError::DuplicateComponent {
-                    pipeline: pipeline.name,
-                    component: dup,
-                });
-            }
-            let lookup = |component: &ComponentPlan, names: &[String]| {
-                names
-                    .iter()
-                    .chain(component.inputs.iter())
-                    .map(|n| {
-                        index
-                            .get(n)
-                            .copied()
-                            .ok_or_else(|| SupervisorError::UnknownDependency {
-                                pipeline: pipeline.name.clone(),
-                                component: component.id.clone(),
-                                missing: n.clone(),
-                            })
-                    })
-                    .collect::<Result<Vec<usize>, _>>()
-            };
-            let mut members = Vec::new();
-            for plan in &pipeline.components {
-                let mut deps = lookup(plan, &plan.depends_on)?;
-                deps.sort_unstable();
-                deps.dedup();
-                let inputs = lookup(plan, &[])?;
-                members.push(components.len());
-                components.push(Component {
-                    pipeline: name.clone(),
-                    id: Arc::from(plan.id.as_str()),
-                    plan: plan.clone(),
-                    deps,
-                    inputs,
-                    dependents: Vec::new(),
-                    state: State::Pending,
-                    history: RestartHistory::default(),
-                    generation: 0,
-                    pid: None,
-                    started_at: None,
-                    spawns: 0,
-                    last_exit: None,
-                    reason: None,
-                    last_probe: None,
-                    notify_status: None,
-                    notify_socket: None,
-                    env: Arc::new(BTreeMap::new()),
-                    timer: None,
-                    timer_id: 0,
-                    probes: Vec::new(),
-                    drained: false,
-                    cgroup: None,
-                });
-            }
-            groups.push((pipeline.name.clone(), members));
-        }
-        for i in 0..components.len() {
-            for d in components[i].deps.clone() {
-                components[d].dependents.push(i);
-            }
-        }
         let parent_env: Vec<(String, String)> = std::env::vars().collect();
         let dirs = match &options.search_dirs {
             Some(dirs) => dirs.clone(),
@@ -305,21 +298,82 @@ impl Supervisor {
             }
         };
         let handle = SupervisorHandle { tx: tx.clone() };
-        Ok((
-            Supervisor {
-                options,
-                components,
-                pipelines: groups,
-                tx,
-                rx,
-                immediate: VecDeque::new(),
-                shutting_down: false,
-                search_dirs: Arc::from(dirs),
-                parent_env,
-                forwarders: Vec::new(),
-            },
-            handle,
-        ))
+        let mut supervisor = Supervisor {
+            options,
+            components: Slots::default(),
+            pipelines: Vec::new(),
+            tx,
+            rx,
+            immediate: VecDeque::new(),
+            shutting_down: false,
+            search_dirs: Arc::from(dirs),
+            parent_env,
+            forwarders: Vec::new(),
+        };
+        for plan in pipelines {
+            supervisor.add_pipeline(plan);
+        }
+        Ok((supervisor, handle))
+    }
+
+    /// Adds a pipeline whose components all start pending (plans already checked).
+    fn add_pipeline(&mut self, plan: PipelinePlan) {
+        let name: Arc<str> = Arc::from(plan.name.as_str());
+        let members = plan
+            .components
+            .iter()
+            .map(|c| {
+                self.components
+                    .push(Component::new(name.clone(), c.clone()))
+            })
+            .collect();
+        self.pipelines.push(Group {
+            plan,
+            members,
+            removed: false,
+        });
+        self.link(self.pipelines.len() - 1);
+    }
+
+    /// Recomputes the dependency indices of a pipeline's components from its plan. Components
+    /// being removed keep theirs: they only look at them to drain in order.
+    fn link(&mut self, group: usize) {
+        let members = self.pipelines[group].members.clone();
+        let live: Vec<usize> = members
+            .iter()
+            .copied()
+            .filter(|&i| !self.components[i].retiring)
+            .collect();
+        let index: BTreeMap<String, usize> = live
+            .iter()
+            .map(|&i| (self.components[i].id.to_string(), i))
+            .collect();
+        let find = |names: &[String]| -> Vec<usize> {
+            let mut v: Vec<usize> = names.iter().filter_map(|n| index.get(n).copied()).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        for &i in &live {
+            let c = &self.components[i];
+            let deps: Vec<String> = c
+                .plan
+                .depends_on
+                .iter()
+                .chain(&c.plan.inputs)
+                .cloned()
+                .collect();
+            let (deps, inputs) = (find(&deps), find(&c.plan.inputs));
+            let c = &mut self.components[i];
+            c.deps = deps;
+            c.inputs = inputs;
+            c.dependents.clear();
+        }
+        for &i in &live {
+            for d in self.components[i].deps.clone() {
+                self.components[d].dependents.push(i);
+            }
+        }
     }
 
     /// Runs until shut down (or, with `exit_when_done`, until every component is done).
@@ -352,7 +406,7 @@ impl Supervisor {
         for task in self.forwarders.drain(..) {
             let _ = tokio::time::timeout_at(deadline, task).await;
         }
-        for c in &mut self.components {
+        for c in self.components.values_mut() {
             c.probes.drain(..).for_each(|p| p.abort());
             if let Some((t, _)) = c.timer.take() {
                 t.abort();
@@ -361,7 +415,7 @@ impl Supervisor {
         Ok(RunSummary {
             components: self
                 .components
-                .iter()
+                .values()
                 .map(|c| FinalState {
                     pipeline: c.pipeline.to_string(),
                     id: c.id.to_string(),
@@ -373,7 +427,7 @@ impl Supervisor {
     }
 
     fn finished(&self) -> bool {
-        let all_done = self.components.iter().all(|c| c.state.is_final());
+        let all_done = self.components.values().all(|c| c.state.is_final());
         all_done && (self.shutting_down || self.options.exit_when_done)
     }
 
@@ -381,8 +435,8 @@ impl Supervisor {
     /// sinks) exited cleanly while something upstream is still serving. Sources and processors
     /// are servers that never end on their own, so this is how a bounded pipeline finishes.
     fn sinks_finished(&self) -> bool {
-        let mut ends = self.components.iter().filter(|c| c.dependents.is_empty());
-        let upstream_running = self.components.iter().any(|c| !c.state.is_final());
+        let mut ends = self.components.values().filter(|c| c.dependents.is_empty());
+        let upstream_running = self.components.values().any(|c| !c.state.is_final());
         upstream_running && ends.all(|c| c.state == State::Exited)
     }
 
@@ -392,7 +446,7 @@ impl Supervisor {
             // Checked on every pass: a start attempted in the previous pass may have failed.
             if !self.shutting_down
                 && self.options.stop_on_failure
-                && self.components.iter().any(|c| c.state == State::Failed)
+                && self.components.values().any(|c| c.state == State::Failed)
             {
                 tracing::info!("a component failed for good: stopping the pipeline");
                 self.shutting_down = true;
@@ -402,11 +456,18 @@ impl Supervisor {
                 self.shutting_down = true;
             }
             let mut changed = false;
-            for i in 0..self.components.len() {
+            for i in self.components.indices() {
                 let c = &self.components[i];
-                if self.shutting_down {
-                    let inputs_down =
-                        order::may_stop(c.inputs.iter().map(|&d| &self.components[d].state));
+                if self.shutting_down || c.retiring {
+                    // A component a reload removes waits only for inputs that go too; the
+                    // others keep running.
+                    let inputs_down = order::may_stop(
+                        c.inputs
+                            .iter()
+                            .filter_map(|&d| self.components.get(d))
+                            .filter(|d| self.shutting_down || d.retiring)
+                            .map(|d| &d.state),
+                    );
                     if !c.drained && (inputs_down || !c.state.is_running()) {
                         self.components[i].drained = true;
                         self.feed(i, Event::StopRequested);
@@ -423,6 +484,35 @@ impl Supervisor {
                 break;
             }
         }
+        self.release_retired();
+    }
+
+    /// Components a reload removed leave their slots once they have stopped; a removed
+    /// pipeline goes once its last component has.
+    fn release_retired(&mut self) {
+        let done: Vec<usize> = self
+            .components
+            .iter()
+            .filter(|(_, c)| c.retiring && c.state.is_final())
+            .map(|(i, _)| i)
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        for i in &done {
+            if let Some(mut c) = self.components.remove(*i) {
+                c.probes.drain(..).for_each(|p| p.abort());
+                if let Some((t, _)) = c.timer.take() {
+                    t.abort();
+                }
+                tracing::info!(pipeline = %c.pipeline, component = %c.id, "removed by the reload");
+            }
+        }
+        for group in &mut self.pipelines {
+            group.members.retain(|i| !done.contains(i));
+        }
+        self.pipelines
+            .retain(|g| !(g.removed && g.members.is_empty()));
     }
 
     fn handle(&mut self, msg: Msg) {
@@ -434,7 +524,9 @@ impl Supervisor {
                 at,
             } => self.on_exit(idx, generation, status, at),
             Msg::Timer { idx, timer } => {
-                let c = &mut self.components[idx];
+                let Some(c) = self.components.get_mut(idx) else {
+                    return;
+                };
                 if c.timer_id != timer {
                     return;
                 }
@@ -460,6 +552,12 @@ impl Supervisor {
                 let response = self.on_request(request);
                 let _ = reply.send(response);
             }
+            Msg::Reload(plans, reply) => {
+                let _ = reply.send(self.reload(plans));
+            }
+            Msg::Plans(reply) => {
+                let _ = reply.send(self.plans());
+            }
             Msg::Shutdown => {
                 if !self.shutting_down {
                     tracing::info!(
@@ -472,7 +570,9 @@ impl Supervisor {
     }
 
     fn on_exit(&mut self, idx: usize, generation: u64, status: ExitStatus, at: Instant) {
-        let c = &mut self.components[idx];
+        let Some(c) = self.components.get_mut(idx) else {
+            return;
+        };
         if c.generation != generation {
             return;
         }
@@ -509,7 +609,9 @@ impl Supervisor {
     }
 
     fn on_probe(&mut self, idx: usize, generation: u64, update: ProbeUpdate) {
-        let c = &mut self.components[idx];
+        let Some(c) = self.components.get_mut(idx) else {
+            return;
+        };
         if c.generation != generation {
             return;
         }
@@ -532,7 +634,9 @@ impl Supervisor {
     }
 
     fn on_notify(&mut self, idx: usize, generation: u64, event: NotifyEvent) {
-        let c = &mut self.components[idx];
+        let Some(c) = self.components.get_mut(idx) else {
+            return;
+        };
         if c.generation != generation {
             return;
         }
@@ -568,10 +672,14 @@ impl Supervisor {
         let (component, event) = match request {
             Request::Status => {
                 return Response {
-                    ok: true,
-                    error: None,
                     status: Some(self.status()),
+                    ..Response::ok()
                 }
+            }
+            Request::Reload => {
+                return Response::error(
+                    "this supervisor does not reload: only the daemon (flowctl-sup run) does",
+                )
             }
             Request::Start { component } => (component, Event::StartRequested),
             Request::Stop { component } => (component, Event::StopRequested),
@@ -590,17 +698,130 @@ impl Supervisor {
         }
     }
 
+    /// The plans of the pipelines that are not being removed.
+    fn plans(&self) -> Vec<PipelinePlan> {
+        self.pipelines
+            .iter()
+            .filter(|g| !g.removed)
+            .map(|g| g.plan.clone())
+            .collect()
+    }
+
+    /// Applies a new set of pipelines (see [`SupervisorHandle::reload`]). Nothing changes when
+    /// the new set is inconsistent.
+    fn reload(&mut self, new: Vec<PipelinePlan>) -> Result<ReloadDiff, String> {
+        if self.shutting_down {
+            return Err("the supervisor is stopping".into());
+        }
+        check_plans(&new).map_err(|e| e.to_string())?;
+        let diff = reload::diff(&self.plans(), &new);
+        let mut new: BTreeMap<String, PipelinePlan> =
+            new.into_iter().map(|p| (p.name.clone(), p)).collect();
+        for change in &diff.pipelines {
+            let group = self
+                .pipelines
+                .iter()
+                .position(|g| !g.removed && g.plan.name == change.name);
+            match (group, new.remove(&change.name)) {
+                (Some(g), None) => {
+                    tracing::info!(pipeline = %change.name, "reload: pipeline removed, draining it");
+                    self.pipelines[g].removed = true;
+                    for i in self.pipelines[g].members.clone() {
+                        self.components[i].retiring = true;
+                    }
+                }
+                (None, Some(plan)) => {
+                    tracing::info!(pipeline = %change.name, "reload: new pipeline");
+                    self.add_pipeline(plan);
+                }
+                (Some(g), Some(plan)) => self.replace_pipeline(g, plan),
+                (None, None) => {}
+            }
+        }
+        Ok(diff)
+    }
+
+    /// Moves a running pipeline to its new plan, component by component.
+    fn replace_pipeline(&mut self, g: usize, plan: PipelinePlan) {
+        let name = self.pipelines[g].plan.name.clone();
+        let pipeline: Arc<str> = Arc::from(name.as_str());
+        let mut members = Vec::new();
+        let mut current: BTreeMap<String, usize> = BTreeMap::new();
+        for &i in &self.pipelines[g].members {
+            let c = &self.components[i];
+            if !c.retiring {
+                current.insert(c.id.to_string(), i);
+            }
+        }
+        for new in &plan.components {
+            match current.remove(&new.id) {
+                Some(i) if self.components[i].plan == *new => members.push(i),
+                Some(i) => {
+                    tracing::info!(pipeline = %name, component = %new.id, "reload: plan changed, restarting");
+                    self.change_plan(i, new.clone());
+                    members.push(i);
+                }
+                None => {
+                    tracing::info!(pipeline = %name, component = %new.id, "reload: new component");
+                    members.push(
+                        self.components
+                            .push(Component::new(pipeline.clone(), new.clone())),
+                    );
+                }
+            }
+        }
+        // What is left was removed from the pipeline.
+        for (id, i) in current {
+            tracing::info!(pipeline = %name, component = %id, "reload: component removed, stopping it");
+            self.components[i].retiring = true;
+            members.push(i);
+        }
+        for &i in &self.pipelines[g].members {
+            if self.components[i].retiring && !members.contains(&i) {
+                members.push(i);
+            }
+        }
+        self.pipelines[g] = Group {
+            plan,
+            members,
+            removed: false,
+        };
+        self.link(g);
+    }
+
+    /// A component's plan changed: restart it with the new one. The process still running is
+    /// stopped the way its old plan says (signal, timeout) before the new plan takes over. An
+    /// operator's stop stays in force; a component that had failed or finished gets a fresh
+    /// start with the new plan and a clean restart history.
+    fn change_plan(&mut self, idx: usize, plan: ComponentPlan) {
+        let event = match self.components[idx].state {
+            State::Pending | State::Stopped | State::Stopping(StopIntent::Halt) => None,
+            State::Starting | State::Ready | State::Backoff | State::Stopping(_) => {
+                Some(Event::RestartRequested)
+            }
+            State::Exited | State::Failed => Some(Event::StartRequested),
+        };
+        if let Some(event) = event {
+            self.feed(idx, event);
+        }
+        let c = &mut self.components[idx];
+        c.plan = plan;
+        c.history = RestartHistory::default();
+    }
+
     /// `ID` or `PIPELINE/ID`.
     fn find(&self, name: &str) -> Result<usize, String> {
         let (pipeline, id) = match name.split_once('/') {
             Some((p, id)) => (Some(p), id),
             None => (None, name),
         };
-        let matches: Vec<usize> = (0..self.components.len())
-            .filter(|&i| {
-                let c = &self.components[i];
-                &*c.id == id && pipeline.is_none_or(|p| &*c.pipeline == p)
+        let matches: Vec<usize> = self
+            .components
+            .iter()
+            .filter(|(_, c)| {
+                !c.retiring && &*c.id == id && pipeline.is_none_or(|p| &*c.pipeline == p)
             })
+            .map(|(i, _)| i)
             .collect();
         match matches.as_slice() {
             [one] => Ok(*one),
@@ -617,9 +838,10 @@ impl Supervisor {
             pipelines: self
                 .pipelines
                 .iter()
-                .map(|(name, members)| PipelineStatus {
-                    name: name.clone(),
-                    components: members
+                .map(|group| PipelineStatus {
+                    name: group.plan.name.clone(),
+                    components: group
+                        .members
                         .iter()
                         .map(|&i| {
                             let c = &self.components[i];
@@ -686,10 +908,16 @@ impl Supervisor {
         let stopped_now = state == State::Stopped && c.state != State::Stopped;
         self.components[idx].state = state;
         if stopped_now {
-            // Stopped on purpose: the control plane should not list it as a service.
+            // Stopped on purpose: the control plane should not list it as a service (unless a
+            // reload already runs a new component of the same name, which registers itself).
             if let Some(registry) = &self.options.registry {
                 let c = &self.components[idx];
-                registry.unregister(&c.pipeline, &c.id);
+                let twin = self.components.iter().any(|(i, o)| {
+                    i != idx && !o.retiring && o.pipeline == c.pipeline && o.id == c.id
+                });
+                if !twin {
+                    registry.unregister(&c.pipeline, &c.id);
+                }
             }
         }
         for action in actions {
@@ -946,6 +1174,41 @@ impl Supervisor {
             )));
         }
     }
+}
+
+/// Every component's dependencies are in its pipeline, and names are unique: what the
+/// supervisor relies on when it links components by index.
+fn check_plans(pipelines: &[PipelinePlan]) -> Result<(), SupervisorError> {
+    let mut names = std::collections::BTreeSet::new();
+    for pipeline in pipelines {
+        if !names.insert(pipeline.name.as_str()) {
+            return Err(SupervisorError::DuplicatePipeline(pipeline.name.clone()));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for c in &pipeline.components {
+            if !ids.insert(c.id.as_str()) {
+                return Err(SupervisorError::DuplicateComponent {
+                    pipeline: pipeline.name.clone(),
+                    component: c.id.clone(),
+                });
+            }
+        }
+        for c in &pipeline.components {
+            if let Some(missing) = c
+                .depends_on
+                .iter()
+                .chain(&c.inputs)
+                .find(|n| !ids.contains(n.as_str()))
+            {
+                return Err(SupervisorError::UnknownDependency {
+                    pipeline: pipeline.name.clone(),
+                    component: c.id.clone(),
+                    missing: missing.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` (and parents) that others may traverse but not list: a component running as another user reaches its own notify socket by name, and nothing else.
