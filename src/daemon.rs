@@ -457,8 +457,23 @@ fn status_line(status: &SupervisorStatus) -> StatusLine {
         components: all().count(),
         ready: all().filter(|c| c.ready).count(),
         failed: all().filter(|c| c.state == StateName::Failed).count(),
-        ledgers_per_sec: None,
+        ledgers_per_sec: ledgers_per_sec(status),
     }
+}
+
+/// The sources' `ledgers_per_second` from their last heartbeats, summed over pipelines;
+/// `None` when no running component reports one.
+fn ledgers_per_sec(status: &SupervisorStatus) -> Option<f64> {
+    let rates: Vec<f64> = status
+        .pipelines
+        .iter()
+        .flat_map(|p| &p.components)
+        .filter(|c| c.pid.is_some())
+        .filter_map(|c| c.registration.as_ref()?.metrics.get("ledgers_per_second"))
+        .filter_map(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .collect();
+    (!rates.is_empty()).then(|| rates.iter().sum())
 }
 
 #[cfg(test)]
@@ -507,5 +522,50 @@ mod tests {
             comp(StateName::Failed, false),
         ]));
         assert_eq!(line.to_string(), "1 pipeline, 1/2 ready, 1 failed");
+    }
+
+    #[test]
+    fn status_line_shows_the_running_sources_reported_ledger_rate() {
+        let with_rate = |pid: Option<i32>, rate: &str| {
+            let mut c = comp(StateName::Ready, true);
+            c.pid = pid;
+            c.registration = Some(crate::api::protocol::RegistrationInfo {
+                health: "healthy".into(),
+                heartbeat_age_ms: Some(10),
+                metrics: [("ledgers_per_second".to_string(), rate.to_string())].into(),
+            });
+            c
+        };
+        let status = SupervisorStatus {
+            pipelines: vec![
+                PipelineStatus {
+                    name: "a".into(),
+                    components: vec![with_rate(Some(10), "1000.5"), comp(StateName::Ready, true)],
+                },
+                PipelineStatus {
+                    name: "b".into(),
+                    // A stopped source's last report is not a current rate; garbage is ignored.
+                    components: vec![
+                        with_rate(Some(11), "203.9"),
+                        with_rate(None, "5000"),
+                        with_rate(Some(12), "fast"),
+                    ],
+                },
+            ],
+        };
+        assert_eq!(
+            status_line(&status).to_string(),
+            "2 pipelines, 5/5 ready, 0 failed, 1,204 ledgers/s"
+        );
+        let none = SupervisorStatus {
+            pipelines: vec![PipelineStatus {
+                name: "a".into(),
+                components: vec![comp(StateName::Ready, true)],
+            }],
+        };
+        assert_eq!(
+            status_line(&none).to_string(),
+            "1 pipeline, 1/1 ready, 0 failed"
+        );
     }
 }
