@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # End-to-end throughput of the bundled pipeline under `flowctl run`: the synthetic source as
-# fast as it goes → ttp-processor → ttp-sink (JSON lines), and the peak RSS of each process.
+# fast as it goes → ttp-processor → ttp-sink (JSON lines), against the processor's own work
+# done in-process on the same generated ledgers (decode + events, one thread, no I/O), and the
+# peak RSS of flowctl and of each component.
 #
-#   benches/e2e.sh [LEDGERS] [TXS_PER_LEDGER]        (defaults 2000 and 50)
+#   benches/e2e.sh [LEDGERS] [TXS_PER_LEDGER]        (defaults 5000 and 50)
 #
 # Builds the release binaries first unless PROFILE_DIR names a directory that already holds
-# flowctl and the bundled programs (e.g. PROFILE_DIR=target/debug for a quick check).
-# Compare with the processor in-process on the same generated ledgers:
-#   cargo bench -p stellar-ttp
+# flowctl and the bundled programs (e.g. PROFILE_DIR=target/debug for a quick check; the
+# in-process figure is skipped for a debug directory, it is only meaningful optimised).
+# "streaming" is from the first event in the sink's file to flowctl's exit, i.e. without the
+# components' start; the ratio is taken on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LEDGERS=${1:-2000}
+LEDGERS=${1:-5000}
 TXS=${2:-50}
 if [[ -z "${PROFILE_DIR:-}" ]]; then
   cargo build --release --workspace --bins >&2
   PROFILE_DIR=target/release
+fi
+inprocess=
+if [[ "$PROFILE_DIR" != *debug* ]]; then
+  inprocess=$(cargo bench -q -p flowctl-components --bench throughput -- inprocess "$LEDGERS" "$TXS" |
+    grep '^in-process:')
 fi
 FLOWCTL=$PROFILE_DIR/flowctl
 work=$(mktemp -d)
@@ -56,28 +64,51 @@ spec:
         RUST_LOG: warn
 YAML
 
-declare -A peak=()
-start=$(date +%s.%N)
+declare -A peak=() cpu=()
+tick=$(getconf CLK_TCK)
+now() { date +%s.%N; }
+start=$(now)
+first_event=
 "$FLOWCTL" run "$work/bench.yaml" --runtime-dir "$work/run" 2>"$work/flowctl.log" &
 pid=$!
-# Peak RSS (kB) of each component, sampled every 50 ms from /proc.
+# Peak RSS (kB) of flowctl and each component, sampled every 20 ms from /proc.
 while kill -0 "$pid" 2>/dev/null; do
-  for child in $(pgrep -P "$pid" || true); do
-    name=$(cat "/proc/$child/comm" 2>/dev/null || true)
-    rss=$(awk '/^VmRSS/ {print $2}' "/proc/$child/status" 2>/dev/null || true)
+  if [[ -z "$first_event" && -s "$work/events.jsonl" ]]; then first_event=$(now); fi
+  for p in "$pid" $(pgrep -P "$pid" || true); do
+    name=$(cat "/proc/$p/comm" 2>/dev/null || true)
+    rss=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
     if [[ -n "$name" && -n "$rss" ]] && ((rss > ${peak[$name]:-0})); then
       peak[$name]=$rss
     fi
+    # CPU time so far (user + system, clock ticks), the last sample before it exits.
+    ticks=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true)
+    if [[ -n "$name" && -n "$ticks" ]]; then cpu[$name]=$ticks; fi
   done
-  sleep 0.05
+  sleep 0.02
 done
 wait "$pid" || { echo "flowctl run failed:" >&2; cat "$work/flowctl.log" >&2; exit 1; }
-end=$(date +%s.%N)
+end=$(now)
 events=$(wc -l <"$work/events.jsonl")
 secs=$(echo "$end - $start" | bc -l)
-printf 'ledgers %d, events %d, %.2f s (including start and drain)\n' "$LEDGERS" "$events" "$secs"
-printf 'end-to-end: %.0f ledgers/s, %.0f events/s\n' \
+streaming=$(echo "$end - ${first_event:-$start}" | bc -l)
+e2e_lps=$(echo "$LEDGERS / $streaming" | bc -l)
+printf 'ledgers %d (%d tx each), events %d; %.2f s in all, %.2f s streaming\n' \
+  "$LEDGERS" "$TXS" "$events" "$secs" "$streaming"
+printf 'end-to-end, streaming: %.0f ledgers/s, %.0f events/s\n' \
+  "$e2e_lps" "$(echo "$events / $streaming" | bc -l)"
+printf 'end-to-end, with start: %.0f ledgers/s, %.0f events/s\n' \
   "$(echo "$LEDGERS / $secs" | bc -l)" "$(echo "$events / $secs" | bc -l)"
+if [[ -n "$inprocess" ]]; then
+  echo "$inprocess"
+  in_lps=$(sed -E 's/.* ([0-9.]+) ledgers\/s.*/\1/' <<<"$inprocess")
+  printf 'ratio end-to-end / in-process: %.0f%%\n' "$(echo "100 * $e2e_lps / $in_lps" | bc -l)"
+fi
 for name in "${!peak[@]}"; do
-  printf 'peak RSS %-20s %6d kB\n' "$name" "${peak[$name]}"
+  printf '%-16s peak RSS %7d kB, CPU %6.2f s (%.3f ms a ledger)\n' "$name" "${peak[$name]}" \
+    "$(echo "${cpu[$name]:-0} / $tick" | bc -l)" \
+    "$(echo "1000 * ${cpu[$name]:-0} / $tick / $LEDGERS" | bc -l)"
 done
+if [[ -n "$inprocess" ]]; then
+  printf 'in-process CPU: %.3f ms a ledger\n' "$(echo "1000 / $in_lps" | bc -l)"
+fi
+printf 'load average: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"

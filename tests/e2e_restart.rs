@@ -4,9 +4,10 @@
 
 mod e2e_common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
+
+use flowctl_testkit::postgres::{Durability, PgCluster};
 
 use e2e_common::*;
 
@@ -70,133 +71,13 @@ fn source_killed_mid_stream_is_restarted_and_the_sink_gets_no_gap_and_no_duplica
     assert!(got == reference, "the same events in the same order");
 }
 
-fn pg_bin() -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|b| b.join("initdb").is_file())
-        .collect();
-    found.sort();
-    let found = found.pop();
-    if found.is_none() {
-        eprintln!("skipped: PostgreSQL server binaries are absent (apt-get install postgresql)");
-    }
-    found
-}
+/// A throwaway PostgreSQL cluster (fsync off), stopped on drop.
+type Pg = PgCluster;
 
-/// A throwaway PostgreSQL cluster on a free port, stopped on drop.
-struct Pg {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    bin: PathBuf,
-    port: u16,
-    as_root: bool,
-}
-
-impl Pg {
-    fn start() -> Option<Pg> {
-        let bin = pg_bin()?;
-        let as_root = unsafe { libc::geteuid() } == 0;
-        let dir = tempfile::tempdir().unwrap();
-        if as_root {
-            let ok = Command::new("chown")
-                .arg("postgres:postgres")
-                .arg(dir.path())
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "chown of the cluster dir to postgres");
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pg = Pg {
-            data: dir.path().join("data"),
-            _dir: dir,
-            bin,
-            port,
-            as_root,
-        };
-        let init = pg
-            .cmd("initdb")
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&pg.data)
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            init.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            pg.data.parent().unwrap().display()
-        );
-        let log = pg.data.parent().unwrap().join("log");
-        let up = pg
-            .cmd("pg_ctl")
-            .args(["-w", "-t", "60", "-D"])
-            .arg(&pg.data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-o", &opts, "start"])
-            .output()
-            .unwrap();
-        assert!(
-            up.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&up.stderr)
-        );
-        Some(pg)
-    }
-
-    fn cmd(&self, tool: &str) -> Command {
-        let path = self.bin.join(tool);
-        if self.as_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(path);
-            c
-        } else {
-            Command::new(path)
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    /// One value from `psql`, `None` when the query fails (e.g. no table yet).
-    fn query(&self, sql: &str) -> Option<String> {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-t", "-A", "-d", &self.url(), "-c", sql])
-            .output()
-            .unwrap();
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-
-    fn count(&self) -> usize {
-        self.query("SELECT count(*) FROM ttp_events")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = self
-            .cmd("pg_ctl")
-            .args(["-w", "-D"])
-            .arg(&self.data)
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
+fn count(pg: &Pg) -> usize {
+    pg.query("SELECT count(*) FROM ttp_events")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 fn postgres_sink_env(pg: &Pg) -> String {
@@ -219,7 +100,9 @@ fn run_to_end(dir: &Path, file: &Path) {
 #[test]
 fn postgres_sink_under_flowctl_run_stores_the_golden_count_of_the_datalake_range() {
     let Some(root) = testdata() else { return };
-    let Some(pg) = Pg::start() else { return };
+    let Some(pg) = Pg::start(Durability::Off) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let file = pipeline(
         dir.path(),
@@ -259,7 +142,7 @@ spec:
         ),
     );
     run_to_end(dir.path(), &file);
-    assert_eq!(pg.count(), golden_997_999(&root).len());
+    assert_eq!(count(&pg), golden_997_999(&root).len());
     assert_eq!(
         pg.query("SELECT last_ledger FROM ttp_sink_checkpoints WHERE sink_id = 'pg'")
             .as_deref(),
@@ -271,7 +154,9 @@ spec:
 #[test]
 fn postgres_sink_killed_mid_stream_is_restarted_and_stores_every_event_exactly_once() {
     bin_dir();
-    let Some(pg) = Pg::start() else { return };
+    let Some(pg) = Pg::start(Durability::Off) else {
+        return;
+    };
     let reference = reference_events(START, END);
     let dir = tempfile::tempdir().unwrap();
     let file = pipeline(
@@ -285,10 +170,10 @@ fn postgres_sink_killed_mid_stream_is_restarted_and_stores_every_event_exactly_o
     wait_for(
         "a quarter of the events in the table",
         Duration::from_secs(60),
-        || pg.count() >= quarter,
+        || count(&pg) >= quarter,
     );
     kill9(pid);
-    let stored_at_kill = pg.count();
+    let stored_at_kill = count(&pg);
     wait_for("the sink's restart", Duration::from_secs(30), || {
         run.component("sink").is_some_and(|c| {
             c["restarts"].as_u64() >= Some(1) && c["pid"].as_i64() != Some(pid as i64)
@@ -304,7 +189,7 @@ fn postgres_sink_killed_mid_stream_is_restarted_and_stores_every_event_exactly_o
     assert!(stored_at_kill < reference.len(), "killed before the end");
     // The table's key is the natural key, so a duplicate would have been refused or merged:
     // the count alone says no event is missing, and the per-ledger counts say where.
-    assert_eq!(pg.count(), reference.len(), "every event once");
+    assert_eq!(count(&pg), reference.len(), "every event once");
     let mut want = std::collections::BTreeMap::<u64, usize>::new();
     for e in &reference {
         *want.entry(ledger_of(e)).or_default() += 1;

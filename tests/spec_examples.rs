@@ -44,7 +44,7 @@ fn seed_stellar_token_pipeline_runs_the_bundled_components() {
 }
 
 #[test]
-fn seed_ttp_processing_pipeline_keeps_its_ports_and_reads_local_data() {
+fn seed_ttp_processing_pipeline_keeps_its_ports_and_runs_bundled_programs_on_local_data() {
     let l = load("seed-ttp-processing-pipeline.yaml");
     assert_eq!(l.plan.name, "ttp-processing-pipeline");
     // One notice per ignored `image`.
@@ -62,17 +62,31 @@ fn seed_ttp_processing_pipeline_keeps_its_ports_and_reads_local_data() {
     assert_eq!(proc.env["SOURCE_SERVICE_ADDRESS"], "127.0.0.1:50051");
     let sink = get(&l, "consumer-app");
     assert_eq!(sink.env["TTP_SERVICE_ADDRESS"], "127.0.0.1:50052");
+    // The bundled programs stand in for the containers' `./…` and `npm start`.
+    assert_eq!(src.command, "stellar-live-source");
+    assert_eq!(proc.command, "ttp-processor");
     assert_eq!(
         (sink.command.as_str(), sink.args.as_slice()),
-        ("npm", &["start".to_string()][..])
+        ("ttp-sink", &[][..])
     );
+    assert_eq!(sink.env["SINK"], "console");
     assert_eq!(sink.resources.memory_max, Some(256 << 20));
 
-    // The data lake it names, relative to the repository root, is the shared test data.
-    let lake = Path::new(env!("CARGO_MANIFEST_DIR")).join(&src.env["DATALAKE_URL"]);
-    if !lake.exists() {
-        eprintln!("skip: test data not found at {}", lake.display());
-        return;
-    }
-    assert!(lake.join(".config.json").is_file());
+    // Local data only, and a bounded range the sink ends on.
+    assert_eq!(src.env["BACKEND"], "synthetic");
+    assert!(!src.env.contains_key("DATALAKE_URL"));
+    assert_eq!(
+        (
+            src.env["START_LEDGER"].as_str(),
+            src.env["END_LEDGER"].as_str()
+        ),
+        ("2", "21")
+    );
+    assert_eq!(
+        (
+            sink.env["START_LEDGER"].as_str(),
+            sink.env["END_LEDGER"].as_str()
+        ),
+        ("2", "21")
+    );
 }

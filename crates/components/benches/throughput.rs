@@ -3,14 +3,17 @@
 //! - the PostgreSQL sink: direct batched writes, and the whole `GetTTPEvents` → PostgreSQL
 //!   path (events/s). The PostgreSQL part needs the server binaries (apt `postgresql`).
 //!
-//! Run: `cargo bench -p flowctl-components --bench throughput`
+//! - the processor's work in-process (decode + events, no I/O) on the ledgers the synthetic
+//!   source generates, the reference `benches/e2e.sh` compares the whole pipeline with.
+//!
+//! Run: `cargo bench -p flowctl-components --bench throughput [-- source|postgres|inprocess
+//! [LEDGERS [TXS_PER_LEDGER]]]` (everything by default).
 
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flowctl_components::processor::service::process_raw;
 use flowctl_components::sink::driver::{Driver, Target};
 use flowctl_components::sink::health::Readiness;
 use flowctl_components::sink::postgres::PgSink;
@@ -28,6 +31,7 @@ use flowctl_proto::token_transfer_service::event_service_server::{
     EventService, EventServiceServer,
 };
 use flowctl_proto::token_transfer_service::GetEventsRequest;
+use flowctl_testkit::postgres::{Durability, PgCluster};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -35,17 +39,60 @@ const LEDGERS: u32 = 100;
 const EVENTS_PER_LEDGER: u32 = 1000;
 
 fn main() {
+    // `cargo bench` passes `--bench`; the rest are ours.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let what = args.first().map(String::as_str).unwrap_or("all");
+    let number = |i: usize, default: u32| {
+        args.get(i)
+            .map(|a| a.parse().unwrap_or_else(|e| panic!("{a}: {e}")))
+            .unwrap_or(default)
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        source_bench().await;
-        match Pg::start() {
-            Some(pg) => {
-                sink_direct(&pg).await;
-                sink_pipeline(&pg).await;
+        if matches!(what, "all" | "source") {
+            source_bench().await;
+        }
+        if matches!(what, "all" | "postgres") {
+            match PgCluster::start(Durability::Default) {
+                Some(pg) => {
+                    sink_direct(&pg).await;
+                    sink_pipeline(&pg).await;
+                }
+                None => println!("postgres: skipped (no server binaries)"),
             }
-            None => println!("postgres: skipped (no server binaries)"),
         }
     });
+    if matches!(what, "all" | "inprocess") {
+        in_process(number(1, 2000), number(2, 50));
+    }
+}
+
+/// The processor's per-ledger work (`process_raw`: decode the XDR, derive the events, build
+/// their protobuf messages) on one thread, over the ledgers `stellar-live-source` generates
+/// with `BACKEND=synthetic START_LEDGER=2 SYNTHETIC_TXS_PER_LEDGER=txs` (the same seed and
+/// protocol defaults), generated before the clock starts.
+fn in_process(ledgers: u32, txs: u32) {
+    let mut gen = stellar_synth::Generator::new(stellar_synth::Config {
+        txs_per_ledger: txs,
+        ..Default::default()
+    })
+    .unwrap();
+    let raw: Vec<Vec<u8>> = (0..ledgers).map(|_| gen.next_ledger_xdr()).collect();
+    let processor = stellar_ttp::EventsProcessor::new(stellar_synth::DEFAULT_PASSPHRASE);
+    let t0 = Instant::now();
+    let mut events = 0usize;
+    for xdr in &raw {
+        events += process_raw(&processor, xdr).unwrap().len();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "in-process: {ledgers} ledgers, {events} events, {secs:.2} s: {:.0} ledgers/s, {:.0} events/s",
+        f64::from(ledgers) / secs,
+        events as f64 / secs
+    );
 }
 
 async fn source_bench() {
@@ -144,7 +191,7 @@ fn events(ledger: u32) -> Vec<TokenTransferEvent> {
         .collect()
 }
 
-async fn sink_direct(pg: &Pg) {
+async fn sink_direct(pg: &PgCluster) {
     let mut sink = PgSink::new(&pg.url(), "bench-direct", Readiness::default());
     sink.checkpoint().await.unwrap();
     let batches: Vec<Vec<LedgerEvents>> = (1..=LEDGERS)
@@ -169,7 +216,8 @@ async fn sink_direct(pg: &Pg) {
         "postgres sink, direct batched writes (5,000 events a transaction): {:.0} events/s",
         n / secs
     );
-    pg.sql("TRUNCATE ttp_events");
+    pg.query("TRUNCATE ttp_events")
+        .expect("TRUNCATE ttp_events");
 }
 
 #[derive(Clone)]
@@ -192,7 +240,7 @@ impl EventService for Feed {
     }
 }
 
-async fn sink_pipeline(pg: &Pg) {
+async fn sink_pipeline(pg: &PgCluster) {
     let feed = Feed(Arc::new((1..=LEDGERS).map(events).collect()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -221,124 +269,4 @@ async fn sink_pipeline(pg: &Pg) {
         s.events as f64 / secs,
         s.events
     );
-}
-
-struct Pg {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    bin: PathBuf,
-    port: u16,
-    as_root: bool,
-}
-
-impl Pg {
-    fn start() -> Option<Pg> {
-        let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .filter(|b| b.join("initdb").is_file())
-            .collect();
-        bins.sort();
-        let bin = bins.pop()?;
-        let as_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false);
-        let dir = tempfile::tempdir().unwrap();
-        if as_root {
-            Command::new("chown")
-                .arg("postgres:postgres")
-                .arg(dir.path())
-                .status()
-                .unwrap();
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pg = Pg {
-            data: dir.path().join("data"),
-            _dir: dir,
-            bin,
-            port,
-            as_root,
-        };
-        let ok = pg
-            .cmd("initdb")
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&pg.data)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "initdb");
-        // Default durability settings: the figure is what an operator would see.
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            pg.port,
-            pg.data.parent().unwrap().display()
-        );
-        let ok = pg
-            .cmd("pg_ctl")
-            .args(["-w", "-D"])
-            .arg(&pg.data)
-            .arg("-l")
-            .arg(pg.data.parent().unwrap().join("log"))
-            .args(["-o", &opts, "start"])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "pg_ctl start");
-        Some(pg)
-    }
-
-    fn cmd(&self, tool: &str) -> Command {
-        if self.as_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(self.bin.join(tool));
-            c
-        } else {
-            Command::new(self.bin.join(tool))
-        }
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres",
-            self.port
-        )
-    }
-
-    fn sql(&self, q: &str) {
-        self.cmd("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-c",
-                q,
-            ])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = self
-            .cmd("pg_ctl")
-            .args(["-w", "-D"])
-            .arg(&self.data)
-            .args(["-m", "immediate", "stop"])
-            .stdout(Stdio::null())
-            .status();
-    }
 }

@@ -5,9 +5,8 @@ mod support;
 use support::free_port;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,127 +21,25 @@ use flowctl_proto::token_transfer_service::event_service_server::{
     EventService, EventServiceServer,
 };
 use flowctl_proto::token_transfer_service::GetEventsRequest;
+use flowctl_testkit::postgres::{Durability, PgCluster};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 // ---------- a PostgreSQL cluster in a temp dir ----------
 
-struct Pg {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    log: PathBuf,
-    bin: PathBuf,
-    port: u16,
-    as_root: bool,
-}
+/// A throwaway cluster (fsync off) and the queries the tests ask it.
+struct Pg(PgCluster);
 
-fn pg_bin() -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|b| b.join("initdb").is_file())
-        .collect();
-    found.sort();
-    found.pop()
+impl std::ops::Deref for Pg {
+    type Target = PgCluster;
+    fn deref(&self) -> &PgCluster {
+        &self.0
+    }
 }
 
 impl Pg {
     fn start() -> Option<Pg> {
-        let Some(bin) = pg_bin() else {
-            eprintln!(
-                "skipped: PostgreSQL server binaries are absent (apt-get install postgresql)"
-            );
-            return None;
-        };
-        let as_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false);
-        let dir = tempfile::tempdir().unwrap();
-        if as_root {
-            let ok = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "chown of the cluster dir to postgres");
-        }
-        let pg = Pg {
-            data: dir.path().join("data"),
-            log: dir.path().join("log"),
-            _dir: dir,
-            bin,
-            port: free_port(),
-            as_root,
-        };
-        let init = pg
-            .cmd("initdb")
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&pg.data)
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            init.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        pg.up();
-        Some(pg)
-    }
-
-    fn cmd(&self, tool: &str) -> Command {
-        let path = self.bin.join(tool);
-        if self.as_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(path);
-            c
-        } else {
-            Command::new(path)
-        }
-    }
-
-    fn up(&self) {
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.data.parent().unwrap().display()
-        );
-        let out = self
-            .cmd("pg_ctl")
-            .args(["-w", "-t", "60", "-D"])
-            .arg(&self.data)
-            .arg("-l")
-            .arg(&self.log)
-            .args(["-o", &opts, "start"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {} {}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
-    }
-
-    fn down(&self) {
-        let _ = self
-            .cmd("pg_ctl")
-            .args(["-w", "-D"])
-            .arg(&self.data)
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres",
-            self.port
-        )
+        PgCluster::start(Durability::Off).map(Pg)
     }
 
     async fn client(&self) -> tokio_postgres::Client {
@@ -186,12 +83,6 @@ impl Pg {
             .await
             .unwrap()
             .map(|r| r.get(0))
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        self.down();
     }
 }
 

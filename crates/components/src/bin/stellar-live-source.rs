@@ -40,6 +40,11 @@ struct Args {
     /// Data lake root: a local path, file://, s3://bucket/prefix or gs://bucket/prefix.
     #[arg(long, env = "DATALAKE_URL")]
     datalake_url: Option<String>,
+    /// The object store's service URL for an s3:// or gs:// lake that is not on AWS or Google
+    /// (S3-compatible storage, an emulator, a mirror); `http://` is allowed. Defaults to the
+    /// stores' own variables (`AWS_ENDPOINT_URL`, `GOOGLE_BASE_URL`), else the public cloud.
+    #[arg(long, env = "DATALAKE_ENDPOINT")]
+    datalake_endpoint: Option<String>,
     /// Stellar RPC URL (JSON-RPC `getLedgers`).
     #[arg(long, env = "RPC_ENDPOINT")]
     rpc_endpoint: Option<String>,
@@ -98,7 +103,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let Some(url) = &args.datalake_url else {
                 bail!("BACKEND=datalake needs DATALAKE_URL (a path, file://, s3:// or gs:// URL)");
             };
-            let lake = datalake::DataLake::open(url, args.datalake_prefetch).await?;
+            let lake = datalake::DataLake::open(
+                url,
+                args.datalake_endpoint.as_deref(),
+                args.datalake_prefetch,
+            )
+            .await?;
             if lake.manifest().network_passphrase != args.network_passphrase {
                 tracing::warn!(
                     lake = %lake.manifest().network_passphrase,

@@ -29,9 +29,8 @@ impl Component {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        let upstream = Endpoint::from_shared(config.upstream.clone())?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
+        let upstream = crate::grpc::streaming(Endpoint::from_shared(config.upstream.clone())?)
+            .connect_timeout(Duration::from_secs(2));
         let reporter = tonic_health::server::HealthReporter::new();
         let health = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(reporter.clone()),

@@ -17,6 +17,18 @@ use super::metrics::Metrics;
 use super::readiness::Readiness;
 use super::upstream::{Backoff, LedgerFeed};
 
+/// Ledgers in processing at once for one stream.
+const PIPELINE: usize = 4;
+
+/// Aborts the task when dropped: the reader of a stream whose consumer is gone.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[derive(Clone)]
 pub struct TtpService {
     pub processor: Arc<EventsProcessor>,
@@ -66,20 +78,45 @@ impl EventService for TtpService {
             svc.backoff,
             svc.readiness.clone(),
         );
-        tokio::spawn(async move {
+        // Up to PIPELINE ledgers are decoded and processed at once on blocking threads while
+        // the events of earlier ones are sent, in ledger order: the stream's order is kept
+        // and a free core is not left idle waiting for the network.
+        let (jobs_tx, mut jobs) = mpsc::channel(PIPELINE);
+        let producer = svc.clone();
+        let reader = tokio::spawn(async move {
             loop {
                 let raw = tokio::select! {
-                    _ = tx.closed() => return,
+                    _ = jobs_tx.closed() => return,
                     raw = feed.next() => raw,
                 };
                 let seq = raw.sequence;
                 if end.is_some_and(|e| seq > e) {
                     return;
                 }
-                let processor = svc.processor.clone();
+                let processor = producer.processor.clone();
                 let started = Instant::now();
                 let xdr = raw.ledger_close_meta_xdr;
-                let result = tokio::task::spawn_blocking(move || process_raw(&processor, &xdr))
+                let job = tokio::task::spawn_blocking(move || process_raw(&processor, &xdr));
+                if jobs_tx.send((seq, started, job)).await.is_err() {
+                    return;
+                }
+                if end.is_some_and(|e| seq >= e) {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            // Dropping the receiver (below, on return) stops the reader.
+            let _reader = AbortOnDrop(reader);
+            loop {
+                let next = tokio::select! {
+                    _ = tx.closed() => return,
+                    next = jobs.recv() => next,
+                };
+                let Some((seq, started, job)) = next else {
+                    return;
+                };
+                let result = job
                     .await
                     .unwrap_or_else(|e| Err(format!("processing task failed: {e}")));
                 match result {
@@ -96,9 +133,6 @@ impl EventService for TtpService {
                         svc.metrics.record_error();
                         tracing::error!(ledger = seq, error = %e, "skipping a ledger that cannot be processed");
                     }
-                }
-                if end.is_some_and(|e| seq >= e) {
-                    return;
                 }
             }
         });

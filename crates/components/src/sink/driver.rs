@@ -96,9 +96,19 @@ impl Driver {
                 start_ledger: next,
                 end_ledger: self.end.unwrap_or(0),
             };
-            let stream = match EventServiceClient::connect(endpoint.clone()).await {
-                Ok(mut c) => c.get_ttp_events(request).await.map_err(|s| s.to_string()),
+            let connected = match tonic::transport::Endpoint::from_shared(endpoint.clone()) {
+                Ok(e) => crate::grpc::streaming(e)
+                    .connect()
+                    .await
+                    .map_err(|e| format!("{e}: {}", source_chain(&e))),
                 Err(e) => Err(format!("{e}: {}", source_chain(&e))),
+            };
+            let stream = match connected {
+                Ok(channel) => EventServiceClient::new(channel)
+                    .get_ttp_events(request)
+                    .await
+                    .map_err(|s| s.to_string()),
+                Err(message) => Err(message),
             };
             let mut stream = match stream {
                 Ok(s) => s.into_inner(),

@@ -2,12 +2,18 @@
 //! partitions, zstd `LedgerCloseMetaBatch` objects) on a local path, `file://`, `s3://` or
 //! `gs://`. Objects for a window of ledgers are fetched concurrently (bounded), each with
 //! retries.
+//!
+//! Object storage other than AWS and Google (MinIO, an emulator, a mirror) is reached through
+//! an endpoint: `DATALAKE_ENDPOINT`, or the stores' own variables (`AWS_ENDPOINT_URL`,
+//! `GOOGLE_BASE_URL`). A plain `http://` endpoint is allowed as such; the public clouds are
+//! only spoken to over HTTPS.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use flowctl_proto::raw_ledger_service::RawLedger;
 use futures::StreamExt;
+use object_store::aws::AmazonS3ConfigKey;
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, ObjectStore};
 use stellar_ledgers::DataLakeConfig;
@@ -28,13 +34,18 @@ pub struct DataLake {
 }
 
 impl DataLake {
-    /// Opens the lake at `url` and reads its manifest.
-    pub async fn open(url: &str, prefetch: usize) -> Result<Self, SourceError> {
+    /// Opens the lake at `url` and reads its manifest. `endpoint` replaces the object store's
+    /// service URL (S3-compatible storage, a GCS emulator); it is ignored for local lakes.
+    pub async fn open(
+        url: &str,
+        endpoint: Option<&str>,
+        prefetch: usize,
+    ) -> Result<Self, SourceError> {
         let lake_err = |message: String| SourceError::DataLake {
             url: url.to_string(),
             message,
         };
-        let (store, root) = store_for(url).map_err(lake_err)?;
+        let (store, root) = store_for(url, endpoint).map_err(lake_err)?;
         let manifest_key = child(&root, ".config.json");
         let bytes = get_with_retry(store.as_ref(), &manifest_key)
             .await?
@@ -174,8 +185,20 @@ async fn get_with_retry(
 }
 
 /// The object store and root prefix for a lake URL. Cloud buckets are read anonymously
-/// unless the usual credentials variables are set.
-fn store_for(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath), String> {
+/// unless the usual credentials variables are set; `endpoint` (else the stores' own endpoint
+/// variables) points them at another service.
+fn store_for(
+    url: &str,
+    endpoint: Option<&str>,
+) -> Result<(Arc<dyn ObjectStore>, ObjectPath), String> {
+    let endpoint = endpoint.map(str::trim).filter(|e| !e.is_empty());
+    if let Some(e) = endpoint {
+        if !e.starts_with("http://") && !e.starts_with("https://") {
+            return Err(format!(
+                "DATALAKE_ENDPOINT {e:?} must be an http:// or https:// URL"
+            ));
+        }
+    }
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, prefix) = split_bucket(rest)?;
         let anonymous = std::env::var_os("AWS_ACCESS_KEY_ID").is_none();
@@ -187,6 +210,15 @@ fn store_for(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath), String> {
         {
             b = b.with_region("us-east-1");
         }
+        if let Some(e) = endpoint {
+            b = b.with_endpoint(e);
+        }
+        let configured = endpoint
+            .map(str::to_string)
+            .or_else(|| b.get_config_value(&AmazonS3ConfigKey::Endpoint));
+        if configured.is_some_and(|e| e.starts_with("http://")) {
+            b = b.with_allow_http(true);
+        }
         let store = b.build().map_err(|e| format!("S3 setup: {e}"))?;
         return Ok((Arc::new(store), ObjectPath::from(prefix)));
     }
@@ -194,11 +226,14 @@ fn store_for(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath), String> {
         let (bucket, prefix) = split_bucket(rest)?;
         let anonymous = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_none()
             && std::env::var_os("GOOGLE_SERVICE_ACCOUNT").is_none();
-        let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+        let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
             .with_bucket_name(bucket)
-            .with_skip_signature(anonymous)
-            .build()
-            .map_err(|e| format!("GCS setup: {e}"))?;
+            .with_skip_signature(anonymous);
+        // The GCS client allows plain HTTP already (the real service's URL is HTTPS).
+        if let Some(e) = endpoint {
+            b = b.with_base_url(e);
+        }
+        let store = b.build().map_err(|e| format!("GCS setup: {e}"))?;
         return Ok((Arc::new(store), ObjectPath::from(prefix)));
     }
     let local = url.strip_prefix("file://").unwrap_or(url);

@@ -10,9 +10,11 @@ use stellar_synth::{Config, Generator};
 
 use super::SourceError;
 
-/// Ledgers kept after generation, so that a consumer reconnecting a little behind the tip
-/// (or a second consumer) does not restart the generator from the first ledger.
-const CACHE: usize = 1024;
+/// Bytes of ledgers kept after generation, so that a consumer reconnecting a little behind the
+/// tip (or a second consumer) does not restart the generator from the first ledger. 32 MiB is
+/// a few hundred busy ledgers, more than the streams hold in flight; older ones are
+/// regenerated (deterministically) when asked for.
+const CACHE_BYTES: usize = 32 << 20;
 
 pub struct Synthetic {
     cfg: Config,
@@ -25,6 +27,7 @@ pub struct Synthetic {
 struct State {
     generator: Generator,
     recent: BTreeMap<u32, Vec<u8>>,
+    recent_bytes: usize,
 }
 
 impl Synthetic {
@@ -37,6 +40,7 @@ impl Synthetic {
             state: Arc::new(Mutex::new(State {
                 generator,
                 recent: BTreeMap::new(),
+                recent_bytes: 0,
             })),
         })
     }
@@ -90,9 +94,14 @@ impl Synthetic {
                 }
                 state.generator.skip_to(seq);
                 let xdr = state.generator.next_ledger_xdr();
-                state.recent.insert(seq, xdr.clone());
-                while state.recent.len() > CACHE {
-                    state.recent.pop_first();
+                state.recent_bytes += xdr.len();
+                if let Some(old) = state.recent.insert(seq, xdr.clone()) {
+                    state.recent_bytes -= old.len();
+                }
+                while state.recent_bytes > CACHE_BYTES && state.recent.len() > 1 {
+                    if let Some((_, old)) = state.recent.pop_first() {
+                        state.recent_bytes -= old.len();
+                    }
                 }
                 out.push(RawLedger {
                     sequence: seq,
