@@ -483,19 +483,8 @@ mod tests {
 
     fn comp(state: StateName, ready: bool) -> ComponentStatus {
         ComponentStatus {
-            id: "c".into(),
-            state,
-            pid: None,
-            restarts: 0,
             ready,
-            uptime_ms: None,
-            last_exit: None,
-            next_restart_ms: None,
-            last_probe: None,
-            reason: None,
-            notify_status: None,
-            registration: None,
-            usage: None,
+            ..ComponentStatus::new("c", state)
         }
     }
 

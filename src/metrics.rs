@@ -225,7 +225,7 @@ impl Collector for Snapshot {
             None,
             all().flat_map(|([p, c], s)| {
                 STATES.iter().map(move |state| {
-                    let name = state_label(*state);
+                    let name = state.as_str();
                     ([p, c, ("state", name)], gauge(s.state == *state))
                 })
             }),
@@ -300,41 +300,13 @@ impl Collector for Snapshot {
     }
 }
 
-/// The state's name as `flowctl-sup status` prints it, as a `'static` label value.
-fn state_label(state: StateName) -> &'static str {
-    match state {
-        StateName::Pending => "pending",
-        StateName::Starting => "starting",
-        StateName::Ready => "ready",
-        StateName::Backoff => "backoff",
-        StateName::Stopping => "stopping",
-        StateName::Exited => "exited",
-        StateName::Failed => "failed",
-        StateName::Stopped => "stopped",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::protocol::{PipelineStatus, RegistrationInfo, ResourceUsage};
 
     fn component(id: &str, state: StateName) -> ComponentStatus {
-        ComponentStatus {
-            id: id.into(),
-            state,
-            pid: None,
-            restarts: 0,
-            ready: false,
-            uptime_ms: None,
-            last_exit: None,
-            next_restart_ms: None,
-            last_probe: None,
-            reason: None,
-            notify_status: None,
-            registration: None,
-            usage: None,
-        }
+        ComponentStatus::new(id, state)
     }
 
     fn sample<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
@@ -342,10 +314,26 @@ mod tests {
     }
 
     #[test]
-    fn every_state_has_its_display_name_as_label() {
-        for s in STATES {
-            assert_eq!(state_label(s), s.to_string());
-        }
+    fn the_state_set_names_every_state_once_with_only_the_current_one_set() {
+        let text = render(SupervisorStatus {
+            pipelines: vec![PipelineStatus {
+                name: "p".into(),
+                components: vec![component("c", StateName::Stopping)],
+            }],
+        })
+        .unwrap();
+        let lines = sample(&text, "flowctl_component_state{");
+        let mut labels: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.split("state=\"").nth(1)?.split('"').next())
+            .collect();
+        labels.sort_unstable();
+        let mut all = STATES.map(StateName::as_str).to_vec();
+        all.sort_unstable();
+        assert_eq!(labels, all, "{text}");
+        let set: Vec<&&str> = lines.iter().filter(|l| l.ends_with(" 1")).collect();
+        assert_eq!(set.len(), 1, "{text}");
+        assert!(set[0].contains("state=\"stopping\""), "{text}");
     }
 
     #[test]

@@ -131,6 +131,27 @@ pub struct ComponentStatus {
     pub usage: Option<ResourceUsage>,
 }
 
+impl ComponentStatus {
+    /// A component in `state` with nothing else known yet: no process, no exit, no probe.
+    pub fn new(id: impl Into<String>, state: StateName) -> Self {
+        ComponentStatus {
+            id: id.into(),
+            state,
+            pid: None,
+            restarts: 0,
+            ready: false,
+            uptime_ms: None,
+            last_exit: None,
+            next_restart_ms: None,
+            last_probe: None,
+            reason: None,
+            notify_status: None,
+            registration: None,
+            usage: None,
+        }
+    }
+}
+
 /// What a component's cgroup has used: all of its processes, grandchildren included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceUsage {

@@ -145,19 +145,8 @@ mod tests {
             components: states
                 .iter()
                 .map(|&state| ComponentStatus {
-                    id: "c".into(),
-                    state,
-                    pid: None,
-                    restarts: 0,
                     ready: state == StateName::Ready,
-                    uptime_ms: None,
-                    last_exit: None,
-                    next_restart_ms: None,
-                    last_probe: None,
-                    reason: None,
-                    notify_status: None,
-                    registration: None,
-                    usage: None,
+                    ..ComponentStatus::new("c", state)
                 })
                 .collect(),
         }

@@ -85,9 +85,10 @@ impl State {
     }
 }
 
-impl std::fmt::Display for StateName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
+impl StateName {
+    /// The name `flowctl-sup status` prints, also a metrics label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
             StateName::Pending => "pending",
             StateName::Starting => "starting",
             StateName::Ready => "ready",
@@ -96,8 +97,13 @@ impl std::fmt::Display for StateName {
             StateName::Exited => "exited",
             StateName::Failed => "failed",
             StateName::Stopped => "stopped",
-        };
-        f.write_str(s)
+        }
+    }
+}
+
+impl std::fmt::Display for StateName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
