@@ -6,7 +6,8 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SUP: &str = env!("CARGO_BIN_EXE_flowctl-sup");
+mod daemon_common;
+use daemon_common::{sup_status, SUP};
 
 struct Daemon {
     child: std::process::Child,
@@ -84,18 +85,7 @@ fn daemon_runs_the_pipelines_dir_reports_ready_and_stops_on_sigterm() {
     wait_for(&sock, "WATCHDOG=1", &mut seen);
 
     let socket = dir.path().join("run/flowctl.sock");
-    let out = Command::new(SUP)
-        .arg("--socket")
-        .arg(&socket)
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = sup_status(&socket);
     let pipelines_json = status["pipelines"].as_array().unwrap();
     assert_eq!(pipelines_json.len(), 1, "{status}");
     let ticker = &pipelines_json[0]["components"][0];
@@ -189,18 +179,7 @@ fn instance_mode_runs_one_pipeline_with_its_own_runtime_dir() {
     let mut seen = Vec::new();
     let ready = wait_for(&sock, "READY=1", &mut seen);
     assert!(ready.contains("STATUS=1 pipeline, 1/1 ready"), "{ready}");
-    let out = Command::new(SUP)
-        .arg("--socket")
-        .arg(dir.path().join("run/ttp/flowctl.sock"))
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = sup_status(&dir.path().join("run/ttp/flowctl.sock"));
     assert_eq!(status["pipelines"][0]["name"], "ttp", "{status}");
     assert_eq!(status["pipelines"].as_array().unwrap().len(), 1);
     // A reload re-reads the instance's own file only.
@@ -235,18 +214,7 @@ fn sleeper(name: &str, id: &str, secs: u32) -> String {
 
 /// Each component's pid by `PIPELINE/ID`, from `flowctl-sup status --json`.
 fn pids(socket: &std::path::Path) -> std::collections::BTreeMap<String, i64> {
-    let out = Command::new(SUP)
-        .arg("--socket")
-        .arg(socket)
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = sup_status(socket);
     let mut pids = std::collections::BTreeMap::new();
     for p in status["pipelines"].as_array().unwrap() {
         for c in p["components"].as_array().unwrap() {

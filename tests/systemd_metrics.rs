@@ -11,7 +11,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
-const SUP: &str = env!("CARGO_BIN_EXE_flowctl-sup");
+mod daemon_common;
+use daemon_common::{sup_status, SUP};
 
 /// The daemon; killed on drop whatever happened.
 struct Daemon(Child);
@@ -199,13 +200,7 @@ fn metrics_show_up_ready_and_restarts_of_a_component_across_a_kill() {
         .is_none());
 
     // kill -9 of the component: the supervisor restarts it, and the scrape says so.
-    let status = Command::new(SUP)
-        .arg("--socket")
-        .arg(dir.path().join("run/flowctl.sock"))
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let json = sup_status(&dir.path().join("run/flowctl.sock"));
     let pid = json["pipelines"][0]["components"][0]["pid"]
         .as_i64()
         .unwrap();
@@ -263,17 +258,7 @@ fn stderr_until(daemon: &mut Daemon, want: &str) -> String {
 
 fn assert_runs_on(daemon: &mut Daemon, dir: &Path) {
     assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon exited");
-    let out = Command::new(SUP)
-        .arg("--socket")
-        .arg(dir.join("run/flowctl.sock"))
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sup_status(&dir.join("run/flowctl.sock"));
 }
 
 #[test]
