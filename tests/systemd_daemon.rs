@@ -13,6 +13,22 @@ struct Daemon {
     child: std::process::Child,
 }
 
+impl Daemon {
+    /// Waits for a clean exit and returns everything the daemon wrote to stderr.
+    fn exit_stderr(&mut self) -> String {
+        let code = self.child.wait().unwrap();
+        assert!(code.success(), "{code:?}");
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        stderr
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -99,16 +115,7 @@ fn daemon_runs_the_pipelines_dir_reports_ready_and_stops_on_sigterm() {
     .unwrap();
     let stopping = wait_for(&sock, "STOPPING=1", &mut seen);
     assert!(stopping.contains("STATUS=stopping"), "{stopping}");
-    let code = daemon.child.wait().unwrap();
-    assert!(code.success(), "{code:?}");
-    let mut stderr = String::new();
-    daemon
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = daemon.exit_stderr();
     assert!(
         stderr.contains("pipeline skipped") && stderr.contains("broken.yaml"),
         "{stderr}"
@@ -475,15 +482,7 @@ fn daemon_reloads_on_sighup_and_flowctl_sup_reload_and_installs_with_apply_and_d
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert!(daemon.child.wait().unwrap().success());
-    let mut stderr = String::new();
-    daemon
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = daemon.exit_stderr();
     assert!(
         stderr.contains("pipeline rejected on reload; `edit` keeps running unchanged"),
         "{stderr}"
