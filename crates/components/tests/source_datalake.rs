@@ -1,40 +1,19 @@
 //! `stellar-live-source` over a Galexie data lake on the local file system.
 
 mod support;
-use support::{free_port, Proc};
+use support::{free_port, live_source, source_client, stream_to_end, Proc};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use flowctl_proto::raw_ledger_service::raw_ledger_service_client::RawLedgerServiceClient;
 use flowctl_proto::raw_ledger_service::{GetLedgerRangeRequest, StreamLedgersRequest};
 use stellar_ledgers::DataLakeConfig as Manifest;
 use stellar_xdr::{LedgerCloseMeta, LedgerCloseMetaBatch, Limits, ReadXdr, WriteXdr};
-use tonic::transport::Channel;
 
+/// A source on the datalake backend; `env` may override anything.
 fn source(env: &[(&str, &str)]) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stellar-live-source"));
-    cmd.env_clear()
-        .env("PORT", port.to_string())
-        .env("RUST_LOG", "warn")
-        .env("BACKEND", "datalake");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    (Proc(cmd.spawn().expect("start stellar-live-source")), port)
-}
-
-async fn client(port: u16) -> RawLedgerServiceClient<Channel> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match RawLedgerServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
-            Ok(c) => return c,
-            Err(e) if Instant::now() > deadline => panic!("source never listened: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    live_source(&[&[("BACKEND", "datalake")], env].concat())
 }
 
 fn testdata() -> Option<PathBuf> {
@@ -98,20 +77,8 @@ async fn testnet_lake_serves_997_to_999_byte_identical_to_its_objects() {
         ("START_LEDGER", "997"),
         ("END_LEDGER", "999"),
     ]);
-    let mut c = client(port).await;
-    let mut stream = c
-        .stream_raw_ledgers(StreamLedgersRequest { start_ledger: 997 })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    while let Some(l) = tokio::time::timeout(Duration::from_secs(30), stream.message())
-        .await
-        .expect("ends after END_LEDGER")
-        .unwrap()
-    {
-        got.push((l.sequence, l.ledger_close_meta_xdr));
-    }
+    let mut c = source_client(port).await;
+    let got = stream_to_end(&mut c, 997).await;
     assert_eq!(
         got.iter().map(|g| g.0).collect::<Vec<_>>(),
         vec![997, 998, 999]
@@ -192,7 +159,7 @@ async fn multi_ledger_objects_are_read_across_files_and_partitions() {
         ("END_LEDGER", "29"),
         ("DATALAKE_PREFETCH", "3"),
     ]);
-    let mut c = client(port).await;
+    let mut c = source_client(port).await;
     let mut stream = c
         .stream_raw_ledgers(StreamLedgersRequest { start_ledger: 10 })
         .await
@@ -214,7 +181,7 @@ async fn unbounded_stream_waits_at_the_tip_and_follows_new_objects() {
         ("DATALAKE_URL", dir.path().to_str().unwrap()),
         ("POLL_INTERVAL", "100ms"),
     ]);
-    let mut c = client(port).await;
+    let mut c = source_client(port).await;
     let mut stream = c
         .stream_raw_ledgers(StreamLedgersRequest { start_ledger: 28 })
         .await
@@ -266,7 +233,7 @@ async fn a_corrupt_object_ends_the_stream_with_an_error_naming_it() {
     let key = m.object_key(16);
     std::fs::write(dir.path().join(&key), b"not zstd at all").unwrap();
     let (_p, port) = source(&[("DATALAKE_URL", dir.path().to_str().unwrap())]);
-    let mut c = client(port).await;
+    let mut c = source_client(port).await;
     let mut stream = c
         .stream_raw_ledgers(StreamLedgersRequest { start_ledger: 12 })
         .await

@@ -6,15 +6,14 @@
 //! fake-gcs-server binary).
 
 mod support;
-use support::{free_port, Proc};
+use support::{free_port, live_source, source_client, stream_to_end, Proc};
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowctl_proto::raw_ledger_service::raw_ledger_service_client::RawLedgerServiceClient;
-use flowctl_proto::raw_ledger_service::{GetLedgerRangeRequest, StreamLedgersRequest};
+use flowctl_proto::raw_ledger_service::GetLedgerRangeRequest;
 
 const BUCKET: &str = "stellar-lake";
 const PREFIX: &str = "v1/testnet";
@@ -104,47 +103,22 @@ impl Emulator {
     }
 }
 
-/// A source on the lake at `url`, with `env` added to an otherwise empty environment.
+/// A source on the lake at `url`, ledgers 997 to 999, with `env` added.
 fn source(url: &str, env: &[(&str, &str)]) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stellar-live-source"));
-    cmd.env_clear()
-        .env("PORT", port.to_string())
-        .env("RUST_LOG", "warn")
-        .env("BACKEND", "datalake")
-        .env("DATALAKE_URL", url)
-        .env("NETWORK_PASSPHRASE", "Test SDF Network ; September 2015")
-        .env("START_LEDGER", "997")
-        .env("END_LEDGER", "999");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    (Proc(cmd.spawn().expect("start stellar-live-source")), port)
+    let lake = [
+        ("BACKEND", "datalake"),
+        ("DATALAKE_URL", url),
+        ("NETWORK_PASSPHRASE", "Test SDF Network ; September 2015"),
+        ("START_LEDGER", "997"),
+        ("END_LEDGER", "999"),
+    ];
+    live_source(&[&lake, env].concat())
 }
 
 /// What a source streams from 997 to its end, and its `GetLedgerRange(997, 1000)`.
 async fn served(port: u16) -> (Vec<(u32, Vec<u8>)>, Vec<(u32, Vec<u8>)>) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut c = loop {
-        match RawLedgerServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
-            Ok(c) => break c,
-            Err(e) if Instant::now() > deadline => panic!("source never listened: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
-    let mut stream = c
-        .stream_raw_ledgers(StreamLedgersRequest { start_ledger: 997 })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut streamed = Vec::new();
-    while let Some(l) = tokio::time::timeout(Duration::from_secs(30), stream.message())
-        .await
-        .expect("the stream ends after END_LEDGER")
-        .unwrap()
-    {
-        streamed.push((l.sequence, l.ledger_close_meta_xdr));
-    }
+    let mut c = source_client(port).await;
+    let streamed = stream_to_end(&mut c, 997).await;
     let range = c
         .get_ledger_range(GetLedgerRangeRequest {
             start_ledger: 997,

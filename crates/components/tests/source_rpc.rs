@@ -2,13 +2,13 @@
 //! socket, serving real testnet ledgers as base64 `metadataXdr`.
 
 mod support;
-use support::Proc;
+use support::{source_client, Proc};
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,10 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
-use flowctl_proto::raw_ledger_service::raw_ledger_service_client::RawLedgerServiceClient;
 use flowctl_proto::raw_ledger_service::StreamLedgersRequest;
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 
 const FIRST: u32 = 1410048;
 
@@ -105,17 +103,6 @@ fn fixture_ledgers(n: u32) -> Option<Vec<Vec<u8>>> {
     )
 }
 
-async fn client(port: u16) -> RawLedgerServiceClient<Channel> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match RawLedgerServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
-            Ok(c) => return c,
-            Err(e) if Instant::now() > deadline => panic!("source never listened: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
 #[tokio::test]
 async fn rpc_backend_pages_retries_and_follows_the_tip_to_the_end_ledger() {
     let Some(ledgers) = fixture_ledgers(10) else {
@@ -152,7 +139,7 @@ async fn rpc_backend_pages_retries_and_follows_the_tip_to_the_end_ledger() {
             .spawn()
             .unwrap(),
     );
-    let mut c = client(port).await;
+    let mut c = source_client(port).await;
     let mut stream = c
         .stream_raw_ledgers(StreamLedgersRequest {
             start_ledger: FIRST,

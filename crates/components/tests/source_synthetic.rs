@@ -1,38 +1,14 @@
 //! `stellar-live-source` with the synthetic backend, driven over gRPC as a real process.
 
 mod support;
-use support::{free_port, Proc};
+use support::{free_port, live_source, source_client};
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flowctl_proto::raw_ledger_service::raw_ledger_service_client::RawLedgerServiceClient;
 use flowctl_proto::raw_ledger_service::{GetLedgerRangeRequest, StreamLedgersRequest};
 use stellar_xdr::{LedgerCloseMeta, Limits, ReadXdr};
 use tonic::transport::Channel;
-
-fn source(env: &[(&str, &str)]) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stellar-live-source"));
-    cmd.env_clear()
-        .env("PORT", port.to_string())
-        .env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    (Proc(cmd.spawn().expect("start stellar-live-source")), port)
-}
-
-async fn client(port: u16) -> RawLedgerServiceClient<Channel> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match RawLedgerServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
-            Ok(c) => return c,
-            Err(e) if Instant::now() > deadline => panic!("source never listened: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
 
 fn seq_of(xdr: &[u8]) -> u32 {
     match LedgerCloseMeta::from_xdr(xdr, Limits::none()).expect("valid LedgerCloseMeta") {
@@ -44,13 +20,13 @@ fn seq_of(xdr: &[u8]) -> u32 {
 
 #[tokio::test]
 async fn bounded_stream_serves_start_to_end_ledger_then_ends_cleanly() {
-    let (_p, port) = source(&[
+    let (_p, port) = live_source(&[
         ("BACKEND", "synthetic"),
         ("START_LEDGER", "10"),
         ("END_LEDGER", "19"),
         ("SYNTHETIC_TXS_PER_LEDGER", "20"),
     ]);
-    let mut c = client(port).await;
+    let mut c = source_client(port).await;
     let mut stream = c
         .stream_raw_ledgers(StreamLedgersRequest { start_ledger: 0 })
         .await
@@ -70,8 +46,8 @@ async fn bounded_stream_serves_start_to_end_ledger_then_ends_cleanly() {
 
 #[tokio::test]
 async fn get_ledger_range_excludes_the_end_and_replays_identical_bytes() {
-    let (_p, port) = source(&[("BACKEND", "synthetic"), ("START_LEDGER", "5")]);
-    let mut c = client(port).await;
+    let (_p, port) = live_source(&[("BACKEND", "synthetic"), ("START_LEDGER", "5")]);
+    let mut c = source_client(port).await;
     let first = c
         .get_ledger_range(GetLedgerRangeRequest {
             start_ledger: 7,
@@ -106,13 +82,13 @@ async fn get_ledger_range_excludes_the_end_and_replays_identical_bytes() {
 #[tokio::test]
 async fn rate_limited_source_paces_ledgers() {
     let spawned = Instant::now();
-    let (_p, port) = source(&[
+    let (_p, port) = live_source(&[
         ("BACKEND", "synthetic"),
         ("START_LEDGER", "2"),
         ("SYNTHETIC_RATE", "20"),
         ("SYNTHETIC_TXS_PER_LEDGER", "5"),
     ]);
-    let mut c = client(port).await;
+    let mut c = source_client(port).await;
     let mut stream = c
         .stream_raw_ledgers(StreamLedgersRequest { start_ledger: 2 })
         .await
@@ -132,8 +108,8 @@ async fn rate_limited_source_paces_ledgers() {
 
 #[tokio::test]
 async fn grpc_health_reports_serving() {
-    let (_p, port) = source(&[("BACKEND", "synthetic")]);
-    let _ = client(port).await;
+    let (_p, port) = live_source(&[("BACKEND", "synthetic")]);
+    let _ = source_client(port).await;
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect()
@@ -178,13 +154,13 @@ async fn bad_settings_exit_with_a_message_naming_the_variable() {
 #[tokio::test]
 async fn health_endpoint_reports_the_source_metrics() {
     let health = free_port();
-    let (_p, port) = source(&[
+    let (_p, port) = live_source(&[
         ("BACKEND", "synthetic"),
         ("START_LEDGER", "2"),
         ("END_LEDGER", "6"),
         ("HEALTH_PORT", &health.to_string()),
     ]);
-    let mut c = client(port).await;
+    let mut c = source_client(port).await;
     let mut stream = c
         .stream_raw_ledgers(StreamLedgersRequest { start_ledger: 2 })
         .await

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use flowctl_proto::raw_ledger_service::raw_ledger_service_client::RawLedgerServiceClient;
 use flowctl_proto::raw_ledger_service::raw_ledger_service_server::{
     RawLedgerService, RawLedgerServiceServer,
 };
@@ -18,6 +19,7 @@ use flowctl_proto::token_transfer_service::event_service_client::EventServiceCli
 use flowctl_proto::token_transfer_service::GetEventsRequest;
 use stellar_xdr::{Limits, WriteXdr};
 use tokio_stream::Stream;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 pub const TESTNET: &str = "Test SDF Network ; September 2015";
@@ -30,6 +32,57 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `stellar-live-source` on a free port, with `env` in an otherwise empty environment (and
+/// `RUST_LOG=warn`); a later entry of `env` wins over an earlier one.
+pub fn live_source(env: &[(&str, &str)]) -> (Proc, u16) {
+    let port = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stellar-live-source"));
+    cmd.env_clear()
+        .env("PORT", port.to_string())
+        .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    (Proc(cmd.spawn().expect("start stellar-live-source")), port)
+}
+
+/// A client of the source on `port`, once it listens (30 s at most).
+pub async fn source_client(port: u16) -> RawLedgerServiceClient<Channel> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match RawLedgerServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
+            Ok(c) => return c,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("source never listened: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Every ledger of a bounded stream from `start` as (sequence, XDR), each within 30 s.
+pub async fn stream_to_end(
+    client: &mut RawLedgerServiceClient<Channel>,
+    start: u32,
+) -> Vec<(u32, Vec<u8>)> {
+    let mut stream = client
+        .stream_raw_ledgers(StreamLedgersRequest {
+            start_ledger: start,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(l) = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("the stream ends after END_LEDGER")
+        .unwrap()
+    {
+        got.push((l.sequence, l.ledger_close_meta_xdr));
+    }
+    got
 }
 
 /// A loopback port free at the time of asking.
