@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod daemon_common;
-use daemon_common::{sup_status, SUP};
+use daemon_common::{config_text, notify_socket, sup_status, write_config, SUP};
 
 struct Daemon {
     child: std::process::Child,
@@ -55,31 +55,10 @@ fn wait_for(sock: &UnixDatagram, want: &str, seen: &mut Vec<String>) -> String {
 #[test]
 fn daemon_runs_the_pipelines_dir_reports_ready_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let pipelines = dir.path().join("pipelines");
-    std::fs::create_dir(&pipelines).unwrap();
-    std::fs::write(
-        pipelines.join("good.yaml"),
-        "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {name: good}\nspec:\n  sources:\n    \
-         - id: ticker\n      command: sleep\n      args: [\"1000\"]\n",
-    )
-    .unwrap();
+    let (config, pipelines) = write_config(dir.path(), "");
+    std::fs::write(pipelines.join("good.yaml"), sleeper("good", "ticker", 1000)).unwrap();
     std::fs::write(pipelines.join("broken.yaml"), "kind: [\n").unwrap();
-    let config = dir.path().join("flowctl.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[registry]\nlisten = \"127.0.0.1:0\"\n\
-             [paths]\nstate_dir = \"{0}/state\"\nruntime_dir = \"{0}/run\"\npipelines_dir = \"{1}\"\n\
-             [log]\nchildren = \"stderr\"\n[cgroups]\nmode = \"off\"\n",
-            dir.path().display(),
-            pipelines.display()
-        ),
-    )
-    .unwrap();
-    let notify_path = dir.path().join("notify");
-    let sock = UnixDatagram::bind(&notify_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let (notify_path, sock) = notify_socket(dir.path());
 
     let child = Command::new(SUP)
         .args(["run", "--config"])
@@ -146,34 +125,15 @@ fn daemon_with_a_bad_config_exits_naming_the_file_and_key() {
 #[test]
 fn instance_mode_runs_one_pipeline_with_its_own_runtime_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let pipelines = dir.path().join("pipelines");
-    std::fs::create_dir(&pipelines).unwrap();
+    let (config, pipelines) = write_config(dir.path(), "");
     for name in ["ttp", "other"] {
         std::fs::write(
             pipelines.join(format!("{name}.yaml")),
-            format!(
-                "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec:\n  \
-                 sources:\n    - id: s\n      command: sleep\n      args: [\"1000\"]\n"
-            ),
+            sleeper(name, "s", 1000),
         )
         .unwrap();
     }
-    let config = dir.path().join("flowctl.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[registry]\nlisten = \"127.0.0.1:0\"\n\
-             [paths]\nstate_dir = \"{0}/state\"\nruntime_dir = \"{0}/run\"\npipelines_dir = \"{1}\"\n\
-             [log]\nchildren = \"stderr\"\n[cgroups]\nmode = \"off\"\n",
-            dir.path().display(),
-            pipelines.display()
-        ),
-    )
-    .unwrap();
-    let notify_path = dir.path().join("notify");
-    let sock = UnixDatagram::bind(&notify_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let (notify_path, sock) = notify_socket(dir.path());
     let child = Command::new(SUP)
         .args(["run", "--instance", "ttp", "--config"])
         .arg(&config)
@@ -271,23 +231,10 @@ fn alive(pid: i64) -> bool {
 #[test]
 fn daemon_reloads_on_sighup_and_flowctl_sup_reload_and_installs_with_apply_and_delete() {
     let dir = tempfile::tempdir().unwrap();
-    let pipelines = dir.path().join("pipelines");
-    std::fs::create_dir(&pipelines).unwrap();
+    let (config, pipelines) = write_config(dir.path(), "");
     std::fs::write(pipelines.join("keep.yaml"), sleeper("keep", "steady", 1000)).unwrap();
     std::fs::write(pipelines.join("edit.yaml"), sleeper("edit", "worker", 1000)).unwrap();
-    let config = dir.path().join("flowctl.toml");
-    let config_text = format!(
-        "[registry]\nlisten = \"127.0.0.1:0\"\n\
-         [paths]\nstate_dir = \"{0}/state\"\nruntime_dir = \"{0}/run\"\npipelines_dir = \"{1}\"\n\
-         [log]\nchildren = \"stderr\"\n[cgroups]\nmode = \"off\"\n[metrics]\nlisten = \"\"\n",
-        dir.path().display(),
-        pipelines.display()
-    );
-    std::fs::write(&config, &config_text).unwrap();
-    let notify_path = dir.path().join("notify");
-    let sock = UnixDatagram::bind(&notify_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let (notify_path, sock) = notify_socket(dir.path());
     let child = Command::new(SUP)
         .args(["run", "--config"])
         .arg(&config)
@@ -383,7 +330,7 @@ fn daemon_reloads_on_sighup_and_flowctl_sup_reload_and_installs_with_apply_and_d
         stderr.contains("reload rejected, nothing changed") && stderr.contains("log.children"),
         "{stderr}"
     );
-    std::fs::write(&config, &config_text).unwrap();
+    std::fs::write(&config, config_text(dir.path(), "")).unwrap();
     std::fs::write(pipelines.join("edit.yaml"), sleeper("edit", "worker", 1001)).unwrap();
 
     // `flowctl apply -f`: an invalid file is refused like `flowctl validate` refuses it…

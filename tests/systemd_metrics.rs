@@ -12,7 +12,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
 mod daemon_common;
-use daemon_common::{sup_status, SUP};
+use daemon_common::{sup_status, write_config, SUP};
 
 /// The daemon; killed on drop whatever happened.
 struct Daemon(Child);
@@ -34,22 +34,8 @@ fn free_port() -> u16 {
 
 /// Writes a config whose pipelines dir holds `pipeline` (YAML) and starts the daemon on it.
 fn start_daemon(dir: &Path, metrics_listen: &str, pipeline: &str) -> Daemon {
-    let pipelines = dir.join("pipelines");
-    std::fs::create_dir_all(&pipelines).unwrap();
+    let (config, pipelines) = write_config(dir, metrics_listen);
     std::fs::write(pipelines.join("p.yaml"), pipeline).unwrap();
-    let config = dir.join("flowctl.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[registry]\nlisten = \"127.0.0.1:0\"\n\
-             [paths]\nstate_dir = \"{0}/state\"\nruntime_dir = \"{0}/run\"\npipelines_dir = \"{1}\"\n\
-             [log]\nchildren = \"stderr\"\n[cgroups]\nmode = \"off\"\n\
-             [metrics]\nlisten = \"{metrics_listen}\"\n",
-            dir.display(),
-            pipelines.display()
-        ),
-    )
-    .unwrap();
     let child = Command::new(SUP)
         .args(["run", "--config"])
         .arg(&config)
