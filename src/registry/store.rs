@@ -65,7 +65,26 @@ impl RunStore {
             source,
         })?;
         let path = state_dir.join(RUNS_DB);
-        let conn = Connection::open(&path).map_err(|source| StoreError::Sqlite {
+        let conn = Connection::open(&path);
+        Self::start(conn, path, retention)
+    }
+
+    /// A store that lives only as long as the process (tests, or no state dir wanted).
+    pub fn in_memory(retention: usize) -> Result<Self, StoreError> {
+        Self::start(
+            Connection::open_in_memory(),
+            PathBuf::from(":memory:"),
+            retention,
+        )
+    }
+
+    /// The store on a just-opened connection, its schema in place.
+    fn start(
+        conn: rusqlite::Result<Connection>,
+        path: PathBuf,
+        retention: usize,
+    ) -> Result<Self, StoreError> {
+        let conn = conn.map_err(|source| StoreError::Sqlite {
             path: path.clone(),
             source,
         })?;
@@ -104,22 +123,6 @@ impl RunStore {
             )
             .map_err(|e| self.err(e))?;
         Ok(())
-    }
-
-    /// A store that lives only as long as the process (tests, or no state dir wanted).
-    pub fn in_memory(retention: usize) -> Result<Self, StoreError> {
-        let path = PathBuf::from(":memory:");
-        let conn = Connection::open_in_memory().map_err(|source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        })?;
-        let store = RunStore {
-            conn,
-            path,
-            retention: retention.max(1),
-        };
-        store.init()?;
-        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
