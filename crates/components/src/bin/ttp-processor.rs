@@ -16,7 +16,12 @@ use stellar_ledgers::LedgerRange;
 #[command(
     name = "ttp-processor",
     version,
-    about = "Stellar token-transfer events (CAP-67 / SEP-41)"
+    about = "Stellar token-transfer events (CAP-67 / SEP-41)",
+    after_help = "Without a command it runs as a pipeline component, configured by environment \
+like the Go ttp-processor: it reads ledgers from RawLedgerService at SOURCE_SERVICE_ADDRESS \
+(or LIVE_SOURCE_ENDPOINT) and serves EventService.GetTTPEvents on PORT (or GRPC_PORT), bound \
+to LISTEN_ADDR (loopback by default); NETWORK_PASSPHRASE is required. The flowctl variables \
+(ENABLE_FLOWCTL, FLOWCTL_ENDPOINT, HEALTH_PORT, …) register it with the control plane."
 )]
 struct Cli {
     #[command(subcommand)]
