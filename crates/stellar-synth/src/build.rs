@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
 use stellar_xdr::{
     Asset, ClaimAtom, ClaimOfferAtom, ContractDataDurability, ContractEvent, ContractEventBody,
     ContractEventType, ContractEventV0, ContractId, DecoratedSignature, DependentTxCluster,
@@ -24,12 +23,13 @@ use stellar_xdr::{
     StellarValueExt, TimeBounds, TimePoint, Transaction, TransactionEnvelope, TransactionExt,
     TransactionMeta, TransactionMetaV3, TransactionMetaV4, TransactionPhase, TransactionResult,
     TransactionResultExt, TransactionResultMeta, TransactionResultMetaV1, TransactionResultPair,
-    TransactionResultResult, TransactionResultSet, TransactionSetV1, TransactionV1Envelope,
-    TxSetComponent, TxSetComponentTxsMaybeDiscountedFee, Uint256, VecM,
+    TransactionResultResult, TransactionSetV1, TransactionV1Envelope, TxSetComponent,
+    TxSetComponentTxsMaybeDiscountedFee, Uint256, VecM,
 };
 
 use crate::accounts::{World, NATIVE_SAC_TRANSFER, XLM_PER_USDC};
-use crate::{xdr_hash, Config};
+use crate::hash::{transaction_hash, xdr_hash, XdrHasher};
+use crate::Config;
 
 const BASE_FEE: u32 = 100;
 const BASE_RESERVE: u32 = 5_000_000;
@@ -59,7 +59,8 @@ struct Planned {
     dst: usize,
     /// XLM or USDC stroops the destination receives.
     amount: i64,
-    envelope: TransactionEnvelope,
+    /// Moved into the tx set once the ledger is assembled.
+    envelope: Option<TransactionEnvelope>,
     hash: [u8; 32],
     /// Charged before apply (inclusion fee, plus the whole resource fee for Soroban).
     upfront_fee: i64,
@@ -135,19 +136,7 @@ pub fn ledger(
     let fees: i64 = applied.iter().map(|a| a.result.fee_charged).sum();
     *p.fee_pool += fees;
 
-    let tx_set = tx_set(&planned, p.prev_header_hash, v2);
-    let results = TransactionResultSet {
-        results: planned
-            .iter()
-            .zip(&applied)
-            .map(|(t, a)| TransactionResultPair {
-                transaction_hash: Hash(t.hash),
-                result: a.result.clone(),
-            })
-            .collect::<Vec<_>>()
-            .try_into()
-            .expect("result count fits"),
-    };
+    let tx_set = tx_set(&mut planned, p.prev_header_hash, v2);
     let header = LedgerHeader {
         ledger_version: cfg.protocol_version,
         previous_ledger_hash: Hash(p.prev_header_hash),
@@ -157,7 +146,7 @@ pub fn ledger(
             upgrades: VecM::default(),
             ext: StellarValueExt::Basic,
         },
-        tx_set_result_hash: Hash(xdr_hash(&results)),
+        tx_set_result_hash: Hash(result_set_hash(&planned, &applied)),
         bucket_list_hash: Hash(rng.random()),
         ledger_seq: p.seq,
         total_coins: TOTAL_COINS,
@@ -178,8 +167,26 @@ pub fn ledger(
     let soroban_state_size = 10_000_000 + u64::from(p.seq % 1000) * 64;
 
     let metas = planned.iter().zip(applied).map(|(t, a)| {
-        let meta = tx_meta(t, &a, v2);
-        (a.result, a.fee_processing, meta, a.post_apply_fee)
+        let Applied {
+            result,
+            fee_processing,
+            tx_changes_before,
+            op_changes,
+            op_events,
+            tx_changes_after,
+            post_apply_fee,
+        } = a;
+        let meta = tx_meta(
+            t,
+            AppliedChanges {
+                tx_changes_before,
+                op_changes,
+                op_events,
+                tx_changes_after,
+            },
+            v2,
+        );
+        (result, fee_processing, meta, post_apply_fee)
     });
     let pair = |t: &Planned, result| TransactionResultPair {
         transaction_hash: Hash(t.hash),
@@ -374,6 +381,7 @@ fn plan(
                 .expect("one operation"),
                 ext,
             };
+            let hash = transaction_hash(network_id, &tx);
             let mut signature = [0u8; 64];
             rng.fill(&mut signature[..]);
             let envelope = TransactionEnvelope::Tx(TransactionV1Envelope {
@@ -387,13 +395,12 @@ fn plan(
                 .try_into()
                 .expect("one signature"),
             });
-            let hash = envelope.hash(*network_id).expect("envelope hashes");
             Planned {
                 kind,
                 src,
                 dst,
                 amount,
-                envelope,
+                envelope: Some(envelope),
                 hash,
                 // Inclusion fees are charged at the base fee, whatever was bid.
                 upfront_fee: i64::from(BASE_FEE) + resource_fee,
@@ -508,13 +515,8 @@ fn apply(world: &mut World, seq: u32, t: &Planned, a: &mut Applied) {
                     data: i128_val(t.amount),
                 }),
             });
-            let return_hash: [u8; 32] = Sha256::digest(
-                stellar_xdr::WriteXdr::to_xdr(&ScVal::Void, stellar_xdr::Limits::none())
-                    .expect("void encodes"),
-            )
-            .into();
             OperationResultTr::InvokeHostFunction(InvokeHostFunctionResult::Success(Hash(
-                return_hash,
+                xdr_hash(&ScVal::Void),
             )))
         }
     };
@@ -530,7 +532,16 @@ fn apply(world: &mut World, seq: u32, t: &Planned, a: &mut Applied) {
     };
 }
 
-fn tx_meta(t: &Planned, a: &Applied, v2: bool) -> TransactionMeta {
+/// The parts of [`Applied`] that go into a transaction's meta, taken by value so the entry
+/// changes move into the ledger instead of being copied.
+struct AppliedChanges {
+    tx_changes_before: Vec<LedgerEntryChange>,
+    op_changes: Option<Vec<LedgerEntryChange>>,
+    op_events: Vec<ContractEvent>,
+    tx_changes_after: Vec<LedgerEntryChange>,
+}
+
+fn tx_meta(t: &Planned, a: AppliedChanges, v2: bool) -> TransactionMeta {
     let refundable = t.resource_fee / 2;
     let fee_ext = SorobanTransactionMetaExt::V1(SorobanTransactionMetaExtV1 {
         ext: ExtensionPoint::V0,
@@ -539,24 +550,25 @@ fn tx_meta(t: &Planned, a: &Applied, v2: bool) -> TransactionMeta {
         rent_fee_charged: 0,
     });
     let success = a.op_changes.is_some();
-    let events: VecM<ContractEvent> = a.op_events.clone().try_into().expect("events fit");
+    let events: VecM<ContractEvent> = a.op_events.try_into().expect("events fit");
     if v2 {
+        // A transaction here has at most one operation, so its events move into it.
         let operations: Vec<OperationMetaV2> = a
             .op_changes
-            .iter()
             .map(|c| OperationMetaV2 {
                 ext: ExtensionPoint::V0,
-                changes: changes(c.clone()),
-                events: events.clone(),
+                changes: changes(c),
+                events,
             })
+            .into_iter()
             .collect();
         TransactionMeta::V4(TransactionMetaV4 {
             ext: ExtensionPoint::V0,
-            tx_changes_before: changes(a.tx_changes_before.clone()),
+            tx_changes_before: changes(a.tx_changes_before),
             operations: operations.try_into().expect("ops fit"),
-            tx_changes_after: changes(a.tx_changes_after.clone()),
+            tx_changes_after: changes(a.tx_changes_after),
             soroban_meta: t.soroban().then(|| SorobanTransactionMetaV2 {
-                ext: fee_ext.clone(),
+                ext: fee_ext,
                 return_value: success.then_some(ScVal::Void),
             }),
             events: VecM::default(),
@@ -565,16 +577,16 @@ fn tx_meta(t: &Planned, a: &Applied, v2: bool) -> TransactionMeta {
     } else {
         let operations: Vec<OperationMeta> = a
             .op_changes
-            .iter()
+            .into_iter()
             .map(|c| OperationMeta {
-                changes: changes(c.clone()),
+                changes: changes(c),
             })
             .collect();
         TransactionMeta::V3(TransactionMetaV3 {
             ext: ExtensionPoint::V0,
-            tx_changes_before: changes(a.tx_changes_before.clone()),
+            tx_changes_before: changes(a.tx_changes_before),
             operations: operations.try_into().expect("ops fit"),
-            tx_changes_after: changes(a.tx_changes_after.clone()),
+            tx_changes_after: changes(a.tx_changes_after),
             soroban_meta: t.soroban().then(|| SorobanTransactionMeta {
                 ext: fee_ext,
                 events,
@@ -585,17 +597,36 @@ fn tx_meta(t: &Planned, a: &Applied, v2: bool) -> TransactionMeta {
     }
 }
 
-fn tx_set(planned: &[Planned], prev_header_hash: [u8; 32], v2: bool) -> GeneralizedTransactionSet {
-    let classic: Vec<TransactionEnvelope> = planned
-        .iter()
-        .filter(|t| !t.soroban())
-        .map(|t| t.envelope.clone())
-        .collect();
-    let soroban: Vec<TransactionEnvelope> = planned
-        .iter()
-        .filter(|t| t.soroban())
-        .map(|t| t.envelope.clone())
-        .collect();
+/// The hash of the ledger's `TransactionResultSet`, written pair by pair: the set itself is
+/// never built, as its results go on into `tx_processing`.
+fn result_set_hash(planned: &[Planned], applied: &[Applied]) -> [u8; 32] {
+    let mut h = XdrHasher::new();
+    h.write(&u32::try_from(planned.len()).expect("result count fits"));
+    for (t, a) in planned.iter().zip(applied) {
+        // A TransactionResultPair is its hash followed by its result.
+        h.write(&Hash(t.hash)).write(&a.result);
+    }
+    h.finish()
+}
+
+fn tx_set(
+    planned: &mut [Planned],
+    prev_header_hash: [u8; 32],
+    v2: bool,
+) -> GeneralizedTransactionSet {
+    let mut classic = Vec::new();
+    let mut soroban = Vec::new();
+    for t in planned {
+        let envelope = t
+            .envelope
+            .take()
+            .expect("each envelope goes into one tx set");
+        if t.soroban() {
+            soroban.push(envelope);
+        } else {
+            classic.push(envelope);
+        }
+    }
     let component = |txs: Vec<TransactionEnvelope>| -> Vec<TxSetComponent> {
         if txs.is_empty() {
             return Vec::new();

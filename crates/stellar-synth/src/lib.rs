@@ -13,11 +13,12 @@
 
 mod accounts;
 mod build;
+mod hash;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
-use stellar_xdr::{LedgerCloseMeta, Limits, WriteXdr};
+use stellar_xdr::{LedgerCloseMeta, Limited, Limits, WriteXdr};
 
 pub use accounts::NATIVE_SAC_TRANSFER;
 
@@ -82,6 +83,8 @@ pub struct Generator {
     next_seq: u32,
     prev_header_hash: [u8; 32],
     fee_pool: i64,
+    /// Size of the last ledger's XDR, to size the next one's buffer.
+    last_xdr_len: usize,
 }
 
 impl Generator {
@@ -106,6 +109,7 @@ impl Generator {
             world,
             prev_header_hash,
             fee_pool: 0,
+            last_xdr_len: 0,
             cfg,
         })
     }
@@ -148,9 +152,17 @@ impl Generator {
 
     /// The next ledger as raw XDR, the form sources serve.
     pub fn next_ledger_xdr(&mut self) -> Vec<u8> {
-        self.next_ledger()
-            .to_xdr(Limits::none())
-            .expect("a generated ledger always encodes")
+        let ledger = self.next_ledger();
+        // Sized from the previous ledger, so the buffer is not regrown (and copied) as it fills.
+        let mut out = Limited::new(
+            Vec::with_capacity(self.last_xdr_len + self.last_xdr_len / 4),
+            Limits::none(),
+        );
+        ledger
+            .write_xdr(&mut out)
+            .expect("a generated ledger always encodes");
+        self.last_xdr_len = out.inner.len();
+        out.inner
     }
 
     /// Advances to `seq` (which must not be behind) without keeping the skipped ledgers.
@@ -159,10 +171,4 @@ impl Generator {
             self.next_ledger();
         }
     }
-}
-
-/// SHA-256 of the XDR of `v`: the hash Stellar uses for headers, tx sets and result sets.
-pub(crate) fn xdr_hash<T: WriteXdr>(v: &T) -> [u8; 32] {
-    let bytes = v.to_xdr(Limits::none()).expect("generated XDR encodes");
-    Sha256::digest(&bytes).into()
 }
