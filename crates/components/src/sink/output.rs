@@ -4,7 +4,6 @@ use std::io::Write;
 
 use super::fields::flat;
 use super::{LedgerEvents, SinkError};
-use stellar_ttp::to_json as event_json;
 
 pub enum Output {
     /// One readable line per event on stdout.
@@ -13,6 +12,9 @@ pub enum Output {
     Jsonl {
         path: Option<String>,
         out: Box<dyn Write + Send>,
+        /// A batch's lines are written here first, then to `out` in one go; kept between
+        /// batches so its allocation is reused.
+        text: String,
     },
 }
 
@@ -34,6 +36,7 @@ impl Output {
         Ok(Output::Jsonl {
             path: path.map(str::to_string),
             out,
+            text: String::new(),
         })
     }
 
@@ -56,18 +59,19 @@ impl Output {
                     source,
                 })
             }
-            Output::Jsonl { path, out } => {
-                let name = path.clone().unwrap_or_else(|| "stdout".into());
+            Output::Jsonl { path, out, text } => {
                 let io = |source| SinkError::Io {
-                    path: name.clone(),
+                    path: path.clone().unwrap_or_else(|| "stdout".into()),
                     source,
                 };
+                text.clear();
                 for l in batch {
                     for ev in &l.events {
-                        out.write_all(event_json(ev).as_bytes()).map_err(io)?;
-                        out.write_all(b"\n").map_err(io)?;
+                        stellar_ttp::write_json(text, ev);
+                        text.push('\n');
                     }
                 }
+                out.write_all(text.as_bytes()).map_err(io)?;
                 out.flush().map_err(io)
             }
         }
