@@ -32,8 +32,8 @@ async fn sup(socket: &Path, args: &[&str]) -> Output {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut child = reaper::spawn_registered(
         &mut cmd,
-        Box::new(move |status, _| {
-            let _ = tx.send(status);
+        Box::new(move |exited: reaper::Exited| {
+            let _ = tx.send(exited.status);
         }),
     )
     .unwrap();

@@ -232,8 +232,15 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
     Ok(report(&summary?))
 }
 
-/// Says what failed and picks the exit code.
+/// Says what each component used and what failed, and picks the exit code.
 fn report(summary: &RunSummary) -> i32 {
+    for c in summary.components.iter().filter(|c| c.spawns > 0) {
+        let processes = match c.spawns {
+            1 => String::new(),
+            n => format!(" over {n} processes"),
+        };
+        eprintln!("flowctl: `{}` used {}{processes}", c.id, c.used);
+    }
     let mut code = 0;
     for failed in summary.failed() {
         code = 1;

@@ -29,8 +29,8 @@ pub async fn check(argv: &[String], timeout: Duration, target: &ProbeTarget) -> 
             direct_output: None,
             cgroup: None,
         },
-        Box::new(move |status, _| {
-            let _ = tx.send(status);
+        Box::new(move |exited| {
+            let _ = tx.send(exited.status);
         }),
     )
     .map_err(|e| format!("cannot run `{program}`: {e}"))?;

@@ -2,7 +2,8 @@
 //!
 //! The supervisor marks itself a child subreaper, so processes that its children leave behind
 //! are re-parented to it rather than to PID 1, and it reaps all of them with one
-//! `waitpid(-1, WNOHANG)` loop on each SIGCHLD.
+//! `wait4(-1, WNOHANG)` loop on each SIGCHLD, which also hands over each process's resource
+//! usage (CPU time, peak RSS) as the kernel accounted it.
 //!
 //! Why not `tokio::process`: tokio reaps its own children by pid and a global `waitpid(-1)`
 //! would steal their statuses (and tokio's orphan queue would see ECHILD), so the two cannot be
@@ -15,11 +16,8 @@ use std::collections::HashMap;
 use std::io;
 use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// How a process ended.
@@ -49,8 +47,57 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
-/// Called once, from the reap loop, with the status and the moment it was collected.
-pub type OnExit = Box<dyn FnOnce(ExitStatus, Instant) + Send>;
+/// What a process used over its life (its waited-for descendants included), from `wait4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// User plus system CPU time.
+    pub cpu: Duration,
+    /// Peak resident set size, KiB.
+    pub max_rss_kib: u64,
+}
+
+impl Usage {
+    /// Two lives of a component together: CPU adds up, the peak is the higher one.
+    pub fn combined(self, other: Usage) -> Usage {
+        Usage {
+            cpu: self.cpu + other.cpu,
+            max_rss_kib: self.max_rss_kib.max(other.max_rss_kib),
+        }
+    }
+
+    fn from_rusage(r: &libc::rusage) -> Usage {
+        let time = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec.max(0) as u64)
+                + Duration::from_micros(t.tv_usec.max(0) as u64)
+        };
+        Usage {
+            cpu: time(r.ru_utime) + time(r.ru_stime),
+            max_rss_kib: r.ru_maxrss.max(0) as u64,
+        }
+    }
+}
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.2} s CPU, peak RSS {:.1} MiB",
+            self.cpu.as_secs_f64(),
+            self.max_rss_kib as f64 / 1024.0
+        )
+    }
+}
+
+/// A reaped process: how it ended, when that was seen, and what it used.
+#[derive(Debug, Clone, Copy)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub at: Instant,
+    pub usage: Usage,
+}
+
+/// Called once, from the reap loop, with the reaped process.
+pub type OnExit = Box<dyn FnOnce(Exited) + Send>;
 
 /// Waiters by pid. Process-wide because `waitpid(-1)` is: whichever reap loop collects a
 /// status hands it to whoever spawned that pid.
@@ -94,24 +141,34 @@ pub fn reap_all() {
     {
         let mut guard = lock();
         loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => {
-                    done.push((guard.remove(&pid.as_raw()), ExitStatus::Code(code)))
-                }
-                Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    done.push((guard.remove(&pid.as_raw()), ExitStatus::Signal(sig as i32)))
-                }
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(_) => continue,
-                Err(Errno::EINTR) => continue,
-                Err(_) => break, // ECHILD: nothing left to wait for
+            let mut raw = 0;
+            // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+            let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: both out-pointers are valid for writes for the duration of the call.
+            let pid = unsafe { libc::wait4(-1, &mut raw, libc::WNOHANG, &mut rusage) };
+            if pid == 0 {
+                break; // children left, none exited
             }
+            if pid < 0 {
+                if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                break; // ECHILD: nothing left to wait for
+            }
+            let status = if libc::WIFEXITED(raw) {
+                ExitStatus::Code(libc::WEXITSTATUS(raw))
+            } else if libc::WIFSIGNALED(raw) {
+                ExitStatus::Signal(libc::WTERMSIG(raw))
+            } else {
+                continue;
+            };
+            done.push((guard.remove(&pid), status, Usage::from_rusage(&rusage)));
         }
     }
-    let now = Instant::now();
-    for (waiter, status) in done {
+    let at = Instant::now();
+    for (waiter, status, usage) in done {
         if let Some(waiter) = waiter {
-            waiter(status, now);
+            waiter(Exited { status, at, usage });
         }
     }
 }

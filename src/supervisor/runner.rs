@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::command::{self, search_dirs};
 use super::env::{child_env, EnvInputs};
 use super::order;
-use super::reaper::{self, ExitStatus};
+use super::reaper::{self, ExitStatus, Exited};
 use super::reload::{self, ReloadDiff};
 use super::restart::{Outcome, RestartHistory};
 use super::slots::Slots;
@@ -95,6 +95,10 @@ pub struct FinalState {
     pub id: String,
     pub state: super::StateName,
     pub reason: Option<String>,
+    /// What all its processes used together: CPU summed, the highest peak RSS.
+    pub used: reaper::Usage,
+    /// How many of its processes were started.
+    pub spawns: u32,
 }
 
 impl RunSummary {
@@ -157,8 +161,7 @@ enum Msg {
     Exit {
         idx: usize,
         generation: u64,
-        status: ExitStatus,
-        at: Instant,
+        exited: Exited,
     },
     Timer {
         idx: usize,
@@ -199,6 +202,8 @@ struct Component {
     started_at: Option<Instant>,
     spawns: u32,
     last_exit: Option<ExitStatus>,
+    /// What its reaped processes used, accumulated over restarts.
+    used: reaper::Usage,
     reason: Option<String>,
     last_probe: Option<LastProbe>,
     notify_status: Option<String>,
@@ -232,6 +237,7 @@ impl Component {
             started_at: None,
             spawns: 0,
             last_exit: None,
+            used: reaper::Usage::default(),
             reason: None,
             last_probe: None,
             notify_status: None,
@@ -421,6 +427,8 @@ impl Supervisor {
                     id: c.id.to_string(),
                     state: c.state.name(),
                     reason: c.reason.clone(),
+                    used: c.used,
+                    spawns: c.spawns,
                 })
                 .collect(),
         })
@@ -520,9 +528,8 @@ impl Supervisor {
             Msg::Exit {
                 idx,
                 generation,
-                status,
-                at,
-            } => self.on_exit(idx, generation, status, at),
+                exited,
+            } => self.on_exit(idx, generation, exited),
             Msg::Timer { idx, timer } => {
                 let Some(c) = self.components.get_mut(idx) else {
                     return;
@@ -569,7 +576,8 @@ impl Supervisor {
         }
     }
 
-    fn on_exit(&mut self, idx: usize, generation: u64, status: ExitStatus, at: Instant) {
+    fn on_exit(&mut self, idx: usize, generation: u64, exited: Exited) {
+        let Exited { status, at, usage } = exited;
         let Some(c) = self.components.get_mut(idx) else {
             return;
         };
@@ -587,6 +595,7 @@ impl Supervisor {
             }
         }
         c.last_exit = Some(status);
+        c.used = c.used.combined(usage);
         let ran_for = c
             .started_at
             .take()
@@ -597,7 +606,14 @@ impl Supervisor {
         } else {
             Outcome::Failure
         };
-        tracing::info!(pipeline = %c.pipeline, component = %c.id, pid, "{status}");
+        tracing::info!(
+            pipeline = %c.pipeline,
+            component = %c.id,
+            pid,
+            cpu_ms = usage.cpu.as_millis() as u64,
+            max_rss_kib = usage.max_rss_kib,
+            "{status} after {usage}"
+        );
         self.feed(
             idx,
             Event::Exited {
@@ -1071,12 +1087,11 @@ impl Supervisor {
                 direct_output: direct_output.as_ref(),
                 cgroup: join.as_ref(),
             },
-            Box::new(move |status, at| {
+            Box::new(move |exited| {
                 let _ = tx.send(Msg::Exit {
                     idx,
                     generation,
-                    status,
-                    at,
+                    exited,
                 });
             }),
         )
