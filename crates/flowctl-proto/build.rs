@@ -14,6 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let descriptors = protox::compile(files, [&proto_root])?;
     tonic_prost_build::configure()
+        // Ledgers are large: as `Bytes` they are sliced out of the receive buffer, and a
+        // source's cache shares them instead of copying.
+        .bytes(".raw_ledger_service.RawLedger.ledger_close_meta_xdr")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

@@ -129,7 +129,7 @@ async fn served(port: u16) -> (Vec<(u32, Vec<u8>)>, Vec<(u32, Vec<u8>)>) {
         .into_inner()
         .ledgers
         .into_iter()
-        .map(|l| (l.sequence, l.ledger_close_meta_xdr))
+        .map(|l| (l.sequence, l.ledger_close_meta_xdr.to_vec()))
         .collect();
     (streamed, range)
 }

@@ -38,7 +38,7 @@ fn heartbeat_metrics_map_is_field_3_with_double_values() {
 fn raw_ledger_sequence_is_varint_field_1_and_xdr_is_bytes_field_2() {
     let ledger = RawLedger {
         sequence: 5,
-        ledger_close_meta_xdr: vec![9],
+        ledger_close_meta_xdr: vec![9].into(),
     };
     assert_eq!(ledger.encode_to_vec(), vec![1 << 3, 5, len_tag(2), 1, 9]);
 }

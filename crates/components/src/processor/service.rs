@@ -1,11 +1,13 @@
 //! `token_transfer_service.EventService`: each `GetTTPEvents` call gets its own upstream
 //! feed and its own processing task.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use flowctl_proto::token_transfer::TokenTransferEvent;
 use flowctl_proto::token_transfer_service::{event_service_server::EventService, GetEventsRequest};
+use futures::{Stream, StreamExt};
 use stellar_ttp::EventsProcessor;
 use stellar_xdr::{LedgerCloseMeta, Limits, ReadXdr};
 use tokio::sync::mpsc;
@@ -19,6 +21,10 @@ use super::upstream::{Backoff, LedgerFeed};
 
 /// Ledgers in processing at once for one stream.
 const PIPELINE: usize = 4;
+
+/// Processed ledgers waiting for the network, per stream. A ledger's events travel together
+/// so the hand-over costs once a ledger, not once an event.
+const PROCESSED_BUFFER: usize = 32;
 
 /// Aborts the task when dropped: the reader of a stream whose consumer is gone.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -61,7 +67,8 @@ pub fn process_raw(
 
 #[tonic::async_trait]
 impl EventService for TtpService {
-    type GetTTPEventsStream = ReceiverStream<Result<TokenTransferEvent, Status>>;
+    type GetTTPEventsStream =
+        Pin<Box<dyn Stream<Item = Result<TokenTransferEvent, Status>> + Send + 'static>>;
 
     async fn get_ttp_events(
         &self,
@@ -70,7 +77,7 @@ impl EventService for TtpService {
         let req = request.into_inner();
         let end = bounded_end(&req);
         tracing::info!(start = req.start_ledger, end = ?end, "GetTTPEvents");
-        let (tx, rx) = mpsc::channel(4096);
+        let (tx, rx) = mpsc::channel::<Vec<TokenTransferEvent>>(PROCESSED_BUFFER);
         let svc = self.clone();
         let mut feed = LedgerFeed::new(
             svc.upstream.clone(),
@@ -123,10 +130,8 @@ impl EventService for TtpService {
                     Ok(events) => {
                         svc.metrics
                             .record_success(seq, events.len(), started.elapsed());
-                        for e in events {
-                            if tx.send(Ok(e)).await.is_err() {
-                                return;
-                            }
+                        if tx.send(events).await.is_err() {
+                            return;
                         }
                     }
                     Err(e) => {
@@ -136,7 +141,9 @@ impl EventService for TtpService {
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let events = ReceiverStream::new(rx)
+            .flat_map(|events| futures::stream::iter(events.into_iter().map(Ok)));
+        Ok(Response::new(Box::pin(events)))
     }
 }
 

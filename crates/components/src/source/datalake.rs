@@ -140,7 +140,7 @@ pub fn decode_batch(key: &str, compressed: &[u8]) -> Result<Vec<RawLedger>, Sour
             .map_err(|e| obj_err(format!("ledger {sequence} does not re-encode: {e}")))?;
         out.push(RawLedger {
             sequence,
-            ledger_close_meta_xdr: bytes,
+            ledger_close_meta_xdr: bytes.into(),
         });
     }
     Ok(out)

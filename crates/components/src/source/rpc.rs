@@ -182,7 +182,7 @@ impl RpcClient {
                 })?;
             out.push(RawLedger {
                 sequence: l.sequence,
-                ledger_close_meta_xdr: xdr,
+                ledger_close_meta_xdr: xdr.into(),
             });
             if out.len() as u32 >= max {
                 break;

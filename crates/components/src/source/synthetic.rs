@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use flowctl_proto::raw_ledger_service::RawLedger;
 use stellar_synth::{Config, Generator};
 
@@ -26,7 +27,8 @@ pub struct Synthetic {
 
 struct State {
     generator: Generator,
-    recent: BTreeMap<u32, Vec<u8>>,
+    /// Shared with the ledgers sent: a `Bytes` clone is a reference, not a copy.
+    recent: BTreeMap<u32, Bytes>,
     recent_bytes: usize,
 }
 
@@ -93,7 +95,7 @@ impl Synthetic {
                     state.generator = Generator::new(cfg.clone())?;
                 }
                 state.generator.skip_to(seq);
-                let xdr = state.generator.next_ledger_xdr();
+                let xdr = Bytes::from(state.generator.next_ledger_xdr());
                 state.recent_bytes += xdr.len();
                 if let Some(old) = state.recent.insert(seq, xdr.clone()) {
                     state.recent_bytes -= old.len();

@@ -80,7 +80,7 @@ pub async fn stream_to_end(
         .expect("the stream ends after END_LEDGER")
         .unwrap()
     {
-        got.push((l.sequence, l.ledger_close_meta_xdr));
+        got.push((l.sequence, l.ledger_close_meta_xdr.to_vec()));
     }
     got
 }
@@ -176,7 +176,7 @@ impl RawLedgerService for FixtureSource {
                 }
                 let raw = RawLedger {
                     sequence: *seq,
-                    ledger_close_meta_xdr: xdr.clone(),
+                    ledger_close_meta_xdr: xdr.clone().into(),
                 };
                 if tx.send(Ok(raw)).await.is_err() {
                     return;
