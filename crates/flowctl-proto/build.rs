@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Ledgers are large: as `Bytes` they are sliced out of the receive buffer, and a
         // source's cache shares them instead of copying.
         .bytes(".raw_ledger_service.RawLedger.ledger_close_meta_xdr")
+        .codec_path("crate::codec::ProstCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

@@ -3,6 +3,8 @@
 
 #![allow(clippy::all, missing_docs)]
 
+pub mod codec;
+
 /// `package flowctl`: the control plane of the Go flowctl's components.
 pub mod flowctl {
     tonic::include_proto!("flowctl");
