@@ -90,7 +90,15 @@ sample_flowctl() {
   flowctl_cpu=$((fields[11] + fields[12]))
 }
 
-# One pipeline run; sets streaming, secs, events and usage (the components' report lines).
+# The machine's busy and total jiffies so far (from /proc/stat's `cpu` line).
+cpu_jiffies() {
+  local _cpu user nice system idle iowait irq softirq steal
+  read -r _cpu user nice system idle iowait irq softirq steal _ </proc/stat
+  echo "$((user + nice + system + irq + softirq)) $((user + nice + system + idle + iowait + irq + softirq + steal))"
+}
+
+# One pipeline run; sets streaming, secs, events, busy (the share of both cores in use while
+# streaming) and usage (the components' report lines).
 pipeline_round() {
   rm -f "$work/events.jsonl"
   flowctl_peak=0 flowctl_cpu=0
@@ -100,12 +108,17 @@ pipeline_round() {
   "$FLOWCTL" run "$work/bench.yaml" --runtime-dir "$work/run" 2>"$work/flowctl.log" &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
-    if [[ -z "$first_event" && -s "$work/events.jsonl" ]]; then first_event=$(now); fi
+    if [[ -z "$first_event" && -s "$work/events.jsonl" ]]; then
+      first_event=$(now)
+      read -r busy0 total0 < <(cpu_jiffies)
+    fi
     if ((polls++ % 10 == 0)); then sample_flowctl "$pid"; fi
     read -r -t 0.02 -u "$pause" || true
   done
   wait "$pid" || { echo "flowctl run failed:" >&2; cat "$work/flowctl.log" >&2; exit 1; }
   end=$(now)
+  read -r busy1 total1 < <(cpu_jiffies)
+  busy=$(((busy1 - ${busy0:-0}) * 100 / (total1 - ${total0:-0} + 1)))
   events=$(wc -l <"$work/events.jsonl")
   secs=$(echo "$end - $start" | bc -l)
   streaming=$(echo "$end - ${first_event:-$start}" | bc -l)
@@ -122,8 +135,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
   fi
   pipeline_round
   e2e_lps=$(echo "$LEDGERS / $streaming" | bc -l)
-  printf 'round %d: end-to-end %.0f ledgers/s, %.0f events/s (%.2f s streaming, %.2f s with start)' \
-    "$round" "$e2e_lps" "$(echo "$events / $streaming" | bc -l)" "$streaming" "$secs"
+  printf 'round %d: end-to-end %.0f ledgers/s, %.0f events/s (%.2f s streaming, cores %d%% busy; %.2f s with start)' \
+    "$round" "$e2e_lps" "$(echo "$events / $streaming" | bc -l)" "$streaming" "$busy" "$secs"
   if [[ -n "$in_lps" ]]; then
     ratio=$(echo "100 * $e2e_lps / $in_lps" | bc -l)
     ratios+=("$(printf '%.1f' "$ratio")")
