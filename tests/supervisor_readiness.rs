@@ -64,6 +64,47 @@ async fn readiness_gates_dependents_start() {
 }
 
 #[tokio::test]
+async fn readiness_not_yet_passed_is_checked_sooner_than_its_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sa, sb) = (dir.path().join("a"), dir.path().join("b"));
+    let port = free_port();
+    let mut a = kit(
+        "source",
+        &[
+            "--serve-health",
+            "--ready-after-ms",
+            "300",
+            "--stamp-file",
+            sa.to_str().unwrap(),
+        ],
+    );
+    a.health_port = port;
+    // A 5 s period: were only the period used, the sink would wait 5 s for the second check.
+    a.readiness = Some(testplan::probe(
+        ProbeCheck::Http {
+            port,
+            path: "/health".into(),
+        },
+        Duration::from_secs(5),
+    ));
+    let mut b = kit("sink", &["--stamp-file", sb.to_str().unwrap()]);
+    b.depends_on = vec!["source".into()];
+    let run = start(testplan::pipeline("p", vec![a, b]));
+
+    read_when_present(&sb, Duration::from_secs(4)).await;
+    let a_start = stamps(&sa)[0].1;
+    let b_start = stamps(&sb)[0].1;
+    let gap_ms = (b_start - a_start) / 1_000_000;
+    // Checks at about 0, 50, 150, 350 ms, 750 ms…: passing at the first after 300 ms.
+    assert!(
+        (300..2_500).contains(&gap_ms),
+        "the sink started {gap_ms} ms after the source"
+    );
+    run.handle.shutdown();
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
 async fn notify_ready_marks_component_ready_and_shows_status() {
     let mut c = kit(
         "n",
