@@ -13,7 +13,8 @@ use crate::plan::{RestartPlan, RestartPolicy, StopPlan};
 pub struct ProbeTiming {
     /// Wait this long after start before the first check (default 0).
     pub initial_delay: Duration,
-    /// Check every (default 1 s: readiness gates dependents, so it should be quick).
+    /// Check every (default 1 s). A readiness check that has not passed yet comes sooner: 50 ms
+    /// after the first, then doubling up to this.
     pub period: Duration,
     /// A check taking longer fails (default 1 s).
     pub timeout: Duration,
