@@ -21,9 +21,17 @@ const INSIDE: &str = "FLOWCTL_TEST_PRIVATE_JOURNAL";
 /// when this machine cannot do that, so the caller returns early.
 fn with_private_journald(test: &str, body: impl FnOnce()) -> bool {
     if std::env::var(INSIDE).as_deref() == Ok(test) {
-        let journald = start_journald();
+        // Stopped on the way out even when `body` panics, so no journald outlives the test.
+        struct Running(Option<std::process::Child>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                if let Some(child) = self.0.take() {
+                    stop(child);
+                }
+            }
+        }
+        let _journald = Running(Some(start_journald()));
         body();
-        stop(journald);
         return true;
     }
     if !Path::new(JOURNALD).exists() || !nix::unistd::geteuid().is_root() {
