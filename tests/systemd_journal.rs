@@ -7,7 +7,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flowctl::systemd::journal::{ChildIdentity, ChildLogMode, ChildLogs, JournalSockets};
+use std::sync::Arc;
+
+use flowctl::api::protocol::ComponentStatus;
+use flowctl::logsink::{LineOrigin, Stream};
+use flowctl::plan::ComponentPlan;
+use flowctl::systemd::journal::{ChildLogMode, ChildLogs, JournalSockets};
 
 const JOURNALD: &str = "/lib/systemd/systemd-journald";
 const INSIDE: &str = "FLOWCTL_TEST_PRIVATE_JOURNAL";
@@ -16,9 +21,17 @@ const INSIDE: &str = "FLOWCTL_TEST_PRIVATE_JOURNAL";
 /// when this machine cannot do that, so the caller returns early.
 fn with_private_journald(test: &str, body: impl FnOnce()) -> bool {
     if std::env::var(INSIDE).as_deref() == Ok(test) {
-        let journald = start_journald();
+        // Stopped on the way out even when `body` panics, so no journald outlives the test.
+        struct Running(Option<std::process::Child>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                if let Some(child) = self.0.take() {
+                    stop(child);
+                }
+            }
+        }
+        let _journald = Running(Some(start_journald()));
         body();
-        stop(journald);
         return true;
     }
     if !Path::new(JOURNALD).exists() || !nix::unistd::geteuid().is_root() {
@@ -86,7 +99,16 @@ fn entries(filter: &str, want: usize) -> Vec<HashMap<String, String>> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = Command::new("journalctl")
-            .args(["-D", "/run/log/journal", "-o", "json", "--no-pager", filter])
+            // --all: MESSAGE values over 4 KiB are otherwise shown as null.
+            .args([
+                "-D",
+                "/run/log/journal",
+                "-o",
+                "json",
+                "--all",
+                "--no-pager",
+                filter,
+            ])
             .output()
             .expect("journalctl");
         let found: Vec<HashMap<String, String>> = String::from_utf8_lossy(&out.stdout)
@@ -114,123 +136,6 @@ fn by_message<'a>(es: &'a [HashMap<String, String>], msg: &str) -> &'a HashMap<S
         .unwrap_or_else(|| panic!("no entry {msg:?} in {es:#?}"))
 }
 
-const SCRIPT: &str = r#"echo "ledger 1 done"; echo "<3>upstream gone" >&2; echo "<5>notice this""#;
-
-#[test]
-fn stream_mode_child_writes_straight_to_journald_with_identifier_and_priority() {
-    with_private_journald(
-        "stream_mode_child_writes_straight_to_journald_with_identifier_and_priority",
-        || {
-            let logs = ChildLogs::new(ChildLogMode::Stream, JournalSockets::system());
-            assert_eq!(logs.mode(), ChildLogMode::Stream);
-            let out = logs
-                .attach(&ChildIdentity {
-                    pipeline: "ttp".into(),
-                    component: "ttp-source".into(),
-                    restart: Some(0),
-                })
-                .unwrap();
-            let mut child = Command::new("sh")
-                .args(["-c", SCRIPT])
-                .stdout(out.stdout.try_clone().unwrap())
-                .stderr(out.stderr.try_clone().unwrap())
-                .spawn()
-                .unwrap();
-            let pid = child.id().to_string();
-            // The relay is None in stream mode: no byte passes through us.
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            let _guard = rt.enter();
-            assert!(out.start(child.id()).unwrap().is_none());
-            assert!(child.wait().unwrap().success());
-
-            let es = entries("SYSLOG_IDENTIFIER=ttp-source", 3);
-            let e = by_message(&es, "ledger 1 done");
-            assert_eq!(e["PRIORITY"], "6");
-            assert_eq!(e["_TRANSPORT"], "stdout");
-            assert_eq!(e["_PID"], pid);
-            assert_eq!(by_message(&es, "upstream gone")["PRIORITY"], "3");
-            assert_eq!(by_message(&es, "notice this")["PRIORITY"], "5");
-        },
-    );
-}
-
-#[test]
-fn fields_mode_relays_lines_with_flowctl_fields() {
-    with_private_journald("fields_mode_relays_lines_with_flowctl_fields", || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let logs = ChildLogs::new(ChildLogMode::Fields, JournalSockets::system());
-            assert_eq!(logs.mode(), ChildLogMode::Fields);
-            let out = logs
-                .attach(&ChildIdentity {
-                    pipeline: "ttp".into(),
-                    component: "ttp-processor".into(),
-                    restart: Some(2),
-                })
-                .unwrap();
-            let mut child = tokio::process::Command::new("sh")
-                .args(["-c", SCRIPT])
-                .stdout(out.stdout.try_clone().unwrap())
-                .stderr(out.stderr.try_clone().unwrap())
-                .spawn()
-                .unwrap();
-            let pid = child.id().unwrap();
-            let relay = out.start(pid).unwrap().expect("a relay task");
-            assert!(child.wait().await.unwrap().success());
-            tokio::time::timeout(Duration::from_secs(10), relay)
-                .await
-                .expect("relay ends at EOF")
-                .unwrap();
-
-            let es = entries("FLOWCTL_COMPONENT=ttp-processor", 3);
-            assert_eq!(es.len(), 3, "{es:#?}");
-            let e = by_message(&es, "ledger 1 done");
-            assert_eq!(e["PRIORITY"], "6");
-            assert_eq!(e["SYSLOG_IDENTIFIER"], "ttp-processor");
-            assert_eq!(e["SYSLOG_PID"], pid.to_string());
-            assert_eq!(e["FLOWCTL_PIPELINE"], "ttp");
-            assert_eq!(e["FLOWCTL_RESTART"], "2");
-            assert_eq!(by_message(&es, "upstream gone")["PRIORITY"], "3");
-            assert_eq!(by_message(&es, "notice this")["PRIORITY"], "5");
-        });
-    });
-}
-
-#[test]
-fn relay_waits_for_a_grandchild_holding_the_output_open() {
-    with_private_journald(
-        "relay_waits_for_a_grandchild_holding_the_output_open",
-        || {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async {
-                let logs = ChildLogs::new(ChildLogMode::Fields, JournalSockets::system());
-                let out = logs
-                    .attach(&ChildIdentity {
-                        pipeline: "p".into(),
-                        component: "forker".into(),
-                        restart: Some(0),
-                    })
-                    .unwrap();
-                let mut child = tokio::process::Command::new("sh")
-                    .args(["-c", "(sleep 0.3; echo from-grandchild) & echo from-child"])
-                    .stdout(out.stdout.try_clone().unwrap())
-                    .stderr(out.stderr.try_clone().unwrap())
-                    .spawn()
-                    .unwrap();
-                let relay = out.start(child.id().unwrap()).unwrap().unwrap();
-                child.wait().await.unwrap();
-                tokio::time::timeout(Duration::from_secs(10), relay)
-                    .await
-                    .unwrap()
-                    .unwrap();
-                let es = entries("FLOWCTL_COMPONENT=forker", 2);
-                by_message(&es, "from-child");
-                by_message(&es, "from-grandchild");
-            });
-        },
-    );
-}
-
 #[test]
 fn daemon_logs_go_to_journald_with_fields_as_written() {
     with_private_journald("daemon_logs_go_to_journald_with_fields_as_written", || {
@@ -242,93 +147,6 @@ fn daemon_logs_go_to_journald_with_fields_as_written() {
         assert_eq!(e["PRIORITY"], "4");
         assert_eq!(e["FLOWCTL_PIPELINE"], "ttp");
         assert!(es.iter().all(|e| e["MESSAGE"] != "filtered out"));
-    });
-}
-
-#[test]
-fn without_journald_children_fall_back_to_prefixed_stderr() {
-    const TEST: &str = "without_journald_children_fall_back_to_prefixed_stderr";
-    if std::env::var(INSIDE).as_deref() == Ok(TEST) {
-        let sockets = JournalSockets {
-            stdout: "/nonexistent/stdout".into(),
-            native: "/nonexistent/socket".into(),
-        };
-        let logs = ChildLogs::new(ChildLogMode::Fields, sockets);
-        assert_eq!(logs.mode(), ChildLogMode::Stderr);
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let out = logs
-                .attach(&ChildIdentity {
-                    pipeline: "p".into(),
-                    component: "sink".into(),
-                    restart: Some(0),
-                })
-                .unwrap();
-            let mut child = tokio::process::Command::new("sh")
-                .args(["-c", "echo '<4>disk almost full'; echo plain >&2"])
-                .stdout(out.stdout.try_clone().unwrap())
-                .stderr(out.stderr.try_clone().unwrap())
-                .spawn()
-                .unwrap();
-            let relay = out.start(child.id().unwrap()).unwrap().unwrap();
-            child.wait().await.unwrap();
-            relay.await.unwrap();
-        });
-        return;
-    }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-        .env(INSIDE, TEST)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("sink | disk almost full\n"), "{stderr}");
-    assert!(stderr.contains("sink | plain\n"), "{stderr}");
-}
-
-#[test]
-fn flowctl_logs_shows_only_that_components_entries() {
-    with_private_journald("flowctl_logs_shows_only_that_components_entries", || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async {
-            let logs = ChildLogs::new(ChildLogMode::Fields, JournalSockets::system());
-            for (component, line) in [
-                ("ttp-source", "source says hi"),
-                ("ttp-sink", "sink says hi"),
-            ] {
-                let out = logs
-                    .attach(&ChildIdentity {
-                        pipeline: "ttp".into(),
-                        component: component.into(),
-                        restart: Some(0),
-                    })
-                    .unwrap();
-                let mut child = tokio::process::Command::new("echo")
-                    .arg(line)
-                    .stdout(out.stdout.try_clone().unwrap())
-                    .stderr(out.stderr.try_clone().unwrap())
-                    .spawn()
-                    .unwrap();
-                let relay = out.start(child.id().unwrap()).unwrap().unwrap();
-                child.wait().await.unwrap();
-                relay.await.unwrap();
-            }
-        });
-        entries("FLOWCTL_PIPELINE=ttp", 2);
-        let out = Command::new(env!("CARGO_BIN_EXE_flowctl"))
-            .args(["logs", "ttp-sink", "-n", "10", "--pipeline", "ttp"])
-            .output()
-            .unwrap();
-        let shown = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(shown.contains("ttp-sink["), "{shown}");
-        assert!(shown.contains("sink says hi"), "{shown}");
-        assert!(!shown.contains("source says hi"), "{shown}");
     });
 }
 
@@ -351,16 +169,16 @@ fn our_journald() -> i32 {
 }
 
 #[test]
-fn native_journal_reconnects_after_journald_restarts() {
-    with_private_journald("native_journal_reconnects_after_journald_restarts", || {
-        use flowctl::systemd::journal::{NativeJournal, NATIVE_SOCKET};
-        let who = ChildIdentity {
-            pipeline: "p".into(),
-            component: "survivor".into(),
-            restart: Some(0),
+fn fields_sink_reconnects_after_journald_restarts() {
+    with_private_journald("fields_sink_reconnects_after_journald_restarts", || {
+        let sink = ChildLogs::new(ChildLogMode::Fields, JournalSockets::system()).sink();
+        let origin = LineOrigin {
+            pipeline: Arc::from("p"),
+            component: Arc::from("survivor"),
+            restart: 0,
+            pid: 1,
         };
-        let j = NativeJournal::connect(Path::new(NATIVE_SOCKET)).unwrap();
-        j.line(&who, Some(1), b"before").unwrap();
+        sink.origin_line(&origin, Stream::Stdout, b"before");
         entries("FLOWCTL_COMPONENT=survivor", 1);
 
         // journald goes away and comes back with a new socket at the same path.
@@ -378,10 +196,11 @@ fn native_journal_reconnects_after_journald_restarts() {
             assert!(Instant::now() < deadline, "journald did not stop");
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::fs::remove_file(NATIVE_SOCKET).ok();
+        std::fs::remove_file(flowctl::systemd::journal::NATIVE_SOCKET).ok();
         std::fs::remove_file(flowctl::systemd::journal::STDOUT_SOCKET).ok();
         let second = start_journald_process();
-        j.line(&who, Some(1), b"after").unwrap();
+        // Had the sink not reconnected, this line would have gone to stderr instead.
+        sink.origin_line(&origin, Stream::Stdout, b"after");
         let es = entries("FLOWCTL_COMPONENT=survivor", 2);
         by_message(&es, "before");
         by_message(&es, "after");
@@ -389,40 +208,34 @@ fn native_journal_reconnects_after_journald_restarts() {
     });
 }
 
-/// Runs `component` (pipeline `ttp`) under a real supervisor whose log sink is `logs`'s, until
-/// `until` holds for its status (it must not block: the supervisor shares this thread); then
-/// stops it. Returns the status that satisfied `until`.
-fn supervise(
+/// Runs `components` (pipeline `ttp`) under a real supervisor whose log sink is `logs`'s,
+/// until `until` holds for their statuses (it must not block: the supervisor shares this
+/// thread); then stops them. Returns the statuses that satisfied `until`.
+fn supervise_all(
     logs: &ChildLogs,
-    component: flowctl::plan::ComponentPlan,
-    mut until: impl FnMut(&flowctl::api::protocol::ComponentStatus) -> bool,
-) -> flowctl::api::protocol::ComponentStatus {
+    components: Vec<ComponentPlan>,
+    mut until: impl FnMut(&[ComponentStatus]) -> bool,
+) -> Vec<ComponentStatus> {
     use flowctl::supervisor::{testplan, Supervisor, SupervisorOptions};
     let dir = tempfile::tempdir().unwrap();
     let mut options = SupervisorOptions::new(dir.path().join("run"));
     options.log_sink = logs.sink();
-    let id = component.id.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
         let (sup, handle) =
-            Supervisor::new(vec![testplan::pipeline("ttp", vec![component])], options).unwrap();
+            Supervisor::new(vec![testplan::pipeline("ttp", components)], options).unwrap();
         let task = tokio::spawn(sup.run());
         let deadline = Instant::now() + Duration::from_secs(20);
         let seen = loop {
             let status = handle.status().await.unwrap();
-            let c = status.pipelines[0]
-                .components
-                .iter()
-                .find(|c| c.id == id)
-                .unwrap()
-                .clone();
-            if until(&c) {
-                break c;
+            let cs = status.pipelines[0].components.clone();
+            if until(&cs) {
+                break cs;
             }
-            assert!(Instant::now() < deadline, "timed out: {c:#?}");
+            assert!(Instant::now() < deadline, "timed out: {cs:#?}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         handle.shutdown();
@@ -431,7 +244,19 @@ fn supervise(
     })
 }
 
-fn shell(id: &str, script: &str) -> flowctl::plan::ComponentPlan {
+/// [`supervise_all`] for one component.
+fn supervise(
+    logs: &ChildLogs,
+    component: ComponentPlan,
+    mut until: impl FnMut(&ComponentStatus) -> bool,
+) -> ComponentStatus {
+    let id = component.id.clone();
+    let pick = |cs: &[ComponentStatus]| cs.iter().find(|c| c.id == id).unwrap().clone();
+    let seen = supervise_all(logs, vec![component], |cs| until(&pick(cs)));
+    pick(&seen)
+}
+
+fn shell(id: &str, script: &str) -> ComponentPlan {
     let mut c = flowctl::supervisor::testplan::component(id);
     c.command = "sh".into();
     c.args = vec!["-c".into(), script.into()];
@@ -481,33 +306,36 @@ fn fd_target(pid: i32, fd: u32) -> String {
 }
 
 #[test]
-fn stream_mode_supervisor_hands_children_a_journald_stream_that_flowctl_logs_finds() {
+fn stream_mode_children_write_to_journald_under_their_id_and_priority_and_flowctl_logs_finds_them()
+{
     with_private_journald(
-        "stream_mode_supervisor_hands_children_a_journald_stream_that_flowctl_logs_finds",
+        "stream_mode_children_write_to_journald_under_their_id_and_priority_and_flowctl_logs_finds_them",
         || {
             let logs = ChildLogs::new(ChildLogMode::Stream, JournalSockets::system());
             assert_eq!(logs.mode(), ChildLogMode::Stream);
-            let script = "echo 'to stdout'; echo '<3>to stderr with a prefix' >&2; \
-                          echo 'plain stderr' >&2; exec sleep 1000";
+            let script = "echo 'to stdout'; echo '<5>to stdout with a prefix'; \
+                          echo '<3>to stderr with a prefix' >&2; echo 'plain stderr' >&2; \
+                          exec sleep 1000";
             let mut fds = None;
             let ran = supervise(&logs, shell("streamer", script), |c| {
                 let Some(pid) = c.pid else { return false };
                 // Both ends are one journald connection, not pipes to the supervisor.
                 fds = Some((fd_target(pid, 1), fd_target(pid, 2)));
-                entries("SYSLOG_IDENTIFIER=streamer", 0).len() >= 3
+                entries("SYSLOG_IDENTIFIER=streamer", 0).len() >= 4
             });
             let (out, err) = fds.unwrap();
             assert!(out.starts_with("socket:"), "{out}");
             assert_eq!(out, err);
 
-            let es = entries("SYSLOG_IDENTIFIER=streamer", 3);
-            assert_eq!(es.len(), 3, "{es:#?}");
+            let es = entries("SYSLOG_IDENTIFIER=streamer", 4);
+            assert_eq!(es.len(), 4, "{es:#?}");
             for e in &es {
                 assert_eq!(e["_TRANSPORT"], "stdout", "{e:#?}");
                 assert_eq!(e["_PID"], ran.pid.unwrap().to_string());
                 assert!(!e.contains_key("FLOWCTL_COMPONENT"), "{e:#?}");
             }
             assert_eq!(by_message(&es, "to stdout")["PRIORITY"], "6");
+            assert_eq!(by_message(&es, "to stdout with a prefix")["PRIORITY"], "5");
             assert_eq!(by_message(&es, "to stderr with a prefix")["PRIORITY"], "3");
             assert_eq!(by_message(&es, "plain stderr")["PRIORITY"], "6");
 
@@ -555,6 +383,153 @@ fn stream_mode_relays_with_fields_when_the_stream_socket_refuses() {
             assert_eq!(e["SYSLOG_IDENTIFIER"], "fallback");
             assert_eq!(e["SYSLOG_PID"], pid.to_string());
             assert_eq!(e["FLOWCTL_RESTART"], "0");
+        },
+    );
+}
+
+#[test]
+fn fields_mode_relays_each_line_with_flowctl_fields_and_its_priority() {
+    with_private_journald(
+        "fields_mode_relays_each_line_with_flowctl_fields_and_its_priority",
+        || {
+            let logs = ChildLogs::new(ChildLogMode::Fields, JournalSockets::system());
+            assert_eq!(logs.mode(), ChildLogMode::Fields);
+            let script = r#"echo "ledger 1 done"; echo "<3>upstream gone" >&2;
+                            echo "<5>notice this"; exec sleep 1000"#;
+            let ran = supervise(&logs, shell("ttp-processor", script), |c| {
+                c.pid.is_some() && entries("FLOWCTL_COMPONENT=ttp-processor", 0).len() >= 3
+            });
+            let pid = ran.pid.unwrap().to_string();
+
+            let es = entries("FLOWCTL_COMPONENT=ttp-processor", 3);
+            assert_eq!(es.len(), 3, "{es:#?}");
+            for e in &es {
+                assert_eq!(e["_TRANSPORT"], "journal", "{e:#?}");
+                assert_eq!(e["SYSLOG_IDENTIFIER"], "ttp-processor", "{e:#?}");
+                assert_eq!(e["SYSLOG_PID"], pid, "{e:#?}");
+                assert_eq!(e["FLOWCTL_PIPELINE"], "ttp", "{e:#?}");
+                // The supervisor's count for this start: the first.
+                assert_eq!(e["FLOWCTL_RESTART"], "0", "{e:#?}");
+            }
+            assert_eq!(by_message(&es, "ledger 1 done")["PRIORITY"], "6");
+            // The prefix sets the priority on stderr and stdout alike, and leaves the message.
+            assert_eq!(by_message(&es, "upstream gone")["PRIORITY"], "3");
+            assert_eq!(by_message(&es, "notice this")["PRIORITY"], "5");
+        },
+    );
+}
+
+#[test]
+fn relay_outlives_the_main_process_while_a_grandchild_holds_the_output_open() {
+    with_private_journald(
+        "relay_outlives_the_main_process_while_a_grandchild_holds_the_output_open",
+        || {
+            let logs = ChildLogs::new(ChildLogMode::Fields, JournalSockets::system());
+            // The grandchild leaves the process group, which is killed with the main process
+            // (so the main process waits until it has left), and writes only once the main
+            // process has been reaped.
+            let script = r#"main=$$
+                setsid sh -c "while kill -0 $main 2>/dev/null; do sleep 0.05; done
+                              echo grandchild outlived $main" &
+                while [ "$(cut -d' ' -f5 /proc/$!/stat)" = "$main" ]; do sleep 0.01; done
+                echo "child $main""#;
+            let mut forker = shell("forker", script);
+            forker.restart.policy = flowctl::plan::RestartPolicy::Never;
+            let ran = supervise(&logs, forker, |c| {
+                c.last_exit.is_some()
+                    && entries("FLOWCTL_COMPONENT=forker", 0)
+                        .iter()
+                        .any(|e| e["MESSAGE"].starts_with("grandchild"))
+            });
+            assert!(ran.pid.is_none(), "{ran:#?}");
+            let es = entries("FLOWCTL_COMPONENT=forker", 2);
+            assert_eq!(es.len(), 2, "{es:#?}");
+            let child = es
+                .iter()
+                .find(|e| e["MESSAGE"].starts_with("child "))
+                .unwrap_or_else(|| panic!("{es:#?}"));
+            let main_pid = &child["SYSLOG_PID"];
+            assert_eq!(child["MESSAGE"], format!("child {main_pid}"));
+            let late = by_message(&es, &format!("grandchild outlived {main_pid}"));
+            // The grandchild's line is filed under the start whose output it inherited.
+            assert_eq!(&late["SYSLOG_PID"], main_pid);
+            assert_eq!(late["FLOWCTL_RESTART"], "0");
+        },
+    );
+}
+
+#[test]
+fn without_journald_children_fall_back_to_prefixed_stderr() {
+    const TEST: &str = "without_journald_children_fall_back_to_prefixed_stderr";
+    if std::env::var(INSIDE).as_deref() == Ok(TEST) {
+        let sockets = JournalSockets {
+            stdout: "/nonexistent/stdout".into(),
+            native: "/nonexistent/socket".into(),
+        };
+        let logs = ChildLogs::new(ChildLogMode::Fields, sockets);
+        assert_eq!(logs.mode(), ChildLogMode::Stderr);
+        let mut sink = shell("sink", "echo '<4>disk almost full'; echo plain >&2");
+        sink.restart.policy = flowctl::plan::RestartPolicy::Never;
+        supervise(&logs, sink, |c| c.last_exit.is_some());
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+        .env(INSIDE, TEST)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The supervisor's stderr format: the `<N>` prefix is kept, there being no priority.
+    assert!(stderr.contains("sink| <4>disk almost full\n"), "{stderr}");
+    assert!(stderr.contains("sink| plain\n"), "{stderr}");
+}
+
+#[test]
+fn flowctl_logs_shows_only_that_components_entries() {
+    with_private_journald("flowctl_logs_shows_only_that_components_entries", || {
+        let logs = ChildLogs::new(ChildLogMode::Fields, JournalSockets::system());
+        supervise_all(
+            &logs,
+            vec![
+                shell("ttp-source", "echo 'source says hi'; exec sleep 1000"),
+                shell("ttp-sink", "echo 'sink says hi'; exec sleep 1000"),
+            ],
+            |_| entries("FLOWCTL_PIPELINE=ttp", 0).len() >= 2,
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_flowctl"))
+            .args(["logs", "ttp-sink", "-n", "10", "--pipeline", "ttp"])
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(shown.contains("ttp-sink["), "{shown}");
+        assert!(shown.contains("sink says hi"), "{shown}");
+        assert!(!shown.contains("source says hi"), "{shown}");
+    });
+}
+
+#[test]
+fn relayed_lines_longer_than_64_kib_become_several_entries() {
+    with_private_journald(
+        "relayed_lines_longer_than_64_kib_become_several_entries",
+        || {
+            let logs = ChildLogs::new(ChildLogMode::Fields, JournalSockets::system());
+            let script = "head -c 70000 /dev/zero | tr '\\0' x; echo; echo after; exec sleep 1000";
+            supervise(&logs, shell("chatty", script), |_| {
+                entries("FLOWCTL_COMPONENT=chatty", 0).len() >= 3
+            });
+            let es = entries("FLOWCTL_COMPONENT=chatty", 3);
+            let lens: Vec<usize> = es.iter().map(|e| e["MESSAGE"].len()).collect();
+            assert_eq!(lens, [64 * 1024, 70000 - 64 * 1024, 5], "{es:#?}");
+            assert!(es[..2]
+                .iter()
+                .all(|e| e["MESSAGE"].bytes().all(|b| b == b'x')));
+            assert_eq!(es[2]["MESSAGE"], "after");
         },
     );
 }

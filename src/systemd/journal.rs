@@ -25,12 +25,11 @@
 //! in the supervisor; operators who prefer zero-copy over the fields choose `stream`.
 //!
 //! Without journald (a terminal, a container) both fall back to [`ChildLogMode::Stderr`]:
-//! lines are relayed to the supervisor's stderr as `component | line`, and this is said once.
+//! lines are relayed to the supervisor's stderr as `component| line`, and this is said once.
 //!
 //! The daemon gives the supervisor [`ChildLogs::sink`]: the supervisor asks it for each start's
 //! stdout/stderr (a stream connection in `stream` mode) and otherwise relays lines to it with
-//! the restart count they were written under. [`ChildLogs::attach`] does the same for a single
-//! process started outside the supervisor.
+//! the restart count and pid of the process that wrote them.
 
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
@@ -39,18 +38,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-
 use crate::logsink::{DirectOutput, LineOrigin, LogSink, StderrSink, Stream};
 
 /// journald's stream socket for stdout-like connections.
 pub const STDOUT_SOCKET: &str = "/run/systemd/journal/stdout";
 /// journald's native protocol socket.
 pub const NATIVE_SOCKET: &str = "/run/systemd/journal/socket";
-
-/// journald cuts stream lines at 48 KiB (`LINE_MAX` in journald-stream.c); the relay does
-/// the same so one runaway line cannot exceed a datagram.
-const MAX_LINE: usize = 48 * 1024;
 
 /// syslog priority used when a line has no `<N>` prefix (`SyslogLevel=info`).
 pub const DEFAULT_PRIORITY: u8 = 6;
@@ -150,16 +143,6 @@ pub fn encode_native(fields: &[(&str, &[u8])]) -> Vec<u8> {
     out
 }
 
-/// Who a child is, for its journal entries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChildIdentity {
-    pub pipeline: String,
-    pub component: String,
-    /// How many times this component has been restarted (0 for the first start); `None`
-    /// when the caller does not know, and then `FLOWCTL_RESTART` is left out.
-    pub restart: Option<u32>,
-}
-
 /// Hands out stdout/stderr for children, in one [`ChildLogMode`] for the daemon's life.
 #[derive(Debug, Clone)]
 pub struct ChildLogs {
@@ -213,127 +196,12 @@ impl ChildLogs {
             ChildLogMode::Stderr => Arc::new(StderrSink),
         }
     }
-
-    /// stdout/stderr for one child start. Give `stdout` and `stderr` to the child; after the
-    /// spawn call [`ChildOutput::start`] with its pid (a relay needs it, a stream does not).
-    pub fn attach(&self, who: &ChildIdentity) -> io::Result<ChildOutput> {
-        match self.mode {
-            ChildLogMode::Stream => {
-                let stream =
-                    open_stream(&self.sockets.stdout, &who.component, DEFAULT_PRIORITY, true)?;
-                let stderr = stream.try_clone()?;
-                Ok(ChildOutput {
-                    stdout: stream,
-                    stderr,
-                    relay: None,
-                })
-            }
-            ChildLogMode::Fields | ChildLogMode::Stderr => {
-                let (read, write) = nix::unistd::pipe().map_err(io::Error::from)?;
-                let stderr = write.try_clone()?;
-                let sink = if self.mode == ChildLogMode::Fields {
-                    Sink::Native(NativeJournal::connect(&self.sockets.native)?)
-                } else {
-                    Sink::Stderr
-                };
-                Ok(ChildOutput {
-                    stdout: write,
-                    stderr,
-                    relay: Some(PendingRelay {
-                        read,
-                        who: who.clone(),
-                        sink,
-                    }),
-                })
-            }
-        }
-    }
-}
-
-/// A child's stdout and stderr, and the relay that forwards them when there is one.
-#[derive(Debug)]
-pub struct ChildOutput {
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
-    relay: Option<PendingRelay>,
-}
-
-impl ChildOutput {
-    /// Call after the spawn, once the child holds its copies of the fds (this drops ours,
-    /// so the relay sees EOF when the child and all its descendants have closed them).
-    /// Returns the relay task, which ends at that EOF; `None` in stream mode.
-    pub fn start(self, child_pid: u32) -> io::Result<Option<tokio::task::JoinHandle<()>>> {
-        let ChildOutput {
-            stdout,
-            stderr,
-            relay,
-        } = self;
-        drop((stdout, stderr));
-        let Some(relay) = relay else {
-            return Ok(None);
-        };
-        let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(relay.read)?;
-        let sink = Arc::new(relay.sink);
-        let who = relay.who;
-        Ok(Some(tokio::spawn(async move {
-            relay_lines(rx, &who, child_pid, &sink).await;
-        })))
-    }
-}
-
-#[derive(Debug)]
-struct PendingRelay {
-    read: OwnedFd,
-    who: ChildIdentity,
-    sink: Sink,
-}
-
-#[derive(Debug)]
-enum Sink {
-    Native(NativeJournal),
-    Stderr,
-}
-
-async fn relay_lines(
-    rx: tokio::net::unix::pipe::Receiver,
-    who: &ChildIdentity,
-    pid: u32,
-    sink: &Sink,
-) {
-    let mut reader = BufReader::with_capacity(64 * 1024, rx);
-    let mut buf = Vec::with_capacity(1024);
-    let mut warned = false;
-    loop {
-        buf.clear();
-        match read_line_capped(&mut reader, &mut buf).await {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(component = %who.component, "reading child output: {e}");
-                break;
-            }
-        }
-        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        match sink {
-            Sink::Native(journal) => {
-                if let Err(e) = journal.line(who, Some(pid), line) {
-                    if !warned {
-                        tracing::warn!(component = %who.component, "journald refused a log line ({e}); relaying to stderr");
-                        warned = true;
-                    }
-                    write_prefixed(&who.component, split_priority(line).1);
-                }
-            }
-            Sink::Stderr => write_prefixed(&who.component, split_priority(line).1),
-        }
-    }
 }
 
 /// A connection to journald's native socket that writes children's lines as entries with
-/// the `FLOWCTL_*` fields. The relay uses it; so can anything else that already holds a
-/// child's lines (one datagram per line, no state between lines).
+/// the `FLOWCTL_*` fields: one datagram per line, no state between lines.
 #[derive(Debug)]
-pub struct NativeJournal {
+struct NativeJournal {
     path: PathBuf,
     sock: std::sync::Mutex<UnixDatagram>,
 }
@@ -343,7 +211,7 @@ pub struct NativeJournal {
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl NativeJournal {
-    pub fn connect(socket: &Path) -> io::Result<Self> {
+    fn connect(socket: &Path) -> io::Result<Self> {
         Ok(NativeJournal {
             path: socket.to_path_buf(),
             sock: std::sync::Mutex::new(Self::open(socket)?),
@@ -374,11 +242,6 @@ impl NativeJournal {
             }
             Err(e) => Err(e),
         }
-    }
-
-    /// Sends one line (without its newline) as one entry; a `<N>` prefix sets `PRIORITY`.
-    pub fn line(&self, who: &ChildIdentity, pid: Option<u32>, line: &[u8]) -> io::Result<()> {
-        self.entry(&who.pipeline, &who.component, who.restart, pid, line)
     }
 
     fn entry(
@@ -480,42 +343,6 @@ impl LogSink for StreamSink {
     }
 }
 
-/// Reads up to and including `\n`, but never more than [`MAX_LINE`] bytes: a longer line is
-/// split, as journald does.
-async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-) -> io::Result<usize> {
-    loop {
-        let avail = r.fill_buf().await?;
-        if avail.is_empty() {
-            return Ok(buf.len());
-        }
-        let room = MAX_LINE - buf.len();
-        let take = avail.len().min(room);
-        if let Some(i) = avail[..take].iter().position(|&b| b == b'\n') {
-            buf.extend_from_slice(&avail[..=i]);
-            r.consume(i + 1);
-            return Ok(buf.len());
-        }
-        buf.extend_from_slice(&avail[..take]);
-        r.consume(take);
-        if buf.len() >= MAX_LINE {
-            return Ok(buf.len());
-        }
-    }
-}
-
-fn write_prefixed(component: &str, msg: &[u8]) {
-    let mut out = Vec::with_capacity(component.len() + msg.len() + 4);
-    out.extend_from_slice(component.as_bytes());
-    out.extend_from_slice(b" | ");
-    out.extend_from_slice(msg);
-    out.push(b'\n');
-    // One write per line keeps lines from different children whole.
-    let _ = io::stderr().lock().write_all(&out);
-}
-
 /// The daemon's own logs: to journald through tracing-journald when it listens (identifier
 /// `flowctl-sup`, tracing fields become journal fields as written, e.g. `FLOWCTL_PIPELINE`),
 /// otherwise human-readable lines on stderr. `filter` is an `EnvFilter` directive
@@ -580,19 +407,5 @@ mod tests {
     fn stream_rejects_identifier_with_newline() {
         let err = open_stream(Path::new("/nonexistent"), "a\nb", 6, true).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-    }
-
-    #[tokio::test]
-    async fn long_lines_are_split_at_the_journald_limit() {
-        let data = vec![b'x'; MAX_LINE + 10];
-        let mut input = data.clone();
-        input.push(b'\n');
-        let mut r = BufReader::new(&input[..]);
-        let mut buf = Vec::new();
-        assert_eq!(read_line_capped(&mut r, &mut buf).await.unwrap(), MAX_LINE);
-        buf.clear();
-        assert_eq!(read_line_capped(&mut r, &mut buf).await.unwrap(), 11);
-        buf.clear();
-        assert_eq!(read_line_capped(&mut r, &mut buf).await.unwrap(), 0);
     }
 }
