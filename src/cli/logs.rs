@@ -61,7 +61,7 @@ impl LogsArgs {
         if !Path::new("/run/systemd/journal").is_dir() {
             anyhow::bail!(
                 "there is no journal on this host: flowctl-sup writes its components' output to \
-                 its own stderr, prefixed with the component id (`{} | …`)",
+                 its own stderr, prefixed with the component id (`{}| …`)",
                 self.component
             );
         }
