@@ -8,17 +8,25 @@ use flowctl::plan::ProbeCheck;
 use flowctl::supervisor::{testplan, StateName};
 use supervisor_common::*;
 
-#[tokio::test]
-async fn readiness_gates_dependents_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let (sa, sb) = (dir.path().join("a"), dir.path().join("b"));
+/// A source whose `/health` passes `ready_after_ms` after start, checked every `period`, and a
+/// sink that depends on it; both stamp their start in the files returned.
+fn gated_pair(
+    dir: &std::path::Path,
+    ready_after_ms: u64,
+    period: Duration,
+) -> (
+    flowctl::plan::PipelinePlan,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let (sa, sb) = (dir.join("a"), dir.join("b"));
     let port = free_port();
     let mut a = kit(
         "source",
         &[
             "--serve-health",
             "--ready-after-ms",
-            "600",
+            &ready_after_ms.to_string(),
             "--stamp-file",
             sa.to_str().unwrap(),
         ],
@@ -29,11 +37,18 @@ async fn readiness_gates_dependents_start() {
             port,
             path: "/health".into(),
         },
-        Duration::from_millis(50),
+        period,
     ));
     let mut b = kit("sink", &["--stamp-file", sb.to_str().unwrap()]);
     b.depends_on = vec!["source".into()];
-    let run = start(testplan::pipeline("p", vec![a, b]));
+    (testplan::pipeline("p", vec![a, b]), sa, sb)
+}
+
+#[tokio::test]
+async fn readiness_gates_dependents_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plan, sa, sb) = gated_pair(dir.path(), 600, Duration::from_millis(50));
+    let run = start(plan);
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (a_now, b_now) = (
@@ -66,30 +81,9 @@ async fn readiness_gates_dependents_start() {
 #[tokio::test]
 async fn readiness_not_yet_passed_is_checked_sooner_than_its_period() {
     let dir = tempfile::tempdir().unwrap();
-    let (sa, sb) = (dir.path().join("a"), dir.path().join("b"));
-    let port = free_port();
-    let mut a = kit(
-        "source",
-        &[
-            "--serve-health",
-            "--ready-after-ms",
-            "300",
-            "--stamp-file",
-            sa.to_str().unwrap(),
-        ],
-    );
-    a.health_port = port;
     // A 5 s period: were only the period used, the sink would wait 5 s for the second check.
-    a.readiness = Some(testplan::probe(
-        ProbeCheck::Http {
-            port,
-            path: "/health".into(),
-        },
-        Duration::from_secs(5),
-    ));
-    let mut b = kit("sink", &["--stamp-file", sb.to_str().unwrap()]);
-    b.depends_on = vec!["source".into()];
-    let run = start(testplan::pipeline("p", vec![a, b]));
+    let (plan, sa, sb) = gated_pair(dir.path(), 300, Duration::from_secs(5));
+    let run = start(plan);
 
     read_when_present(&sb, Duration::from_secs(4)).await;
     let a_start = stamps(&sa)[0].1;

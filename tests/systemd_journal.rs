@@ -130,6 +130,21 @@ fn entries(filter: &str, want: usize) -> Vec<HashMap<String, String>> {
     }
 }
 
+/// What `flowctl logs ARGS` prints; it must succeed.
+fn flowctl_logs(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_flowctl"))
+        .arg("logs")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "flowctl logs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn by_message<'a>(es: &'a [HashMap<String, String>], msg: &str) -> &'a HashMap<String, String> {
     es.iter()
         .find(|e| e.get("MESSAGE").map(String::as_str) == Some(msg))
@@ -340,16 +355,7 @@ fn stream_mode_children_write_to_journald_under_their_id_and_priority_and_flowct
             assert_eq!(by_message(&es, "plain stderr")["PRIORITY"], "6");
 
             // No unit outside systemd: `--unit ""` matches the identifier from anywhere.
-            let out = Command::new(env!("CARGO_BIN_EXE_flowctl"))
-                .args(["logs", "streamer", "--unit", ""])
-                .output()
-                .unwrap();
-            let shown = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let shown = flowctl_logs(&["streamer", "--unit", ""]);
             assert!(shown.contains("streamer["), "{shown}");
             assert!(shown.contains("to stderr with a prefix"), "{shown}");
             assert!(shown.contains("plain stderr"), "{shown}");
@@ -497,16 +503,7 @@ fn flowctl_logs_shows_only_that_components_entries() {
             ],
             |_| entries("FLOWCTL_PIPELINE=ttp", 0).len() >= 2,
         );
-        let out = Command::new(env!("CARGO_BIN_EXE_flowctl"))
-            .args(["logs", "ttp-sink", "-n", "10", "--pipeline", "ttp"])
-            .output()
-            .unwrap();
-        let shown = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let shown = flowctl_logs(&["ttp-sink", "-n", "10", "--pipeline", "ttp"]);
         assert!(shown.contains("ttp-sink["), "{shown}");
         assert!(shown.contains("sink says hi"), "{shown}");
         assert!(!shown.contains("source says hi"), "{shown}");
