@@ -1,9 +1,9 @@
 //! `stellar-live-source` over a Galexie data lake on the local file system.
 
 mod support;
-use support::{free_port, live_source, source_client, stream_to_end, Proc};
+use support::{free_port, live_source, source_client, stream_to_end, testnet_lake, Proc};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,19 +14,6 @@ use stellar_xdr::{LedgerCloseMeta, LedgerCloseMetaBatch, Limits, ReadXdr, WriteX
 /// A source on the datalake backend; `env` may override anything.
 fn source(env: &[(&str, &str)]) -> (Proc, u16) {
     live_source(&[&[("BACKEND", "datalake")], env].concat())
-}
-
-fn testdata() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/testdata/stellar/testnet/datastore"
-    ));
-    if p.join(".config.json").is_file() {
-        Some(p)
-    } else {
-        eprintln!("skipped: {} is absent", p.display());
-        None
-    }
 }
 
 fn lcm_xdr(batch_file: &Path) -> Vec<Vec<u8>> {
@@ -61,7 +48,7 @@ fn object_keys_follow_the_galexie_layout() {
 
 #[tokio::test]
 async fn testnet_lake_serves_997_to_999_byte_identical_to_its_objects() {
-    let Some(lake) = testdata() else { return };
+    let Some(lake) = testnet_lake() else { return };
     let part = lake.join("FFFFFFFF--0-63999");
     let mut want = Vec::new();
     for f in [

@@ -6,10 +6,9 @@
 //! fake-gcs-server binary).
 
 mod support;
-use support::{free_port, live_source, source_client, stream_to_end, Proc};
+use support::{free_port, live_source, source_client, stream_to_end, testnet_lake, Proc};
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,19 +16,6 @@ use flowctl_proto::raw_ledger_service::GetLedgerRangeRequest;
 
 const BUCKET: &str = "stellar-lake";
 const PREFIX: &str = "v1/testnet";
-
-fn testnet_lake() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/testdata/stellar/testnet/datastore"
-    ));
-    if p.join(".config.json").is_file() {
-        Some(p)
-    } else {
-        eprintln!("skipped: {} is absent", p.display());
-        None
-    }
-}
 
 /// An emulator serving `tree` under `BUCKET/PREFIX`, stopped when dropped (its standard input
 /// closes; the kill that follows is for a hung one).

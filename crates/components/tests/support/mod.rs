@@ -107,6 +107,17 @@ pub fn shared() -> Option<PathBuf> {
     found
 }
 
+/// The shared testnet data lake (Galexie layout), or `None` with a skip message when absent.
+pub fn testnet_lake() -> Option<PathBuf> {
+    let lake = shared()?.join("testnet/datastore");
+    if lake.join(".config.json").is_file() {
+        Some(lake)
+    } else {
+        eprintln!("skipped: {} is absent", lake.display());
+        None
+    }
+}
+
 /// The 320 consecutive lighthorizon ledgers as raw XDR, and their golden events.
 pub fn lighthorizon(root: &Path) -> (Vec<(u32, Vec<u8>)>, Vec<serde_json::Value>) {
     let dir = root.join("testnet/lighthorizon-1410048-1410367/ledgers");
