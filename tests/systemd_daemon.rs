@@ -36,6 +36,16 @@ impl Drop for Daemon {
     }
 }
 
+/// `flowctl-sup --socket SOCKET reload`, as `systemctl reload` runs it.
+fn sup_reload(socket: impl AsRef<std::path::Path>) -> std::process::Output {
+    Command::new(SUP)
+        .arg("--socket")
+        .arg(socket.as_ref())
+        .arg("reload")
+        .output()
+        .unwrap()
+}
+
 /// Notifications until one contains `want` (or the deadline passes).
 fn wait_for(sock: &UnixDatagram, want: &str, seen: &mut Vec<String>) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -150,12 +160,7 @@ fn instance_mode_runs_one_pipeline_with_its_own_runtime_dir() {
     assert_eq!(status["pipelines"][0]["name"], "ttp", "{status}");
     assert_eq!(status["pipelines"].as_array().unwrap().len(), 1);
     // A reload re-reads the instance's own file only.
-    let out = Command::new(SUP)
-        .arg("--socket")
-        .arg(dir.path().join("run/ttp/flowctl.sock"))
-        .arg("reload")
-        .output()
-        .unwrap();
+    let out = sup_reload(dir.path().join("run/ttp/flowctl.sock"));
     assert!(
         out.status.success(),
         "{}",
@@ -276,12 +281,7 @@ fn daemon_reloads_on_sighup_and_flowctl_sup_reload_and_installs_with_apply_and_d
     );
 
     // `flowctl-sup reload` with nothing changed: nothing restarts, and it says so.
-    let out = Command::new(SUP)
-        .arg("--socket")
-        .arg(&socket)
-        .arg("reload")
-        .output()
-        .unwrap();
+    let out = sup_reload(&socket);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -298,12 +298,7 @@ fn daemon_reloads_on_sighup_and_flowctl_sup_reload_and_installs_with_apply_and_d
     // the other change (fresh's pipeline removed) still applies.
     std::fs::write(pipelines.join("edit.yaml"), "kind: [\n").unwrap();
     std::fs::remove_file(pipelines.join("new.yaml")).unwrap();
-    let out = Command::new(SUP)
-        .arg("--socket")
-        .arg(&socket)
-        .arg("reload")
-        .output()
-        .unwrap();
+    let out = sup_reload(&socket);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -318,12 +313,7 @@ fn daemon_reloads_on_sighup_and_flowctl_sup_reload_and_installs_with_apply_and_d
 
     // A config file that does not parse rejects the whole reload.
     std::fs::write(&config, "[log]\nchildren = \"syslog\"\n").unwrap();
-    let out = Command::new(SUP)
-        .arg("--socket")
-        .arg(&socket)
-        .arg("reload")
-        .output()
-        .unwrap();
+    let out = sup_reload(&socket);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
