@@ -99,7 +99,7 @@ pub struct Exited {
 /// Called once, from the reap loop, with the reaped process.
 pub type OnExit = Box<dyn FnOnce(Exited) + Send>;
 
-/// Waiters by pid. Process-wide because `waitpid(-1)` is: whichever reap loop collects a
+/// Waiters by pid. Process-wide because `wait4(-1)` is: whichever reap loop collects a
 /// status hands it to whoever spawned that pid.
 fn waiters() -> &'static Mutex<HashMap<i32, OnExit>> {
     static WAITERS: OnceLock<Mutex<HashMap<i32, OnExit>>> = OnceLock::new();
