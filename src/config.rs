@@ -215,11 +215,12 @@ impl Default for CgroupConfig {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
+    let d = humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!(
             "invalid duration {s:?}: {e} (write e.g. \"500ms\", \"10s\", \"5min\")"
         ))
-    })
+    })?;
+    crate::spec::units::within_max(d).map_err(serde::de::Error::custom)
 }
 
 fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {

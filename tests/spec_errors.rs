@@ -240,3 +240,26 @@ fn empty_file_is_an_error_with_a_position() {
     let d = diagnose("# nothing\n");
     assert_eq!(d.to_string(), "p.yaml:1:1: error: the file is empty: a pipeline starts with `apiVersion: flowctl/v1` and `kind: Pipeline`");
 }
+
+#[test]
+fn a_duration_of_u64_max_seconds_is_refused_at_validate_with_its_position() {
+    let max = "18446744073709551615s";
+    for (field, text) in [
+        (
+            "restart.initial_delay",
+            format!("      restart: {{initial_delay: {max}}}\n"),
+        ),
+        (
+            "restart.max_delay",
+            format!("      restart: {{max_delay: {max}}}\n"),
+        ),
+        ("stop.timeout", format!("      stop: {{timeout: {max}}}\n")),
+    ] {
+        let text = format!("{HEAD}  sources:\n    - id: a\n      command: [x]\n{text}");
+        let diags = diagnose(&text);
+        let shown = diags.to_string();
+        assert!(shown.contains(&format!("`{field}`")), "{field}: {shown}");
+        assert!(shown.contains("allowed from 0 to 365d"), "{field}: {shown}");
+        assert!(shown.starts_with("p.yaml:8:"), "{field}: {shown}");
+    }
+}

@@ -43,7 +43,7 @@ mod ports;
 mod reader;
 mod resolve;
 mod secrets;
-mod units;
+pub(crate) mod units;
 mod validate;
 
 use std::path::Path;

@@ -261,9 +261,12 @@ impl<'f> Ctx<'f> {
         }
     }
 
+    /// A duration no longer than [`super::units::MAX_DURATION`], so the supervisor's clock
+    /// arithmetic (backoff, stop timeouts, probe periods) can never overflow.
     pub fn duration(&mut self, node: &Node, field: &str) -> Option<Duration> {
         let text = self.string(node, field)?;
-        self.parsed(node, field, super::units::duration(&text))
+        let bounded = super::units::duration(&text).and_then(super::units::within_max);
+        self.parsed(node, field, bounded)
     }
 
     /// Places a unit parser's message on the node.

@@ -20,6 +20,21 @@ pub fn duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{t}` is not a duration ({e}): write e.g. `10s`, `500ms`, `1m30s`"))
 }
 
+/// The longest duration a pipeline may give: a year. Longer ones cannot mean anything to a
+/// supervisor, and `Instant + u64::MAX s` panics.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Refuses a duration over [`MAX_DURATION`], naming the allowed range.
+pub fn within_max(d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!(
+            "`{}` is too long: allowed from 0 to 365d",
+            humantime::format_duration(d)
+        ));
+    }
+    Ok(d)
+}
+
 /// Bytes from `512Mi`, `1Gi`, `1G`, `100M`, `64k`, `1.5Gi` or a plain byte count. Binary
 /// suffixes (`Ki`, `Mi`, `Gi`, `Ti`) are powers of 1024, decimal ones (`k`, `M`, `G`, `T`)
 /// powers of 1000, as in Kubernetes.
@@ -111,6 +126,8 @@ mod tests {
         assert_eq!(duration("0"), Ok(Duration::ZERO));
         assert!(duration("10").unwrap_err().contains("no unit"));
         assert!(duration("ten seconds").is_err());
+        assert!(within_max(MAX_DURATION).is_ok());
+        assert!(within_max(MAX_DURATION + Duration::from_secs(1)).is_err());
     }
 
     #[test]

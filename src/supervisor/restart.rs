@@ -122,7 +122,8 @@ pub fn backoff_delay(plan: &RestartPlan, attempt: u32, jitter_sample: f64) -> Du
     let jitter = plan.jitter.clamp(0.0, 1.0) * jitter_sample.clamp(0.0, 1.0);
     let secs = (base * (1.0 + jitter)).min(cap);
     if secs.is_finite() && secs > 0.0 {
-        Duration::from_secs_f64(secs)
+        // A cap near u64::MAX seconds rounds up past what a Duration holds.
+        Duration::try_from_secs_f64(secs).unwrap_or(plan.max_delay)
     } else {
         Duration::ZERO
     }
@@ -153,6 +154,14 @@ mod tests {
             .map(|a| backoff_delay(&p, a, 0.0).as_millis())
             .collect();
         assert_eq!(delays, vec![100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn backoff_with_a_cap_of_u64_max_seconds_does_not_panic() {
+        let mut p = plan(RestartPolicy::Always);
+        p.initial_delay = Duration::from_secs(u64::MAX);
+        p.max_delay = Duration::from_secs(u64::MAX);
+        assert_eq!(backoff_delay(&p, 3, 1.0), Duration::from_secs(u64::MAX));
     }
 
     #[test]
