@@ -141,3 +141,42 @@ fn flowctl_run_reports_each_components_cpu_time_and_peak_memory_as_the_kernel_co
     assert!(cpu > 0.0, "{line}");
     assert!((45.0..500.0).contains(&mib), "{line}");
 }
+
+#[test]
+fn flowctl_run_raises_its_fd_limit_and_children_get_the_original_soft_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let kit = testkit();
+    let (child, parent) = (dir.path().join("child"), dir.path().join("parent"));
+    let file = pipeline_file(
+        dir.path(),
+        &format!(
+            "  sources:\n    - id: source\n      command: /bin/sh\n      args: ['-c', 'ulimit -Sn > {c}; grep \"Max open files\" /proc/$PPID/limits > {p}']\n\
+             \x20 sinks:\n    - id: sink\n      command: {k}\n      inputs: [source]\n      args: [--exit-code, '0', --after-ms, '200']\n",
+            c = child.display(),
+            p = parent.display(),
+            k = kit.display()
+        ),
+    );
+    let run = flowctl_run(dir.path(), &file);
+    // Start flowctl with a low soft limit, as a login shell's default would be.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" \"$@\"")
+        .arg(run.get_program())
+        .args(run.get_args())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let child_soft = std::fs::read_to_string(&child).unwrap();
+    assert_eq!(child_soft.trim(), "256", "the child's soft limit: {stderr}");
+    let parent_line = std::fs::read_to_string(&parent).unwrap();
+    let fields: Vec<&str> = parent_line.split_whitespace().collect();
+    // "Max open files SOFT HARD files"
+    assert_eq!(
+        fields[3], fields[4],
+        "flowctl's soft limit is its hard limit: {parent_line}"
+    );
+    assert_ne!(fields[3], "256", "{parent_line}");
+}

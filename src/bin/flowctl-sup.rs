@@ -61,6 +61,7 @@ fn main() {
         Command::Restart { component } => (Request::Restart { component }, false),
         Command::Reload { json } => (Request::Reload, json),
         Command::Run { config, instance } => {
+            flowctl::supervisor::fdlimit::raise();
             let code = flowctl::daemon::run(flowctl::daemon::DaemonArgs { config, instance })
                 .unwrap_or_else(|err| {
                     eprintln!("flowctl-sup: error: {err:#}");

@@ -48,6 +48,7 @@ pub struct RunArgs {
 
 /// Loads the file (every problem reported as `FILE:LINE:COL: error: …`) and runs it.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
+    crate::supervisor::fdlimit::raise();
     let loaded = match spec::load_plan(&args.file, &ResolveOptions::default()) {
         Ok(loaded) => loaded,
         Err(diags) => {

@@ -4,6 +4,7 @@
 //! - `restart.rs`: restart policy, backoff and start limit.
 //! - `order.rs`: start and stop order across components.
 //! - `env.rs`, `command.rs`, `spawn.rs`: what a child is started with and how.
+//! - `fdlimit.rs`: the supervisor's raised fd limit, and the original one children get.
 //! - `reaper.rs`: subreaper and the one `waitpid(-1)` loop.
 //! - `reload.rs`: what a reload changes, a pure diff of running and new plans.
 //! - `slots.rs`: components by an index that never shifts or is reused.
@@ -11,6 +12,7 @@
 
 pub mod command;
 pub mod env;
+pub mod fdlimit;
 pub mod order;
 pub mod reaper;
 pub mod reload;

@@ -138,6 +138,24 @@ pub fn spawn(spec: &SpawnSpec<'_>, on_exit: OnExit) -> io::Result<Spawned> {
     .into_iter()
     .filter_map(|(r, v)| v.map(|v| (r, v)))
     .collect();
+    // The supervisor raised its own soft fd limit; give the child the one it replaced, with
+    // the hard limit kept, unless the plan sets `nofile`.
+    let restore_nofile = match (spec.rlimits.nofile, super::fdlimit::original_soft()) {
+        (None, Some(soft)) => {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes into the struct we own.
+            (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(
+                libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: lim.rlim_max,
+                },
+            )
+        }
+        _ => None,
+    };
     let identity = spec.identity.cloned();
     let cgroup_procs = spec.cgroup.map(|j| j.as_raw_fd());
     // SAFETY: getpid has no preconditions.
@@ -149,6 +167,11 @@ pub fn spawn(spec: &SpawnSpec<'_>, on_exit: OnExit) -> io::Result<Spawned> {
             // First, so not even an early fork of the child escapes its cgroup.
             if let Some(fd) = cgroup_procs {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some(lim) = &restore_nofile {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, lim) != 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
