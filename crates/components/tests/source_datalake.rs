@@ -242,3 +242,43 @@ async fn a_corrupt_object_ends_the_stream_with_an_error_naming_it() {
     assert!(err.message().contains(&key), "{}", err.message());
     assert!(err.message().contains("zstd"), "{}", err.message());
 }
+
+#[tokio::test]
+async fn a_lake_object_inflating_past_the_cap_ends_the_stream_naming_the_object_and_limit() {
+    let (dir, _gen, _ledgers) = synthetic_lake();
+    let m = Manifest {
+        network_passphrase: stellar_synth::DEFAULT_PASSPHRASE.into(),
+        version: "1.0".into(),
+        compression: "zstd".into(),
+        ledgers_per_batch: 4,
+        batches_per_partition: 2,
+    };
+    // Zeros compress to almost nothing: a small object inflating past 4 ledgers' maximum.
+    let bomb = vec![0u8; (m.max_object_bytes() + (1 << 20)) as usize];
+    let key = m.object_key(16);
+    std::fs::write(
+        dir.path().join(&key),
+        zstd::encode_all(&bomb[..], 19).unwrap(),
+    )
+    .unwrap();
+    drop(bomb);
+    let (_p, port) = source(&[("DATALAKE_URL", dir.path().to_str().unwrap())]);
+    let mut c = source_client(port).await;
+    let mut stream = c
+        .stream_raw_ledgers(StreamLedgersRequest { start_ledger: 12 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(l)) => seqs.push(l.sequence),
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(seqs, vec![12, 13, 14, 15], "every ledger before the object");
+    assert!(err.message().contains(&key), "{}", err.message());
+    let limit = format!("limit of {} bytes", m.max_object_bytes());
+    assert!(err.message().contains(&limit), "{}", err.message());
+}

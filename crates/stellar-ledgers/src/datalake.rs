@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use stellar_xdr::LedgerCloseMeta;
 
-use crate::decode::{decode_batch_object, decompress, ledger_sequence};
+use crate::decode::{decode_batch_object, decompress_capped, ledger_sequence, MAX_LEDGER_BYTES};
 use crate::error::{ErrorKind, ReadError};
 
 pub const MANIFEST: &str = ".config.json";
@@ -50,6 +50,16 @@ impl DataLakeConfig {
             )));
         }
         Ok(config)
+    }
+
+    /// The most bytes one object may inflate to: its ledgers times the per-ledger maximum.
+    pub fn max_object_bytes(&self) -> u64 {
+        u64::from(self.ledgers_per_batch) * MAX_LEDGER_BYTES
+    }
+
+    /// Inflates one object of this lake, refusing it past [`Self::max_object_bytes`].
+    pub fn decompress_object(&self, path: &Path, bytes: &[u8]) -> Result<Vec<u8>, ReadError> {
+        decompress_capped(path, bytes, self.max_object_bytes())
     }
 
     /// The first ledger of the object holding `sequence`.
@@ -127,10 +137,13 @@ impl DataLake {
                 ))
             }
         };
-        let content = decompress(&path, &bytes).map_err(|e| ReadError {
-            ledger: Some(sequence),
-            ..e
-        })?;
+        let content = self
+            .config
+            .decompress_object(&path, &bytes)
+            .map_err(|e| ReadError {
+                ledger: Some(sequence),
+                ..e
+            })?;
         let batch = decode_batch_object(&path, &content)?;
         Ok(Some(batch.ledger_close_metas.into()))
     }

@@ -14,6 +14,9 @@ const MAX_DEPTH: u32 = 500;
 /// Largest decompressed object accepted: real batches are a few MB, a busy ledger ~2 MB.
 const MAX_DECOMPRESSED: u64 = 1 << 30;
 
+/// Largest decompressed ledger accepted in a data-lake object: a busy ledger is ~2 MB.
+pub const MAX_LEDGER_BYTES: u64 = 32 << 20;
+
 fn limits(len: usize) -> Limits {
     Limits {
         depth: MAX_DEPTH,
@@ -35,19 +38,26 @@ pub fn ledger_sequence(ledger: &LedgerCloseMeta) -> u32 {
 }
 
 pub(crate) fn decompress(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, ReadError> {
+    decompress_capped(path, bytes, MAX_DECOMPRESSED)
+}
+
+/// Inflates a zstd object, refusing it once it grows past `cap` bytes (a small object can
+/// inflate to gigabytes), so memory stays bounded by the cap whatever the input.
+pub fn decompress_capped(path: &Path, bytes: &[u8], cap: u64) -> Result<Vec<u8>, ReadError> {
+    let cap = cap.min(MAX_DECOMPRESSED);
     let decoder = zstd::Decoder::new(bytes)
         .map_err(|e| ReadError::new(path, None, ErrorKind::Zstd(e.to_string())))?;
     let mut out = Vec::new();
     decoder
-        .take(MAX_DECOMPRESSED + 1)
+        .take(cap + 1)
         .read_to_end(&mut out)
         .map_err(|e| ReadError::new(path, None, ErrorKind::Zstd(e.to_string())))?;
-    if out.len() as u64 > MAX_DECOMPRESSED {
+    if out.len() as u64 > cap {
         return Err(ReadError::new(
             path,
             None,
             ErrorKind::Zstd(format!(
-                "decompresses to more than {MAX_DECOMPRESSED} bytes"
+                "decompresses to more than the limit of {cap} bytes"
             )),
         ));
     }

@@ -22,7 +22,8 @@ use std::path::Path;
 
 pub use datalake::{DataLake, DataLakeConfig};
 pub use decode::{
-    decode_base64_lines, decode_batch_object, decode_frames, decode_raw, ledger_sequence,
+    decode_base64_lines, decode_batch_object, decode_frames, decode_raw, decompress_capped,
+    ledger_sequence, MAX_LEDGER_BYTES,
 };
 pub use error::{ErrorKind, ReadError};
 pub use stellar_xdr::LedgerCloseMeta;

@@ -216,3 +216,31 @@ fn truncated_frame_stream_names_the_frame_and_the_ledger_before_it() {
         "{err}"
     );
 }
+
+#[test]
+fn a_lake_object_inflating_past_the_cap_is_refused_naming_the_object() {
+    let lake = tempfile::tempdir().unwrap();
+    std::fs::write(
+        lake.path().join(".config.json"),
+        br#"{"networkPassphrase":"Test SDF Network ; September 2015","ledgersPerBatch":1,"batchesPerPartition":1}"#,
+    )
+    .unwrap();
+    let config = DataLake::open(lake.path()).unwrap().config().clone();
+    // Zeros compress to almost nothing: a small object that inflates past one ledger's limit.
+    let bomb = vec![0u8; (stellar_ledgers::MAX_LEDGER_BYTES + (1 << 20)) as usize];
+    let compressed = zstd::encode_all(&bomb[..], 19).unwrap();
+    assert!(compressed.len() < 64 * 1024, "{} bytes", compressed.len());
+    let key = config.object_key(5);
+    std::fs::write(lake.path().join(&key), &compressed).unwrap();
+
+    let err = DataLake::open(lake.path())
+        .unwrap()
+        .read_batch(5)
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains(&key), "{message}");
+    assert!(
+        message.contains(&format!("limit of {} bytes", config.max_object_bytes())),
+        "{message}"
+    );
+}

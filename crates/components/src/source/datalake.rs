@@ -113,7 +113,8 @@ impl DataLake {
             return Ok(None);
         };
         let display = format!("{}/{key}", self.url.trim_end_matches('/'));
-        tokio::task::spawn_blocking(move || decode_batch(&display, &compressed))
+        let manifest = self.manifest.clone();
+        tokio::task::spawn_blocking(move || decode_batch(&manifest, &display, &compressed))
             .await
             .map_err(|e| SourceError::Object {
                 key: key.clone(),
@@ -123,13 +124,20 @@ impl DataLake {
     }
 }
 
-/// Unpacks one zstd `LedgerCloseMetaBatch` into raw ledgers.
-pub fn decode_batch(key: &str, compressed: &[u8]) -> Result<Vec<RawLedger>, SourceError> {
+/// Unpacks one zstd `LedgerCloseMetaBatch` into raw ledgers, inflating it no further than
+/// the lake's manifest allows.
+pub fn decode_batch(
+    manifest: &DataLakeConfig,
+    key: &str,
+    compressed: &[u8],
+) -> Result<Vec<RawLedger>, SourceError> {
     let obj_err = |message: String| SourceError::Object {
         key: key.to_string(),
         message,
     };
-    let xdr = zstd::decode_all(compressed).map_err(|e| obj_err(format!("not zstd: {e}")))?;
+    let xdr = manifest
+        .decompress_object(std::path::Path::new(key), compressed)
+        .map_err(|e| obj_err(e.to_string()))?;
     let batch = stellar_ledgers::decode_batch_object(std::path::Path::new(key), &xdr)
         .map_err(|e| obj_err(e.to_string()))?;
     let mut out = Vec::with_capacity(batch.ledger_close_metas.len());
