@@ -75,6 +75,12 @@ fn service_status(r: &ComponentRegistration) -> ServiceStatus {
     }
 }
 
+/// A run as any reader may see it: its pipeline file without secrets.
+fn shown(mut run: PipelineRun) -> PipelineRun {
+    run.config_yaml = super::redact::config_yaml(&run.config_yaml);
+    run
+}
+
 fn known_run_status(value: i32, field: &str) -> Result<RunStatus, Status> {
     RunStatus::try_from(value)
         .map_err(|_| Status::invalid_argument(format!("{field}: {value} is not a RunStatus")))
@@ -164,7 +170,7 @@ impl ControlPlane for ControlPlaneV0 {
             component_ids: req.component_ids,
             owner: None,
         })?;
-        Ok(Response::new(run))
+        Ok(Response::new(shown(run)))
     }
 
     async fn update_pipeline_run(
@@ -178,18 +184,18 @@ impl ControlPlane for ControlPlaneV0 {
             metrics: req.metrics,
             error: (!req.error.is_empty()).then_some(req.error),
         };
-        Ok(Response::new(
+        Ok(Response::new(shown(
             self.registry.update_run(&req.run_id, update)?,
-        ))
+        )))
     }
 
     async fn get_pipeline_run(
         &self,
         request: Request<GetPipelineRunRequest>,
     ) -> Result<Response<PipelineRun>, Status> {
-        Ok(Response::new(
+        Ok(Response::new(shown(
             self.registry.get_run(&request.into_inner().run_id)?,
-        ))
+        )))
     }
 
     async fn list_pipeline_runs(
@@ -209,6 +215,7 @@ impl ControlPlane for ControlPlaneV0 {
             status: (status != RunStatus::Unknown).then_some(status),
             limit: req.limit as usize,
         })?;
+        let runs = runs.into_iter().map(shown).collect();
         Ok(Response::new(ListPipelineRunsResponse { runs }))
     }
 
@@ -216,9 +223,9 @@ impl ControlPlane for ControlPlaneV0 {
         &self,
         request: Request<StopPipelineRunRequest>,
     ) -> Result<Response<PipelineRun>, Status> {
-        Ok(Response::new(
+        Ok(Response::new(shown(
             self.registry.stop_run(&request.into_inner().run_id).await?,
-        ))
+        )))
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`grpc`]: `flowctl.ControlPlane` and `flowctl.v1.ControlPlaneService` over the registry.
 //! - [`server`]: TCP and unix-socket serving, bearer token and mutual TLS.
 //! - [`client`]: connecting to a registry (CLI, tests).
+//! - [`redact`]: pipeline files as readers see them: secret values and URL passwords masked,
+//!   in every run the gRPC services return.
 //!
 //! # For the supervisor
 //! ```no_run
@@ -54,6 +56,7 @@ pub mod embedded;
 pub mod grpc;
 pub mod health;
 mod probe;
+pub mod redact;
 pub mod server;
 pub mod state;
 pub mod store;
