@@ -236,3 +236,27 @@ fn cli_reports_an_unreachable_registry_plainly() {
         format!("flowctl: error: cannot connect to the registry at 127.0.0.1:{port}: Connection refused (os error 111)")
     );
 }
+
+#[tokio::test]
+async fn list_prints_a_1_mb_id_and_an_escape_sequence_id_escaped_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path());
+    let ep = server.endpoint.clone();
+    let mut c = connect(&ClientOptions::from_env(ep.clone())).await.unwrap();
+    let long = "L".repeat(1 << 20);
+    for id in [long.as_str(), "evil\x1b[2Jid"] {
+        c.v0.register(ServiceInfo {
+            component_id: id.into(),
+            service_type: ServiceType::Processor as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let out = flowctl(&["list", "--endpoint", &ep]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(!table.contains('\x1b'), "raw escape printed");
+    assert!(table.contains("evil\\u{1b}[2Jid"), "{}", &table[..200]);
+    assert!(table.contains(&long));
+}

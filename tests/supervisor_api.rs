@@ -175,3 +175,63 @@ async fn second_bind_on_a_live_socket_is_refused_and_stale_one_replaced() {
     drop(first);
     api::socket::bind(&socket).expect("a stale socket is replaced");
 }
+
+#[tokio::test]
+async fn control_request_over_64_kib_gets_one_error_and_its_tail_never_runs() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = api::socket::socket_path(&dir.path().join("run"));
+    let run = start(testplan::pipeline("demo", vec![kit("a", &[])]));
+    tokio::spawn(api::server::serve(
+        api::socket::bind(&socket).unwrap(),
+        run.handle.clone(),
+    ));
+    let before = wait_for(&run.handle, "a", Duration::from_secs(5), |c| c.ready).await;
+
+    // 70 KiB: padding, then at byte 64 KiB a request that would stop `a` if run on its own.
+    let mut request = vec![b' '; 64 * 1024];
+    request.extend_from_slice(br#"{"cmd":"stop","component":"a"}"#);
+    request.resize(70 * 1024, b' ');
+    request.push(b'\n');
+    let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&request).await;
+        let _ = write.shutdown().await;
+    });
+    let mut replies = String::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut lines = BufReader::new(read);
+        let mut first = String::new();
+        lines.read_line(&mut first).await.unwrap();
+        replies.push_str(&first);
+        lines.read_to_string(&mut replies).await.unwrap();
+    })
+    .await
+    .expect("the supervisor answered and closed the connection");
+    writer.await.unwrap();
+    assert_eq!(replies.lines().count(), 1, "{replies}");
+    let reply: api::protocol::Response = serde_json::from_str(replies.trim()).unwrap();
+    assert!(!reply.ok);
+    assert!(
+        reply
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("request too large"),
+        "{replies}"
+    );
+
+    // A status request on a new connection is answered only after any earlier request; `a`
+    // is still the same running process.
+    let status = sup(&socket, &["status", "--json"]).await;
+    assert_eq!(status.code, Some(0));
+    let after = component(&run.handle, "a").await;
+    assert_eq!(after.state, StateName::Ready);
+    assert_eq!(
+        after.pid, before.pid,
+        "the tail of the request stopped nothing"
+    );
+    run.handle.shutdown();
+    run.task.await.unwrap();
+}

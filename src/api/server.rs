@@ -61,6 +61,18 @@ async fn connection(
         if n == 0 {
             return Ok(());
         }
+        if !line.ends_with('\n') && n >= MAX_REQUEST {
+            // The rest of an oversized line must never run as a request of its own: skip it
+            // up to its newline and refuse the request whole.
+            skip_line(&mut lines).await?;
+            let response = Response::error(format!(
+                "request too large: over {MAX_REQUEST} bytes without a newline"
+            ));
+            let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+            out.push(b'\n');
+            write.write_all(&out).await?;
+            continue;
+        }
         if line.trim().is_empty() {
             continue;
         }
@@ -83,5 +95,25 @@ async fn connection(
         let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
         out.push(b'\n');
         write.write_all(&out).await?;
+    }
+}
+
+/// Discards input up to and including the next newline (or the end), in bounded memory.
+async fn skip_line<R: tokio::io::AsyncBufRead + Unpin>(input: &mut R) -> std::io::Result<()> {
+    loop {
+        let buf = input.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                input.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let len = buf.len();
+                input.consume(len);
+            }
+        }
     }
 }

@@ -68,10 +68,15 @@ pub fn status_error(status: tonic::Status) -> anyhow::Error {
     }
 }
 
-/// Prints rows under a header, columns padded to their widest cell.
+/// Prints rows under a header, columns padded to their widest cell, control characters
+/// escaped (cells come from any registry client).
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| super::text::escape(c)).collect())
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -85,14 +90,14 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
                 if i == last {
                     c.to_string()
                 } else {
-                    format!("{c:<w$}", w = widths[i])
+                    super::text::pad(c, widths[i])
                 }
             })
             .collect();
         println!("{}", text.join("  ").trim_end());
     };
     line(header.to_vec());
-    for row in rows {
+    for row in &rows {
         line(row.iter().map(String::as_str).collect());
     }
 }

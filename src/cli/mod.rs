@@ -11,6 +11,7 @@ pub mod logs;
 pub mod pipelines;
 pub mod run;
 pub mod server;
+pub mod text;
 pub mod validate;
 
 #[derive(Debug, Parser)]
