@@ -87,3 +87,52 @@ fn values_replaced_by_odd_ones_give_positioned_errors() {
         }
     }
 }
+
+/// A pipeline with `labels` labels and, on its source, `env` environment variables; the label
+/// `K{dup}` is written a second time after the last one when `dup` is given. (The YAML parser
+/// caps a document at 250k nodes, so one file holds at most ~124k such keys.)
+fn wide_pipeline(labels: usize, env: usize, dup: Option<usize>) -> String {
+    let mut text = String::from(
+        "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata:\n  name: wide\n  labels:\n",
+    );
+    for i in 0..labels {
+        text.push_str(&format!("    K{i}: v{i}\n"));
+    }
+    if let Some(d) = dup {
+        text.push_str(&format!("    K{d}: again\n"));
+    }
+    text.push_str("spec:\n  sources:\n    - id: src\n      command: [\"true\"]\n      env:\n");
+    for i in 0..env {
+        text.push_str(&format!("        VAR_{i}: \"{i}\"\n"));
+    }
+    text
+}
+
+#[test]
+fn a_map_of_a_hundred_thousand_keys_parses_and_resolves() {
+    let text = wide_pipeline(10, 100_000, None);
+    let p = parse_str(Path::new("wide.yaml"), &text).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(p.components[0].env.len(), 100_000);
+    let plan = resolve(
+        &p,
+        &ResolveOptions {
+            vars: Some(Default::default()),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    let env = &plan.components[0].env;
+    assert_eq!(env.get("VAR_99999").map(String::as_str), Some("99999"));
+}
+
+#[test]
+fn a_duplicate_among_a_hundred_thousand_keys_is_reported_with_both_positions() {
+    let text = wide_pipeline(100_000, 1, Some(41_999));
+    let d = parse_str(Path::new("wide.yaml"), &text).unwrap_err();
+    let errors: Vec<String> = d.errors().map(|e| e.to_string()).collect();
+    // `K41999` is first written on line 6 + 41999; the repeat follows the last label.
+    assert_eq!(
+        errors,
+        ["wide.yaml:100006:5: error: duplicate key `K41999` in `metadata.labels` (first set at 42005:5)"],
+    );
+}

@@ -2,7 +2,7 @@
 //! `kind: Pipeline`. Accepts the fields pipelines written for the Go flowctl use and the
 //! supervisor's own; refuses container-only fields with the reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::bundled;
@@ -671,6 +671,7 @@ fn config_env(ctx: &mut Ctx, node: &Node, field: &str) -> Vec<(String, At<String
         }
     };
     let mut out: Vec<(String, At<String>)> = Vec::new();
+    let mut taken: HashSet<String> = HashSet::with_capacity(entries.len());
     for (k, v) in entries {
         let Some(key) = ctx.string(k, &format!("key of {field}")) else {
             continue;
@@ -689,7 +690,7 @@ fn config_env(ctx: &mut Ctx, node: &Node, field: &str) -> Vec<(String, At<String
             ctx.error(k.pos, format!("empty key in `{field}`"));
             continue;
         }
-        if out.iter().any(|(n, _)| *n == name) {
+        if !taken.insert(name.clone()) {
             ctx.error(
                 k.pos,
                 format!("`{field}.{key}` gives `{name}` a second time"),

@@ -1,6 +1,7 @@
 //! Strict, error-collecting reading of the YAML tree: every getter records what is wrong with
 //! its node and returns `None`, so one pass reports every problem of the file.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -176,20 +177,27 @@ impl<'f> Ctx<'f> {
             }
         };
         let mut out: Vec<(At<String>, At<String>)> = Vec::new();
+        // Where each key was first written: a map of 100k keys must not cost 100k² compares.
+        let mut first_at: HashMap<String, Pos> = HashMap::with_capacity(entries.len());
         for (k, v) in entries {
             let Some(key) = self.string_at(k, &format!("key of {field}")) else {
                 continue;
             };
-            if let Some((first, _)) = out.iter().find(|(name, _)| name.value == key.value) {
-                let first = first.pos;
-                self.error(
-                    k.pos,
-                    format!(
-                        "duplicate key `{}` in `{field}` (first set at {first})",
-                        key.value
-                    ),
-                );
-                continue;
+            match first_at.entry(key.value.clone()) {
+                Entry::Occupied(first) => {
+                    let first = *first.get();
+                    self.error(
+                        k.pos,
+                        format!(
+                            "duplicate key `{}` in `{field}` (first set at {first})",
+                            key.value
+                        ),
+                    );
+                    continue;
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(key.pos);
+                }
             }
             let value = match &v.value {
                 Value::Null => Some(At::new(String::new(), v.pos)),
