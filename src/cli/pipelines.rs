@@ -70,7 +70,9 @@ impl Args {
                         .v0
                         .list_pipeline_runs(request)
                         .await;
-                    print_runs(&self.conn, &runs.map_err(status_error)?.into_inner().runs)
+                    let answer = runs.map_err(status_error)?.into_inner();
+                    note_truncated(answer.truncated, answer.runs.len());
+                    print_runs(&self.conn, &answer.runs)
                 }
                 PipelinesCommand::Get { run_id } => {
                     let run = self
@@ -97,6 +99,15 @@ impl Args {
     }
 }
 
+/// Says on stderr, so tables and JSON on stdout stay whole, that older runs were left out.
+fn note_truncated(truncated: bool, shown: usize) {
+    if truncated {
+        eprintln!(
+            "note: more runs exist; only the newest {shown} fit in one answer from the registry"
+        );
+    }
+}
+
 /// How many runs of history `list` looks at.
 const HISTORY: i32 = 1000;
 
@@ -107,15 +118,16 @@ pub async fn list_pipelines(conn: &Conn) -> anyhow::Result<i32> {
         status: 0,
         limit: HISTORY,
     };
-    let runs = conn
+    let answer = conn
         .connect()
         .await?
         .v0
         .list_pipeline_runs(request)
         .await
         .map_err(status_error)?
-        .into_inner()
-        .runs;
+        .into_inner();
+    note_truncated(answer.truncated, answer.runs.len());
+    let runs = answer.runs;
     // Runs come newest first, so the first one seen per name is the latest.
     let mut pipelines: BTreeMap<String, (PipelineRun, usize)> = BTreeMap::new();
     for run in runs {

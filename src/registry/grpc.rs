@@ -19,6 +19,7 @@ use flowctl_proto::flowctl::{
 use tonic::{Request, Response, Status};
 
 use super::health::HealthStatus;
+use super::limits;
 use super::state::{
     component_type_of, service_type_of, Api, ComponentRegistration, MetricValue, NewRun,
     Registration, Registry, RegistryError, RunUpdate,
@@ -93,6 +94,16 @@ impl ControlPlane for ControlPlaneV0 {
         request: Request<ServiceInfo>,
     ) -> Result<Response<RegistrationAck>, Status> {
         let info = request.into_inner();
+        limits::id("service_id", &info.service_id)?;
+        limits::id("component_id", &info.component_id)?;
+        limits::ids("input_event_types", &info.input_event_types)?;
+        limits::ids("output_event_types", &info.output_event_types)?;
+        limits::text(
+            "health_endpoint",
+            &info.health_endpoint,
+            limits::MAX_ID_BYTES,
+        )?;
+        limits::metadata("metadata", &info.metadata)?;
         let service_type =
             ServiceType::try_from(info.service_type).unwrap_or(ServiceType::Unspecified);
         let registration = Registration {
@@ -126,6 +137,8 @@ impl ControlPlane for ControlPlaneV0 {
 
     async fn heartbeat(&self, request: Request<ServiceHeartbeat>) -> Result<Response<()>, Status> {
         let hb = request.into_inner();
+        limits::id("service_id", &hb.service_id)?;
+        limits::metrics("metrics", &hb.metrics)?;
         let metrics = hb
             .metrics
             .into_iter()
@@ -163,6 +176,10 @@ impl ControlPlane for ControlPlaneV0 {
         request: Request<CreatePipelineRunRequest>,
     ) -> Result<Response<PipelineRun>, Status> {
         let req = request.into_inner();
+        limits::id("run_id", &req.run_id)?;
+        limits::id("pipeline_name", &req.pipeline_name)?;
+        limits::config_yaml(&req.config_yaml)?;
+        limits::ids("component_ids", &req.component_ids)?;
         let run = self.registry.create_run(NewRun {
             run_id: Some(req.run_id),
             pipeline_name: req.pipeline_name,
@@ -178,6 +195,11 @@ impl ControlPlane for ControlPlaneV0 {
         request: Request<UpdatePipelineRunRequest>,
     ) -> Result<Response<PipelineRun>, Status> {
         let req = request.into_inner();
+        limits::id("run_id", &req.run_id)?;
+        limits::text("error", &req.error, limits::MAX_TEXT_BYTES)?;
+        if let Some(metrics) = &req.metrics {
+            limits::metrics("metrics.component_metrics", &metrics.component_metrics)?;
+        }
         let status = known_run_status(req.status, "status")?;
         let update = RunUpdate {
             status: (status != RunStatus::Unknown).then_some(status),
@@ -203,6 +225,7 @@ impl ControlPlane for ControlPlaneV0 {
         request: Request<ListPipelineRunsRequest>,
     ) -> Result<Response<ListPipelineRunsResponse>, Status> {
         let req = request.into_inner();
+        limits::id("pipeline_name", &req.pipeline_name)?;
         let status = known_run_status(req.status, "status")?;
         if req.limit < 0 {
             return Err(Status::invalid_argument(format!(
@@ -215,8 +238,8 @@ impl ControlPlane for ControlPlaneV0 {
             status: (status != RunStatus::Unknown).then_some(status),
             limit: req.limit as usize,
         })?;
-        let runs = runs.into_iter().map(shown).collect();
-        Ok(Response::new(ListPipelineRunsResponse { runs }))
+        let (runs, truncated) = limits::fit_answer(runs.into_iter().map(shown).collect());
+        Ok(Response::new(ListPipelineRunsResponse { runs, truncated }))
     }
 
     async fn stop_pipeline_run(
@@ -268,6 +291,19 @@ impl ControlPlaneService for ControlPlaneV1 {
     ) -> Result<Response<RegisterResponse>, Status> {
         let req = request.into_inner();
         let info = req.component.unwrap_or_default();
+        limits::id("component.id", &info.id)?;
+        limits::id("component_id", &req.component_id)?;
+        limits::id("component.name", &info.name)?;
+        limits::id("component.version", &info.version)?;
+        limits::text(
+            "component.description",
+            &info.description,
+            limits::MAX_TEXT_BYTES,
+        )?;
+        limits::text("component.endpoint", &info.endpoint, limits::MAX_ID_BYTES)?;
+        limits::ids("component.input_event_types", &info.input_event_types)?;
+        limits::ids("component.output_event_types", &info.output_event_types)?;
+        limits::metadata("component.metadata", &info.metadata)?;
         let component_type = known_component_type(info.r#type, "component.type")?;
         let topics = info.output_event_types.clone();
         let registration = Registration {
@@ -333,6 +369,11 @@ impl ControlPlaneService for ControlPlaneV1 {
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<()>, Status> {
         let hb = request.into_inner();
+        limits::id("service_id", &hb.service_id)?;
+        limits::metrics("metrics", &hb.metrics)?;
+        for (key, value) in &hb.metrics {
+            limits::text(&format!("metrics[{key}]"), value, limits::MAX_TEXT_BYTES)?;
+        }
         let status = HealthStatus::try_from(hb.status).unwrap_or(HealthStatus::Unknown);
         let metrics = hb
             .metrics

@@ -7,6 +7,7 @@
 //! - [`grpc`]: `flowctl.ControlPlane` and `flowctl.v1.ControlPlaneService` over the registry.
 //! - [`server`]: TCP and unix-socket serving, bearer token and mutual TLS.
 //! - [`client`]: connecting to a registry (CLI, tests).
+//! - [`limits`]: the largest ids, maps, pipeline files and messages the registry accepts.
 //! - [`redact`]: pipeline files as readers see them: secret values and URL passwords masked,
 //!   in every run the gRPC services return.
 //!
@@ -55,6 +56,7 @@ pub mod client;
 pub mod embedded;
 pub mod grpc;
 pub mod health;
+pub mod limits;
 mod probe;
 pub mod redact;
 pub mod server;

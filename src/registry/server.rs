@@ -20,6 +20,7 @@ use tonic::{Request, Status};
 use tonic_health::ServingStatus;
 
 use super::grpc::{ControlPlaneV0, ControlPlaneV1};
+use super::limits::MAX_MESSAGE_BYTES;
 use super::state::Registry;
 
 /// The socket file the registry listens on inside the runtime dir.
@@ -221,8 +222,12 @@ impl RegistryServer {
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
         }
-        let v0 = ControlPlaneServer::new(ControlPlaneV0::new(self.registry.clone()));
-        let v1 = ControlPlaneServiceServer::new(ControlPlaneV1::new(self.registry.clone()));
+        // Refuse oversized requests before decoding them; the field limits in `limits` sit
+        // just below this.
+        let v0 = ControlPlaneServer::new(ControlPlaneV0::new(self.registry.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let v1 = ControlPlaneServiceServer::new(ControlPlaneV1::new(self.registry.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(listener) = self.tcp {
