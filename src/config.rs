@@ -363,8 +363,8 @@ impl Config {
 
     /// Loads every pipeline file of `paths.pipelines_dir`. A file that does not load is
     /// rejected with its diagnostics and the others still run; two files naming the same
-    /// pipeline keep the first (by file name). Ports allocated for one pipeline are reserved
-    /// for the next, so pipelines never share a port.
+    /// pipeline keep the first (by file name), or on a reload the one already running. Ports
+    /// allocated for one pipeline are reserved for the next, so pipelines never share a port.
     pub fn load_pipelines(&self) -> std::io::Result<PipelineSet> {
         Ok(self.load_pipeline_files(self.pipeline_files()?))
     }
@@ -375,7 +375,9 @@ impl Config {
     }
 
     /// [`Config::load_pipeline_files`] on a reload: components of `running` keep the ports
-    /// they hold, so an unchanged file resolves to the plan that runs.
+    /// they hold, so an unchanged file resolves to the plan that runs, and a file naming a
+    /// running pipeline whose own file is still there is rejected: the newcomer never replaces
+    /// it, whatever the file names' order (even while the running file does not load).
     pub fn load_pipeline_files_holding(
         &self,
         files: Vec<PathBuf>,
@@ -387,9 +389,26 @@ impl Config {
             held_ports: crate::plan::HeldPorts::of(running),
             ..Default::default()
         };
+        let all_files = files.clone();
         for file in files {
             match crate::spec::load_plan(&file, &opts) {
                 Ok(loaded) => {
+                    if let Some(running) = running.iter().find(|p| {
+                        p.name == loaded.plan.name
+                            && p.source_file != file
+                            && all_files.contains(&p.source_file)
+                    }) {
+                        set.rejected.push(Rejected {
+                            file: file.clone(),
+                            reason: format!(
+                                "{}: pipeline {:?} is already running from {}",
+                                file.display(),
+                                loaded.plan.name,
+                                running.source_file.display()
+                            ),
+                        });
+                        continue;
+                    }
                     if let Some(first) = set.loaded.iter().find(|l| l.plan.name == loaded.plan.name)
                     {
                         set.rejected.push(Rejected {

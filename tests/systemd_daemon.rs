@@ -425,3 +425,55 @@ fn daemon_reloads_on_sighup_and_flowctl_sup_reload_and_installs_with_apply_and_d
         "{stderr}"
     );
 }
+
+#[test]
+fn second_file_with_a_running_pipelines_name_is_rejected_and_the_running_one_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, pipelines) = write_config(dir.path(), "");
+    // At startup the first file in sorted order wins.
+    std::fs::write(pipelines.join("b.yaml"), sleeper("dup", "first", 1000)).unwrap();
+    std::fs::write(pipelines.join("c.yaml"), sleeper("dup", "later", 1000)).unwrap();
+    let (notify_path, sock) = notify_socket(dir.path());
+    let child = Command::new(SUP)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _daemon = Daemon { child };
+    wait_for(&sock, "READY=1", &mut Vec::new());
+    let socket = dir.path().join("run/flowctl.sock");
+    let before = wait_pids(&socket, |p| p.contains_key("dup/first"));
+    assert!(!before.contains_key("dup/later"), "{before:?}");
+
+    // A newcomer sorting before the running file does not replace it; both files are named.
+    std::fs::write(pipelines.join("a.yaml"), sleeper("dup", "newcomer", 1000)).unwrap();
+    let out = sup_reload(&socket);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("a.yaml: pipeline \"dup\" is already running from")
+            && stderr.contains("b.yaml"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("rejected b.yaml"), "{stderr}");
+    assert!(stdout.contains("dup: unchanged"), "{stdout}");
+    assert_eq!(pids(&socket), before);
+
+    // Even while the running file does not load, the newcomer does not take over.
+    std::fs::write(pipelines.join("b.yaml"), "kind: [\n").unwrap();
+    let out = sup_reload(&socket);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("a.yaml") && stderr.contains("b.yaml"),
+        "{stderr}"
+    );
+    assert_eq!(pids(&socket), before);
+    assert!(alive(before["dup/first"]));
+}
