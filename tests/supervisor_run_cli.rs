@@ -118,6 +118,45 @@ fn flowctl_run_stops_gracefully_on_sigterm() {
 }
 
 #[test]
+fn a_stop_that_needed_sigkill_makes_flowctl_run_exit_nonzero_naming_the_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let stubborn_pid = dir.path().join("stubborn.pid");
+    let polite_pid = dir.path().join("polite.pid");
+    let file = pipeline_file(
+        dir.path(),
+        &format!(
+            "  sources:\n    - id: stubborn\n      command: {k}\n      args: [--ignore-sigterm, --pid-file, {s}]\n      stop:\n        timeout: 1s\n\
+             \x20 sinks:\n    - id: polite\n      command: {k}\n      inputs: [stubborn]\n      args: [--pid-file, {p}]\n      stop:\n        timeout: 1s\n",
+            k = testkit().display(),
+            s = stubborn_pid.display(),
+            p = polite_pid.display()
+        ),
+    );
+    let run = flowctl_run(dir.path(), &file).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(stubborn_pid.exists() && polite_pid.exists()) {
+        assert!(Instant::now() < deadline, "the components never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The pid file is written after the SIGTERM handler is set.
+    // SAFETY: signalling the flowctl process this test started.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "component `stubborn` of pipeline `cli-test` did not stop within its stop timeout (1s) and was killed with SIGKILL"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("`polite` of pipeline `cli-test` did not stop"),
+        "only the component that ignored SIGTERM is named: {stderr}"
+    );
+}
+
+#[test]
 fn flowctl_run_reports_each_components_cpu_time_and_peak_memory_as_the_kernel_counted_them() {
     let dir = tempfile::tempdir().unwrap();
     // The shell holds 48 MB in a variable, built by children it waits for: the figure covers

@@ -1,8 +1,8 @@
 //! `flowctl run FILE`: one pipeline in the foreground.
 //!
 //! Prints where its control socket is, stops gracefully (drain order) on Ctrl-C or SIGTERM,
-//! exits 0 when every component finished well and 1 when one failed for good, naming it and
-//! saying why.
+//! exits 0 when every component finished well and 1 when one failed for good or had to be
+//! SIGKILLed after its stop timeout, naming it and saying why.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -213,6 +213,10 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         let failed: Vec<String> = summary
             .failed()
             .map(|f| format!("{}: {}", f.id, f.reason.as_deref().unwrap_or("failed")))
+            .chain(summary.components.iter().filter_map(|c| {
+                c.killed_after
+                    .map(|_| format!("{}: SIGKILLed after its stop timeout", c.id))
+            }))
             .collect();
         let stopped = summary
             .components
@@ -243,6 +247,18 @@ fn report(summary: &RunSummary) -> i32 {
         eprintln!("flowctl: `{}` used {}{processes}", c.id, c.used);
     }
     let mut code = 0;
+    for killed in summary.components.iter() {
+        let Some(timeout) = killed.killed_after else {
+            continue;
+        };
+        code = 1;
+        eprintln!(
+            "flowctl: component `{}` of pipeline `{}` did not stop within its stop timeout ({}) and was killed with SIGKILL",
+            killed.id,
+            killed.pipeline,
+            humantime::format_duration(timeout)
+        );
+    }
     for failed in summary.failed() {
         code = 1;
         eprintln!(

@@ -99,6 +99,8 @@ pub struct FinalState {
     pub used: reaper::Usage,
     /// How many of its processes were started.
     pub spawns: u32,
+    /// Its last process ignored the stop signal and was SIGKILLed after this stop timeout.
+    pub killed_after: Option<Duration>,
 }
 
 impl RunSummary {
@@ -219,6 +221,8 @@ struct Component {
     cgroup: Option<crate::systemd::cgroup::ComponentCgroup>,
     /// A reload removed it: it is drained, then leaves its slot once stopped.
     retiring: bool,
+    /// Its current process outlived its stop timeout and was SIGKILLed.
+    killed_after: Option<Duration>,
 }
 
 impl Component {
@@ -249,6 +253,7 @@ impl Component {
             drained: false,
             cgroup: None,
             retiring: false,
+            killed_after: None,
         }
     }
 }
@@ -429,6 +434,7 @@ impl Supervisor {
                     reason: c.reason.clone(),
                     used: c.used,
                     spawns: c.spawns,
+                    killed_after: c.killed_after,
                 })
                 .collect(),
         })
@@ -945,9 +951,18 @@ impl Supervisor {
         match action {
             Action::Spawn => match self.spawn(idx) {
                 Ok(()) => self.feed(idx, Event::Spawned),
-                Err(error) => {
-                    tracing::error!(component = %self.components[idx].id, "{error}");
-                    self.feed(idx, Event::SpawnFailed { error })
+                Err(StartFailure {
+                    message,
+                    lacks_resources,
+                }) => {
+                    tracing::error!(component = %self.components[idx].id, "{message}");
+                    self.feed(
+                        idx,
+                        Event::SpawnFailed {
+                            error: message,
+                            lacks_resources,
+                        },
+                    )
                 }
             },
             Action::StartProbes => self.start_probes(idx),
@@ -958,7 +973,14 @@ impl Supervisor {
             }
             Action::Signal(signal) => self.signal(idx, signal),
             Action::Kill => {
-                tracing::warn!(component = %self.components[idx].id, "stop timeout: SIGKILL to the process group");
+                let c = &mut self.components[idx];
+                c.killed_after = Some(c.plan.stop.timeout);
+                tracing::warn!(
+                    pipeline = %c.pipeline,
+                    component = %c.id,
+                    "still running {:?} after the stop signal: SIGKILL to the process group",
+                    c.plan.stop.timeout
+                );
                 self.signal(idx, libc::SIGKILL)
             }
             Action::ArmStopTimer(delay) => self.arm_timer(idx, delay),
@@ -1021,8 +1043,9 @@ impl Supervisor {
                 .any(|p| matches!(p.as_ref().map(|p| &p.check), Some(ProbeCheck::Notify)))
     }
 
-    /// Starts the component's process. `Err` is the message shown in the status.
-    fn spawn(&mut self, idx: usize) -> Result<(), String> {
+    /// Starts the component's process. `Err` says why, for the status, and whether it was a
+    /// lack of resources worth retrying.
+    fn spawn(&mut self, idx: usize) -> Result<(), StartFailure> {
         let runtime_dir = self.options.runtime_dir.clone();
         let c = &mut self.components[idx];
         let identity = resolve_identity(c.plan.user.as_deref(), c.plan.group.as_deref())?;
@@ -1035,10 +1058,14 @@ impl Supervisor {
         let notify_path = if Self::needs_notify_socket(&c.plan) {
             let dir = runtime_dir.join("notify");
             create_private_dir(&dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                .map_err(|e| StartFailure::io(format!("cannot create {}", dir.display()), &e))?;
             let path = dir.join(format!("{}.{}.sock", c.pipeline, c.id));
-            let socket = notify::bind(&path, identity.as_ref().map(|i| i.uid))
-                .map_err(|e| format!("cannot create notify socket {}: {e}", path.display()))?;
+            let socket = notify::bind(&path, identity.as_ref().map(|i| i.uid)).map_err(|e| {
+                StartFailure::io(
+                    format!("cannot create notify socket {}", path.display()),
+                    &e,
+                )
+            })?;
             c.notify_socket = Some(socket);
             Some(path)
         } else {
@@ -1095,12 +1122,13 @@ impl Supervisor {
                 });
             }),
         )
-        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        .map_err(|e| StartFailure::io(format!("cannot run {}", program.display()), &e))?;
         let now = Instant::now();
         c.generation = generation;
         c.pid = Some(spawned.pid);
         c.started_at = Some(now);
         c.spawns += 1;
+        c.killed_after = None;
         c.history
             .record_start(now, c.plan.restart.start_limit_interval);
         c.env = Arc::new(env);
@@ -1191,6 +1219,42 @@ impl Supervisor {
     }
 }
 
+/// Why a component's process could not be started.
+#[derive(Debug)]
+struct StartFailure {
+    message: String,
+    /// The host ran short of fds, processes or memory: a retry may succeed, unlike a missing
+    /// program or a bad user.
+    lacks_resources: bool,
+}
+
+impl StartFailure {
+    fn io(context: String, error: &std::io::Error) -> Self {
+        StartFailure {
+            message: format!("{context}: {error}"),
+            lacks_resources: lacks_resources(error),
+        }
+    }
+}
+
+impl From<String> for StartFailure {
+    fn from(message: String) -> Self {
+        StartFailure {
+            message,
+            lacks_resources: false,
+        }
+    }
+}
+
+/// Whether an error from creating pipes, sockets or the process (fork, exec, setuid) means
+/// the host or the supervisor ran out of something that may come back.
+fn lacks_resources(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+    )
+}
+
 /// Every component's dependencies are in its pipeline, and names are unique: what the
 /// supervisor relies on when it links components by index.
 fn check_plans(pipelines: &[PipelinePlan]) -> Result<(), SupervisorError> {
@@ -1233,4 +1297,34 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o711)
         .create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_fds_processes_or_memory_is_a_lack_of_resources() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::EAGAIN, libc::ENOMEM] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert!(lacks_resources(&e), "{e}");
+            assert!(StartFailure::io("cannot run x".into(), &e).lacks_resources);
+        }
+    }
+
+    #[test]
+    fn a_missing_or_unexecutable_program_is_a_permanent_start_failure() {
+        for errno in [
+            libc::ENOENT,
+            libc::EACCES,
+            libc::ENOEXEC,
+            libc::EISDIR,
+            libc::EPERM,
+        ] {
+            let e = std::io::Error::from_raw_os_error(errno);
+            assert!(!lacks_resources(&e), "{e}");
+        }
+        assert!(!lacks_resources(&std::io::Error::other("no errno")));
+        assert!(!StartFailure::from("user `nobody2` does not exist".to_string()).lacks_resources);
+    }
 }

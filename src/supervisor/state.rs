@@ -114,8 +114,12 @@ pub enum Event {
     DepsReady,
     /// Its process was started.
     Spawned,
-    /// Its program could not be started (not found, not executable, bad user…).
-    SpawnFailed { error: String },
+    /// Its program could not be started: for good (not found, not executable, bad user…), or
+    /// for `lacks_resources` (no fd, process or memory left), which the policy may retry.
+    SpawnFailed {
+        error: String,
+        lacks_resources: bool,
+    },
     /// Its main process ended after running for `ran_for`; `description` says how
     /// ("exited with code 3", "killed by signal 9").
     Exited {
@@ -211,8 +215,25 @@ pub fn next(state: &State, event: &Event, ctx: &Ctx<'_>) -> (State, Vec<Action>)
             };
             (state, vec![Action::StartProbes])
         }
-        (S::Starting | S::Ready, E::SpawnFailed { error }) => {
-            (S::Failed, vec![Action::SetReason(Some(error.clone()))])
+        (
+            S::Starting | S::Ready,
+            E::SpawnFailed {
+                error,
+                lacks_resources: false,
+            },
+        ) => (S::Failed, vec![Action::SetReason(Some(error.clone()))]),
+        (
+            S::Starting | S::Ready,
+            E::SpawnFailed {
+                error,
+                lacks_resources: true,
+            },
+        ) => {
+            // Retried like a crash; nothing ran, so nothing downstream has to restart.
+            let (state, mut actions) =
+                after_exit(ctx, Outcome::Failure, Duration::ZERO, error, vec![]);
+            actions.retain(|a| *a != Action::RestartDependents);
+            (state, actions)
         }
         (
             S::Starting | S::Ready,
@@ -449,12 +470,32 @@ mod tests {
                 S::Starting,
                 Event::SpawnFailed {
                     error: "nope: No such file or directory (os error 2)".into(),
+                    lacks_resources: false,
                 },
                 false,
                 S::Failed,
                 vec![A::SetReason(Some(
                     "nope: No such file or directory (os error 2)".into(),
                 ))],
+            ),
+            (
+                S::Starting,
+                Event::SpawnFailed {
+                    error: "cannot run x: Too many open files (os error 24)".into(),
+                    lacks_resources: true,
+                },
+                false,
+                S::Backoff,
+                vec![
+                    A::StopProbes,
+                    A::SetReason(Some(
+                        "cannot run x: Too many open files (os error 24)".into(),
+                    )),
+                    A::ArmBackoff {
+                        delay: Duration::from_millis(100),
+                        attempt: 1,
+                    },
+                ],
             ),
             (S::Starting, Event::ReadinessPassed, true, S::Ready, vec![]),
             (S::Ready, Event::ReadinessFailed, true, S::Starting, vec![]),
