@@ -282,3 +282,40 @@ async fn a_lake_object_inflating_past_the_cap_ends_the_stream_naming_the_object_
     let limit = format!("limit of {} bytes", m.max_object_bytes());
     assert!(err.message().contains(&limit), "{}", err.message());
 }
+
+#[tokio::test]
+async fn a_lake_object_holding_other_ledgers_ends_the_stream_naming_expected_and_found() {
+    let (dir, _gen, _ledgers) = synthetic_lake();
+    let m = Manifest {
+        network_passphrase: stellar_synth::DEFAULT_PASSPHRASE.into(),
+        version: "1.0".into(),
+        compression: "zstd".into(),
+        ledgers_per_batch: 4,
+        batches_per_partition: 2,
+    };
+    // Ledgers 20..=23 in the place of 16..=19.
+    let key = m.object_key(16);
+    std::fs::copy(dir.path().join(m.object_key(20)), dir.path().join(&key)).unwrap();
+    let (_p, port) = source(&[("DATALAKE_URL", dir.path().to_str().unwrap())]);
+    let mut c = source_client(port).await;
+    let mut stream = c
+        .stream_raw_ledgers(StreamLedgersRequest { start_ledger: 12 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(l)) => seqs.push(l.sequence),
+            Ok(None) => panic!("the stream ended without an error after {seqs:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(seqs, vec![12, 13, 14, 15], "every ledger before the gap");
+    assert!(err.message().contains(&key), "{}", err.message());
+    assert!(
+        err.message().contains("expected ledger 16, found 20"),
+        "{}",
+        err.message()
+    );
+}

@@ -30,6 +30,8 @@ struct Rpc {
     fail_first: Arc<AtomicU32>,
     /// (startLedger, limit) of every getLedgers answered.
     pages: Arc<Mutex<Vec<(u32, u32)>>>,
+    /// A ledger left out of every page, as a faulty server might.
+    skip: Option<u32>,
 }
 
 async fn handle(State(rpc): State<Rpc>, Json(req): Json<Value>) -> Response {
@@ -60,6 +62,7 @@ async fn handle(State(rpc): State<Rpc>, Json(req): Json<Value>) -> Response {
                 rpc.pages.lock().unwrap().push((start, limit));
                 let end = (start + limit - 1).min(latest);
                 let ledgers: Vec<Value> = (start..=end)
+                    .filter(|s| Some(*s) != rpc.skip)
                     .map(|s| {
                         json!({
                             "hash": "00",
@@ -113,6 +116,7 @@ async fn rpc_backend_pages_retries_and_follows_the_tip_to_the_end_ledger() {
         latest: Arc::new(AtomicU32::new(FIRST + 4)),
         fail_first: Arc::new(AtomicU32::new(2)),
         pages: Arc::default(),
+        skip: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let rpc_addr = listener.local_addr().unwrap();
@@ -182,4 +186,62 @@ async fn rpc_backend_pages_retries_and_follows_the_tip_to_the_end_ledger() {
     );
     let pages = rpc.pages.lock().unwrap().clone();
     assert!(pages.len() >= 4, "paged: {pages:?}");
+}
+
+#[tokio::test]
+async fn rpc_backend_refuses_a_page_that_skips_a_ledger_naming_expected_and_found() {
+    let Some(ledgers) = fixture_ledgers(6) else {
+        return;
+    };
+    let rpc = Rpc {
+        ledgers: Arc::new(ledgers),
+        latest: Arc::new(AtomicU32::new(FIRST + 5)),
+        fail_first: Arc::new(AtomicU32::new(0)),
+        pages: Arc::default(),
+        skip: Some(FIRST + 2),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rpc_addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/", post(handle)).with_state(rpc);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _source = Proc(
+        Command::new(env!("CARGO_BIN_EXE_stellar-live-source"))
+            .env_clear()
+            .env("RUST_LOG", "warn")
+            .env("PORT", port.to_string())
+            .env("BACKEND", "rpc")
+            .env("RPC_ENDPOINT", format!("http://{rpc_addr}/"))
+            .env("NETWORK_PASSPHRASE", "Test SDF Network ; September 2015")
+            .env("END_LEDGER", (FIRST + 5).to_string())
+            .env("POLL_INTERVAL", "100ms")
+            .spawn()
+            .unwrap(),
+    );
+    let mut c = source_client(port).await;
+    let mut stream = c
+        .stream_raw_ledgers(StreamLedgersRequest {
+            start_ledger: FIRST,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("the stream neither ended nor failed")
+        {
+            Ok(Some(l)) => seqs.push(l.sequence),
+            Ok(None) => panic!("the stream ended without an error after {seqs:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(seqs, vec![FIRST, FIRST + 1], "every ledger before the gap");
+    let want = format!("expected ledger {}, found {}", FIRST + 2, FIRST + 3);
+    assert!(err.message().contains(&want), "{}", err.message());
 }

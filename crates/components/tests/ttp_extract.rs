@@ -142,3 +142,85 @@ fn a_data_lake_without_start_is_a_usage_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--start"));
 }
+
+/// A one-ledger-per-object lake of synthetic ledgers `first..first+count`.
+fn synthetic_lake(first: u32, count: u32) -> (tempfile::TempDir, stellar_ledgers::DataLakeConfig) {
+    use stellar_xdr::{LedgerCloseMetaBatch, Limits, WriteXdr};
+    let dir = tempfile::tempdir().unwrap();
+    let m = stellar_ledgers::DataLakeConfig {
+        network_passphrase: stellar_synth::DEFAULT_PASSPHRASE.into(),
+        version: "1.0".into(),
+        compression: "zstd".into(),
+        ledgers_per_batch: 1,
+        batches_per_partition: 64000,
+    };
+    std::fs::write(
+        dir.path().join(".config.json"),
+        format!(
+            r#"{{"networkPassphrase":"{}","version":"1.0","compression":"zstd","ledgersPerBatch":1,"batchesPerPartition":64000}}"#,
+            m.network_passphrase
+        ),
+    )
+    .unwrap();
+    let mut gen = stellar_synth::Generator::new(stellar_synth::Config {
+        first_ledger: first,
+        txs_per_ledger: 3,
+        ..Default::default()
+    })
+    .unwrap();
+    for _ in 0..count {
+        let start = gen.next_sequence();
+        let batch = LedgerCloseMetaBatch {
+            start_sequence: start,
+            end_sequence: start,
+            ledger_close_metas: vec![gen.next_ledger()].try_into().unwrap(),
+        };
+        let key = dir.path().join(m.object_key(start));
+        std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+        let xdr = batch.to_xdr(Limits::none()).unwrap();
+        std::fs::write(key, zstd::encode_all(&xdr[..], 3).unwrap()).unwrap();
+    }
+    (dir, m)
+}
+
+#[test]
+fn extract_refuses_a_lake_whose_ledger_998_object_holds_ledger_999() {
+    let (dir, m) = synthetic_lake(997, 4);
+    let misplaced = dir.path().join(m.object_key(998));
+    std::fs::rename(dir.path().join(m.object_key(999)), &misplaced).unwrap();
+    let lake = dir.path().to_str().unwrap();
+    let passphrase = stellar_synth::DEFAULT_PASSPHRASE;
+    for bounds in [&["--end", "999"][..], &[]] {
+        let mut args = vec!["--network-passphrase", passphrase, "--start", "997"];
+        args.extend_from_slice(bounds);
+        args.push(lake);
+        let out = extract(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bounds:?}: exit 0; stderr: {err}");
+        assert!(
+            err.contains("expected ledger 998, found 999"),
+            "{bounds:?}: {err}"
+        );
+        assert!(
+            err.contains(misplaced.to_str().unwrap()),
+            "{bounds:?}: {err}"
+        );
+    }
+
+    // The same lake untouched extracts every ledger.
+    let (whole, _) = synthetic_lake(997, 4);
+    let out = extract(&[
+        "--network-passphrase",
+        passphrase,
+        "--start",
+        "997",
+        "--end",
+        "1000",
+        whole.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -9,6 +9,7 @@ use stellar_xdr::LedgerCloseMeta;
 
 use crate::decode::{decode_batch_object, decompress_capped, ledger_sequence, MAX_LEDGER_BYTES};
 use crate::error::{ErrorKind, ReadError};
+use crate::sequence::{Continuity, Step};
 
 pub const MANIFEST: &str = ".config.json";
 
@@ -152,9 +153,10 @@ impl DataLake {
     pub fn ledgers(self, start: u32, end: Option<u32>) -> LakeLedgers {
         LakeLedgers {
             lake: self,
-            next: start,
+            next: Continuity::starting_at(start),
             end,
             pending: Vec::new().into_iter(),
+            pending_path: PathBuf::new(),
             done: false,
         }
     }
@@ -163,9 +165,11 @@ impl DataLake {
 /// Iterator over a lake's ledgers, reading one object at a time.
 pub struct LakeLedgers {
     lake: DataLake,
-    next: u32,
+    next: Continuity,
     end: Option<u32>,
     pending: std::vec::IntoIter<LedgerCloseMeta>,
+    /// The object `pending` came from, for errors.
+    pending_path: PathBuf,
     done: bool,
 }
 
@@ -174,45 +178,54 @@ impl Iterator for LakeLedgers {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if self.done || self.end.is_some_and(|end| self.next > end) {
+            let next = self.next.expected();
+            if self.done || self.end.is_some_and(|end| next > end) {
                 return None;
             }
             if let Some(ledger) = self.pending.next() {
                 let sequence = ledger_sequence(&ledger);
-                if sequence < self.next {
-                    continue;
+                match self.next.check(sequence) {
+                    Ok(Step::Repeat) => continue,
+                    Ok(Step::Deliver) => {}
+                    Err(gap) => {
+                        // An object holding the wrong ledger must not silently skip one.
+                        self.done = true;
+                        return Some(Err(ReadError::new(
+                            &self.pending_path,
+                            Some(gap.expected),
+                            ErrorKind::Missing(gap.to_string()),
+                        )));
+                    }
                 }
-                self.next = sequence.saturating_add(1);
                 if sequence == u32::MAX {
                     self.done = true;
                 }
                 return Some(Ok(ledger));
             }
-            match self.lake.read_batch(self.next) {
+            let path = self.lake.root.join(self.lake.config.object_key(next));
+            match self.lake.read_batch(next) {
                 Ok(Some(ledgers)) => {
-                    if !ledgers.iter().any(|l| ledger_sequence(l) >= self.next) {
+                    if !ledgers.iter().any(|l| ledger_sequence(l) >= next) {
                         self.done = true;
-                        let path = self.lake.root.join(self.lake.config.object_key(self.next));
                         return Some(Err(ReadError::new(
                             &path,
-                            Some(self.next),
+                            Some(next),
                             ErrorKind::Missing("the object does not hold this ledger".into()),
                         )));
                     }
                     self.pending = ledgers.into_iter();
+                    self.pending_path = path;
                 }
                 Ok(None) => {
                     self.done = true;
                     // A bounded read must find every ledger it asked for; an open one ends
                     // at the last object present.
                     if let Some(end) = self.end {
-                        let path = self.lake.root.join(self.lake.config.object_key(self.next));
                         return Some(Err(ReadError::new(
                             &path,
-                            Some(self.next),
+                            Some(next),
                             ErrorKind::Missing(format!(
-                                "ledger {} is not in the data lake (wanted up to {end})",
-                                self.next
+                                "ledger {next} is not in the data lake (wanted up to {end})"
                             )),
                         )));
                     }

@@ -16,6 +16,7 @@
 pub mod datalake;
 mod decode;
 mod error;
+mod sequence;
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -26,6 +27,7 @@ pub use decode::{
     ledger_sequence, MAX_LEDGER_BYTES,
 };
 pub use error::{ErrorKind, ReadError};
+pub use sequence::{Continuity, Gap, Step};
 pub use stellar_xdr::LedgerCloseMeta;
 
 /// Inclusive bounds on the ledgers wanted; `None` is open.

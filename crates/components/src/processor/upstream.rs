@@ -7,6 +7,7 @@ use std::time::Duration;
 use flowctl_proto::raw_ledger_service::{
     raw_ledger_service_client::RawLedgerServiceClient, RawLedger, StreamLedgersRequest,
 };
+use stellar_ledgers::{Continuity, Step};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Streaming;
 
@@ -62,7 +63,8 @@ impl LedgerFeed {
     }
 
     /// The next ledger in sequence. Waits (reconnecting as needed) until there is one;
-    /// ledgers the source repeats after a reconnect are dropped.
+    /// ledgers the source repeats after a reconnect are dropped, and one past the expected
+    /// ledger is refused.
     pub async fn next(&mut self) -> RawLedger {
         loop {
             let stream = match &mut self.stream {
@@ -74,15 +76,21 @@ impl LedgerFeed {
             };
             match stream.message().await {
                 Ok(Some(ledger)) => {
-                    if self.next != 0 && ledger.sequence < self.next {
-                        continue;
-                    }
-                    if self.next != 0 && ledger.sequence > self.next {
-                        tracing::warn!(
-                            expected = self.next,
-                            got = ledger.sequence,
-                            "the ledger source skipped ledgers"
-                        );
+                    if self.next != 0 {
+                        match Continuity::starting_at(self.next).check(ledger.sequence) {
+                            Ok(Step::Deliver) => {}
+                            Ok(Step::Repeat) => continue,
+                            // Never skip a ledger: ask again from the one that is missing.
+                            Err(gap) => {
+                                tracing::error!(
+                                    upstream = %self.endpoint.uri(),
+                                    error = %gap,
+                                    "the ledger source skipped ledgers; reconnecting"
+                                );
+                                self.lost().await;
+                                continue;
+                            }
+                        }
                     }
                     self.next = ledger.sequence.saturating_add(1);
                     self.backoff.reset();

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use object_store::aws::AmazonS3ConfigKey;
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, ObjectStore};
-use stellar_ledgers::DataLakeConfig;
+use stellar_ledgers::{Continuity, DataLakeConfig, Step};
 use stellar_xdr::{Limits, WriteXdr};
 
 use super::SourceError;
@@ -88,25 +88,40 @@ impl DataLake {
             .map(|start| self.read_object(start))
             .buffered(self.prefetch);
         let mut out = Vec::new();
+        let mut continuity = Continuity::starting_at(from);
         while let Some(object) = objects.next().await {
-            match object {
-                Ok(Some(ledgers)) => out.extend(
-                    ledgers
-                        .into_iter()
-                        .filter(|l| l.sequence >= from && l.sequence <= last),
-                ),
+            let (key, ledgers) = match object {
+                Ok(Some(object)) => object,
                 // A missing object is the lake's tip: later ones cannot be served in order.
                 Ok(None) => break,
                 // Serve what came before a bad object; the next call reports it.
                 Err(_) if !out.is_empty() => break,
                 Err(e) => return Err(e),
+            };
+            for ledger in ledgers.into_iter().filter(|l| l.sequence <= last) {
+                match continuity.check(ledger.sequence) {
+                    Ok(Step::Deliver) => out.push(ledger),
+                    Ok(Step::Repeat) => {}
+                    // As for a bad object: the next call, starting at the gap, reports it.
+                    Err(_) if !out.is_empty() => return Ok(out),
+                    Err(gap) => {
+                        return Err(SourceError::Object {
+                            key,
+                            message: gap.to_string(),
+                        })
+                    }
+                }
             }
         }
         Ok(out)
     }
 
     /// The ledgers of the object starting at `start`, or `None` when it does not exist yet.
-    async fn read_object(&self, start: u32) -> Result<Option<Vec<RawLedger>>, SourceError> {
+    /// The ledgers come with the object's name, for errors.
+    async fn read_object(
+        &self,
+        start: u32,
+    ) -> Result<Option<(String, Vec<RawLedger>)>, SourceError> {
         let key = self.manifest.object_key(start);
         let path = child(&self.root, &key);
         let Some(compressed) = get_with_retry(self.store.as_ref(), &path).await? else {
@@ -114,18 +129,20 @@ impl DataLake {
         };
         let display = format!("{}/{key}", self.url.trim_end_matches('/'));
         let manifest = self.manifest.clone();
+        let name = display.clone();
         tokio::task::spawn_blocking(move || decode_batch(&manifest, &display, &compressed))
             .await
             .map_err(|e| SourceError::Object {
                 key: key.clone(),
                 message: format!("decode task failed: {e}"),
             })?
-            .map(Some)
+            .map(|ledgers| Some((name, ledgers)))
     }
 }
 
 /// Unpacks one zstd `LedgerCloseMetaBatch` into raw ledgers, inflating it no further than
-/// the lake's manifest allows.
+/// the lake's manifest allows. Each ledger's sequence is read from its own header, not
+/// inferred from its place in the object, so a misplaced object cannot relabel ledgers.
 pub fn decode_batch(
     manifest: &DataLakeConfig,
     key: &str,
@@ -141,8 +158,8 @@ pub fn decode_batch(
     let batch = stellar_ledgers::decode_batch_object(std::path::Path::new(key), &xdr)
         .map_err(|e| obj_err(e.to_string()))?;
     let mut out = Vec::with_capacity(batch.ledger_close_metas.len());
-    for (i, lcm) in batch.ledger_close_metas.iter().enumerate() {
-        let sequence = batch.start_sequence + i as u32;
+    for lcm in batch.ledger_close_metas.iter() {
+        let sequence = stellar_ledgers::ledger_sequence(lcm);
         let bytes = lcm
             .to_xdr(Limits::none())
             .map_err(|e| obj_err(format!("ledger {sequence} does not re-encode: {e}")))?;

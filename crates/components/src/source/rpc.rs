@@ -170,9 +170,16 @@ impl RpcClient {
         };
         let _ = page.latest_ledger;
         let mut out = Vec::with_capacity(page.ledgers.len());
+        let mut continuity = stellar_ledgers::Continuity::starting_at(from);
         for l in page.ledgers {
-            if l.sequence < from {
-                continue;
+            match continuity.check(l.sequence) {
+                Ok(stellar_ledgers::Step::Deliver) => {}
+                Ok(stellar_ledgers::Step::Repeat) => continue,
+                // Serve the ledgers before the gap; the next call, from the gap, reports it.
+                Err(_) if !out.is_empty() => break,
+                Err(gap) => {
+                    return Err(self.err(format!("getLedgers from {from}: {gap}")));
+                }
             }
             let xdr = base64::engine::general_purpose::STANDARD
                 .decode(l.metadata_xdr.as_bytes())
