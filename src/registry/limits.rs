@@ -26,9 +26,9 @@ pub const MAX_MESSAGE_BYTES: usize = MAX_CONFIG_YAML_BYTES + 256 * 1024;
 pub const MAX_ANSWER_BYTES: usize = 3 * 1024 * 1024;
 
 fn size(n: usize) -> String {
-    if n >= 1024 * 1024 && n % (1024 * 1024) == 0 {
+    if n >= 1024 * 1024 && n.is_multiple_of(1024 * 1024) {
         format!("{} MiB", n / (1024 * 1024))
-    } else if n >= 1024 && n % 1024 == 0 {
+    } else if n >= 1024 && n.is_multiple_of(1024) {
         format!("{} KiB", n / 1024)
     } else {
         format!("{n} bytes")
