@@ -124,3 +124,50 @@ fn no_file_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("FILE"));
 }
+
+#[test]
+fn command_that_is_a_directory_missing_or_not_executable_is_an_error_naming_the_paths_searched() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let f = dir.path().join("p.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {{name: p}}\nspec:\n  sources:\n    \
+             - id: dir\n      command: {}\n    \
+             - id: missing\n      command: no-such-program-anywhere\n    \
+             - id: plain\n      command: {}\n",
+            dir.path().display(),
+            plain.display()
+        ),
+    )
+    .unwrap();
+    let out = validate(&[f.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let f = f.display();
+    assert!(
+        stderr.contains(&format!("{f}:7:16: error: component `dir`: cannot run")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Is a directory"), "{stderr}");
+    let exe_dir = Path::new(env!("CARGO_BIN_EXE_flowctl")).parent().unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "{f}:9:16: error: component `missing`: cannot run `no-such-program-anywhere`"
+        )) && stderr.contains(&format!(
+            "(searched {}:/usr/lib/flowctl:",
+            exe_dir.display()
+        )),
+        "{stderr}"
+    );
+    // Root may read anything but still needs an execute bit.
+    assert!(
+        stderr.contains(&format!("{f}:11:16: error: component `plain`: cannot run"))
+            && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+}
