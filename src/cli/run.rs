@@ -157,6 +157,11 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
     sup_options.log_sink = options.log_sink;
     sup_options.exit_when_done = true;
     sup_options.stop_on_failure = true;
+    // Installed before any component starts, so an early Ctrl-C or SIGTERM drains the
+    // pipeline instead of killing flowctl outright.
+    use tokio::signal::unix::{signal, SignalKind};
+    let interrupts = signal(SignalKind::interrupt());
+    let terminates = signal(SignalKind::terminate());
     let (supervisor, handle) = Supervisor::new(vec![plan], sup_options)?;
     let server = tokio::spawn(api::server::serve(listener, handle.clone()));
     eprintln!(
@@ -167,11 +172,7 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
 
     let stop = handle.clone();
     let signals = tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
+        let (Ok(mut int), Ok(mut term)) = (interrupts, terminates) else {
             return;
         };
         loop {
