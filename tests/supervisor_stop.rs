@@ -73,6 +73,9 @@ async fn stop_drains_sources_before_their_consumers() {
     sink.depends_on = vec!["processor".into()];
     let run = start(testplan::pipeline("p", vec![source, processor, sink]));
     wait_for(&run.handle, "sink", Duration::from_secs(5), |c| c.ready).await;
+    // Without a readiness probe "ready" means spawned; give the source time to install its
+    // SIGTERM disposition, or an early SIGTERM ends it at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let asked = Instant::now();
     run.handle.shutdown();
