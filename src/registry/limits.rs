@@ -39,6 +39,17 @@ fn refuse(field: &str, what: String) -> Status {
     Status::invalid_argument(format!("{field}: {what}"))
 }
 
+/// A repeated field or map of at most `max` entries.
+fn entries(field: &str, len: usize, max: usize) -> Result<(), Status> {
+    if len > max {
+        return Err(refuse(
+            field,
+            format!("{len} entries, over the limit of {max}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A string field of at most `max` bytes.
 pub fn text(field: &str, value: &str, max: usize) -> Result<(), Status> {
     if value.len() > max {
@@ -57,30 +68,14 @@ pub fn id(field: &str, value: &str) -> Result<(), Status> {
 
 /// A repeated field of ids: at most [`MAX_LIST_ENTRIES`] entries, each an id.
 pub fn ids(field: &str, values: &[String]) -> Result<(), Status> {
-    if values.len() > MAX_LIST_ENTRIES {
-        return Err(refuse(
-            field,
-            format!(
-                "{} entries, over the limit of {MAX_LIST_ENTRIES}",
-                values.len()
-            ),
-        ));
-    }
+    entries(field, values.len(), MAX_LIST_ENTRIES)?;
     values.iter().try_for_each(|v| id(field, v))
 }
 
 /// A component's metadata: at most [`MAX_METADATA_ENTRIES`] entries and
 /// [`MAX_METADATA_BYTES`] of keys and values, keys being ids.
 pub fn metadata(field: &str, map: &HashMap<String, String>) -> Result<(), Status> {
-    if map.len() > MAX_METADATA_ENTRIES {
-        return Err(refuse(
-            field,
-            format!(
-                "{} entries, over the limit of {MAX_METADATA_ENTRIES}",
-                map.len()
-            ),
-        ));
-    }
+    entries(field, map.len(), MAX_METADATA_ENTRIES)?;
     let bytes: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
     if bytes > MAX_METADATA_BYTES {
         return Err(refuse(
@@ -96,15 +91,7 @@ pub fn metadata(field: &str, map: &HashMap<String, String>) -> Result<(), Status
 
 /// A metrics map: at most [`MAX_METRICS_ENTRIES`] entries, keys being ids.
 pub fn metrics<V>(field: &str, map: &HashMap<String, V>) -> Result<(), Status> {
-    if map.len() > MAX_METRICS_ENTRIES {
-        return Err(refuse(
-            field,
-            format!(
-                "{} entries, over the limit of {MAX_METRICS_ENTRIES}",
-                map.len()
-            ),
-        ));
-    }
+    entries(field, map.len(), MAX_METRICS_ENTRIES)?;
     map.keys().try_for_each(|k| id(field, k))
 }
 
