@@ -35,6 +35,49 @@ pub struct Config {
 pub struct RegistryConfig {
     /// The control plane's gRPC address (components register and heartbeat here).
     pub listen: SocketAddr,
+    /// The operator's bearer token (first line of the file): with it, TCP clients may manage
+    /// runs as over the unix socket. Needed, or mutual TLS, for a `listen` off loopback.
+    pub token_file: Option<PathBuf>,
+    /// Mutual TLS for TCP clients: server certificate, key and the CA of client certificates.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    /// Open TCP connections at most (the supervised components still get in); default half
+    /// the open-file limit, between 64 and 8192.
+    pub max_connections: Option<usize>,
+}
+
+impl RegistryConfig {
+    /// How the daemon's registry serves: token read, TLS files checked to go together.
+    pub fn serving(&self) -> anyhow::Result<crate::registry::ServerOptions> {
+        use anyhow::Context;
+        let token = match &self.token_file {
+            None => None,
+            Some(path) => Some(
+                crate::registry::server::read_token_file(path).context("[registry] token_file")?,
+            ),
+        };
+        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(client_ca)) => Some(crate::registry::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: client_ca.clone(),
+            }),
+            _ => anyhow::bail!(
+                "[registry] tls_cert, tls_key and tls_client_ca go together: give all three or none"
+            ),
+        };
+        Ok(crate::registry::ServerOptions {
+            token,
+            tls,
+            connections: crate::registry::connections::ConnectionLimits {
+                max_connections: self.max_connections,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -141,6 +184,11 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             listen: ([127, 0, 0, 1], 8080).into(),
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            max_connections: None,
         }
     }
 }

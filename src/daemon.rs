@@ -104,6 +104,7 @@ async fn run_async(
         &config.paths.runtime_dir,
         &config.paths.state_dir,
         true,
+        config.registry.serving()?,
     )
     .await
     .with_context(|| format!("cannot start the control plane on {listen}"))?;

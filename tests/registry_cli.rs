@@ -72,7 +72,9 @@ async fn cli_lists_services_and_pipeline_runs_and_resolves_run_prefixes() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path());
     let ep = server.endpoint.clone();
-    let mut c = connect(&ClientOptions::from_env(ep.clone())).await.unwrap();
+    // Runs are managed over the unix socket; TCP without the token may only read and register.
+    let operator = format!("unix:{}", server.socket.display());
+    let mut c = connect(&ClientOptions::from_env(operator)).await.unwrap();
     c.v0.register(ServiceInfo {
         component_id: "ttp-processor".into(),
         service_type: ServiceType::Processor as i32,
@@ -199,9 +201,14 @@ async fn cli_lists_services_and_pipeline_runs_and_resolves_run_prefixes() {
         stderr(&out)
     );
 
-    // pipelines stop: the run's component still heartbeats and no owner is in this registry,
-    // so it refuses and says why.
+    // pipelines stop over TCP without the operator token is refused, and says where to go.
     let out = flowctl(&["pipelines", "stop", "bbbb", "--endpoint", &ep]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unix socket"), "{}", stderr(&out));
+
+    // Over the unix socket: the run's component still heartbeats and no owner is in this
+    // registry, so it refuses and says why.
+    let out = flowctl(&["pipelines", "stop", "bbbb", "--endpoint", &unix]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cannot stop"), "{}", stderr(&out));
     assert!(stderr(&out).contains("ttp-processor"), "{}", stderr(&out));

@@ -352,7 +352,7 @@ async fn runs_persist_across_a_registry_restart() {
     };
 
     let server = start(config()).await;
-    let mut c = client(&server.endpoint()).await;
+    let mut c = client(&server.operator_endpoint()).await;
     let finished =
         c.v0.create_pipeline_run(CreatePipelineRunRequest {
             run_id: String::new(),
@@ -396,7 +396,7 @@ async fn runs_persist_across_a_registry_restart() {
     drop(c);
 
     let server = start(config()).await;
-    let mut c = client(&server.endpoint()).await;
+    let mut c = client(&server.operator_endpoint()).await;
     let old =
         c.v0.get_pipeline_run(GetPipelineRunRequest {
             run_id: finished.run_id.clone(),
@@ -450,7 +450,13 @@ async fn runs_persist_across_a_registry_restart() {
 #[tokio::test]
 async fn stop_pipeline_run_asks_the_in_process_owner() {
     let registry = Registry::open(RegistryConfig::default()).unwrap();
-    let server = serve(registry.clone(), None, ServerOptions::default()).await;
+    let runtime = tempfile::tempdir().unwrap();
+    let server = serve(
+        registry.clone(),
+        Some(runtime.path()),
+        ServerOptions::default(),
+    )
+    .await;
     let (owner, mut requests) = tokio::sync::mpsc::channel(1);
     let run = registry
         .create_run(flowctl::registry::NewRun {
@@ -472,7 +478,7 @@ async fn stop_pipeline_run_asks_the_in_process_owner() {
             let _ = request.reply.send(Ok(()));
         }
     });
-    let mut c = client(&server.endpoint()).await;
+    let mut c = client(&server.operator_endpoint()).await;
     let stopped =
         c.v0.stop_pipeline_run(StopPipelineRunRequest {
             run_id: run.run_id[..6].to_string(),

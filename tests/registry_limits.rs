@@ -107,7 +107,7 @@ async fn a_run_with_a_2_mib_config_is_refused() {
         ..Default::default()
     })
     .await;
-    let mut c = client(&server.endpoint()).await;
+    let mut c = client(&server.operator_endpoint()).await;
 
     let err =
         c.v0.create_pipeline_run(run("two-mib", config_of(2 << 20)))
@@ -145,7 +145,7 @@ async fn pipelines_list_still_works_after_many_runs_with_the_largest_allowed_con
         ..Default::default()
     })
     .await;
-    let mut c = client(&server.endpoint()).await;
+    let mut c = client(&server.operator_endpoint()).await;
     let runs = 12;
     for i in 0..runs {
         c.v0.create_pipeline_run(run(

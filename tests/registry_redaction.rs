@@ -29,7 +29,7 @@ spec:
 #[tokio::test]
 async fn pipeline_run_reads_show_no_password_of_the_pipeline_file() {
     let server = start(RegistryConfig::default()).await;
-    let mut c = client(&server.endpoint()).await;
+    let mut c = client(&server.operator_endpoint()).await;
     let created =
         c.v0.create_pipeline_run(CreatePipelineRunRequest {
             run_id: "r1".into(),

@@ -30,6 +30,7 @@ async fn python_grpcio_client_registers_and_heartbeats() {
     let out = tempfile::tempdir().unwrap();
     let root = env!("CARGO_MANIFEST_DIR");
     let endpoint = server.endpoint();
+    let operator = server.operator_endpoint();
     let out_path = out.path().to_path_buf();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("python3")
@@ -37,6 +38,8 @@ async fn python_grpcio_client_registers_and_heartbeats() {
             .args([
                 "--endpoint",
                 &endpoint,
+                "--operator-endpoint",
+                &operator,
                 "--proto-dir",
                 &format!("{root}/proto"),
                 "--out",

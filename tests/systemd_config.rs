@@ -242,3 +242,38 @@ fn systemd_edge_follows_the_config() {
         flowctl::systemd::cgroup::Containment::ProcessGroups { .. }
     ));
 }
+
+#[test]
+fn registry_token_file_is_read_and_half_a_tls_setup_is_refused_naming_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("registry.token");
+    std::fs::write(&token, "op-s3cret\n").unwrap();
+    let cfg = Config::parse(
+        Path::new("x.toml"),
+        &format!(
+            "[registry]\ntoken_file = \"{}\"\nmax_connections = 100\n",
+            token.display()
+        ),
+    )
+    .unwrap();
+    let serving = cfg.registry.serving().unwrap();
+    assert_eq!(serving.token.as_deref(), Some("op-s3cret"));
+    assert_eq!(serving.connections.max_connections, Some(100));
+
+    let half = Config::parse(
+        Path::new("x.toml"),
+        "[registry]\ntls_cert = \"/etc/flowctl/tls/server.pem\"\n",
+    )
+    .unwrap();
+    let err = half.registry.serving().unwrap_err().to_string();
+    assert!(err.contains("tls_cert, tls_key and tls_client_ca"), "{err}");
+
+    let missing = Config::parse(
+        Path::new("x.toml"),
+        "[registry]\ntoken_file = \"/nonexistent/registry.token\"\n",
+    )
+    .unwrap();
+    let err = format!("{:#}", missing.registry.serving().unwrap_err());
+    assert!(err.contains("[registry] token_file"), "{err}");
+    assert!(err.contains("/nonexistent/registry.token"), "{err}");
+}

@@ -137,6 +137,7 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
                 &runtime_dir,
                 &state_dir,
                 false,
+                Default::default(),
             )
             .await
             .with_context(|| {

@@ -68,6 +68,9 @@ impl Args {
     }
 
     async fn serve(self) -> anyhow::Result<i32> {
+        // Connections are capped at a share of the fd limit: make that share as large as
+        // the host allows.
+        crate::supervisor::fdlimit::raise();
         let shutdown = shutdown_signal()?;
         let listen = match self.port {
             Some(port) => SocketAddr::from(([127, 0, 0, 1], port)),
@@ -106,6 +109,7 @@ impl Args {
                 unix_socket,
                 token,
                 tls,
+                ..Default::default()
             },
         )
         .await?;

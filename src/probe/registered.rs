@@ -20,6 +20,13 @@ pub trait Registrations: Send + Sync {
 
     /// The supervisor stopped the component on purpose: it is no longer a service.
     fn unregister(&self, _pipeline: &str, _component: &str) {}
+
+    /// The supervisor started `pid` as the component: the control plane accepts that
+    /// component's registration and heartbeats from this process (and its descendants) only.
+    fn process_started(&self, _pipeline: &str, _component: &str, _pid: u32) {}
+
+    /// `pid` has exited.
+    fn process_exited(&self, _pid: u32) {}
 }
 
 pub fn check(target: &ProbeTarget) -> Result<(), String> {

@@ -21,7 +21,8 @@ pub struct EmbeddedRegistry {
 }
 
 impl EmbeddedRegistry {
-    /// Opens the run store under `state_dir` and starts serving. `sole_owner`: this process is
+    /// Opens the run store under `state_dir` and starts serving, with the token, TLS and
+    /// connection limits of `serving` (its addresses are these). `sole_owner`: this process is
     /// the only supervisor using the state dir (the daemon), so runs left active there belong
     /// to a vanished predecessor and are marked failed; several `flowctl run`s may share a
     /// state dir and leave each other's runs alone.
@@ -30,6 +31,7 @@ impl EmbeddedRegistry {
         runtime_dir: &Path,
         state_dir: &Path,
         sole_owner: bool,
+        serving: ServerOptions,
     ) -> anyhow::Result<Self> {
         let registry = Registry::open(RegistryConfig {
             state_dir: Some(state_dir.to_path_buf()),
@@ -43,7 +45,8 @@ impl EmbeddedRegistry {
             ServerOptions {
                 listen: Some(listen),
                 unix_socket: Some(runtime_dir.join(REGISTRY_SOCKET)),
-                ..Default::default()
+                in_supervisor: true,
+                ..serving
             },
         )
         .await?;

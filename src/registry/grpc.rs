@@ -18,6 +18,7 @@ use flowctl_proto::flowctl::{
 };
 use tonic::{Request, Response, Status};
 
+use super::access::Access;
 use super::health::HealthStatus;
 use super::limits;
 use super::state::{
@@ -37,6 +38,8 @@ impl From<RegistryError> for Status {
                 Status::invalid_argument(message)
             }
             RegistryError::RunExists(_) => Status::already_exists(message),
+            RegistryError::NotYours { .. } => Status::permission_denied(message),
+            RegistryError::Full(_) => Status::resource_exhausted(message),
             RegistryError::RunEnded { .. } | RegistryError::LiveOwner { .. } => {
                 Status::failed_precondition(message)
             }
@@ -53,11 +56,12 @@ impl From<RegistryError> for Status {
 #[derive(Debug, Clone)]
 pub struct ControlPlaneV0 {
     registry: Registry,
+    access: Access,
 }
 
 impl ControlPlaneV0 {
-    pub fn new(registry: Registry) -> Self {
-        ControlPlaneV0 { registry }
+    pub fn new(registry: Registry, access: Access) -> Self {
+        ControlPlaneV0 { registry, access }
     }
 }
 
@@ -93,7 +97,10 @@ impl ControlPlane for ControlPlaneV0 {
         &self,
         request: Request<ServiceInfo>,
     ) -> Result<Response<RegistrationAck>, Status> {
-        let info = request.into_inner();
+        let mut component_id = request.get_ref().component_id.clone();
+        let owner = self.access.register(&request, &mut component_id)?;
+        let mut info = request.into_inner();
+        info.component_id = component_id;
         limits::id("service_id", &info.service_id)?;
         limits::id("component_id", &info.component_id)?;
         limits::ids("input_event_types", &info.input_event_types)?;
@@ -124,7 +131,7 @@ impl ControlPlane for ControlPlaneV0 {
             },
             max_inflight: info.max_inflight,
         };
-        let service_id = self.registry.register(registration);
+        let service_id = self.registry.register_owned(registration, owner)?;
         Ok(Response::new(RegistrationAck {
             topic_names: info.output_event_types,
             connection_info: HashMap::from([(
@@ -136,6 +143,8 @@ impl ControlPlane for ControlPlaneV0 {
     }
 
     async fn heartbeat(&self, request: Request<ServiceHeartbeat>) -> Result<Response<()>, Status> {
+        self.access
+            .act_for(&request, &request.get_ref().service_id, "Heartbeat")?;
         let hb = request.into_inner();
         limits::id("service_id", &hb.service_id)?;
         limits::metrics("metrics", &hb.metrics)?;
@@ -153,6 +162,7 @@ impl ControlPlane for ControlPlaneV0 {
         &self,
         request: Request<ServiceInfo>,
     ) -> Result<Response<ServiceStatus>, Status> {
+        self.access.read(&request)?;
         let info = request.into_inner();
         let id = if info.service_id.is_empty() {
             &info.component_id
@@ -166,7 +176,8 @@ impl ControlPlane for ControlPlaneV0 {
         Ok(Response::new(service_status(&status)))
     }
 
-    async fn list_services(&self, _request: Request<()>) -> Result<Response<ServiceList>, Status> {
+    async fn list_services(&self, request: Request<()>) -> Result<Response<ServiceList>, Status> {
+        self.access.read(&request)?;
         let services = self.registry.list().iter().map(service_status).collect();
         Ok(Response::new(ServiceList { services }))
     }
@@ -175,6 +186,7 @@ impl ControlPlane for ControlPlaneV0 {
         &self,
         request: Request<CreatePipelineRunRequest>,
     ) -> Result<Response<PipelineRun>, Status> {
+        self.access.manage_runs(&request, "CreatePipelineRun")?;
         let req = request.into_inner();
         limits::id("run_id", &req.run_id)?;
         limits::id("pipeline_name", &req.pipeline_name)?;
@@ -194,6 +206,7 @@ impl ControlPlane for ControlPlaneV0 {
         &self,
         request: Request<UpdatePipelineRunRequest>,
     ) -> Result<Response<PipelineRun>, Status> {
+        self.access.manage_runs(&request, "UpdatePipelineRun")?;
         let req = request.into_inner();
         limits::id("run_id", &req.run_id)?;
         limits::text("error", &req.error, limits::MAX_TEXT_BYTES)?;
@@ -215,6 +228,7 @@ impl ControlPlane for ControlPlaneV0 {
         &self,
         request: Request<GetPipelineRunRequest>,
     ) -> Result<Response<PipelineRun>, Status> {
+        self.access.read(&request)?;
         Ok(Response::new(shown(
             self.registry.get_run(&request.into_inner().run_id)?,
         )))
@@ -224,6 +238,7 @@ impl ControlPlane for ControlPlaneV0 {
         &self,
         request: Request<ListPipelineRunsRequest>,
     ) -> Result<Response<ListPipelineRunsResponse>, Status> {
+        self.access.read(&request)?;
         let req = request.into_inner();
         limits::id("pipeline_name", &req.pipeline_name)?;
         let status = known_run_status(req.status, "status")?;
@@ -246,6 +261,7 @@ impl ControlPlane for ControlPlaneV0 {
         &self,
         request: Request<StopPipelineRunRequest>,
     ) -> Result<Response<PipelineRun>, Status> {
+        self.access.manage_runs(&request, "StopPipelineRun")?;
         Ok(Response::new(shown(
             self.registry.stop_run(&request.into_inner().run_id).await?,
         )))
@@ -256,11 +272,12 @@ impl ControlPlane for ControlPlaneV0 {
 #[derive(Debug, Clone)]
 pub struct ControlPlaneV1 {
     registry: Registry,
+    access: Access,
 }
 
 impl ControlPlaneV1 {
-    pub fn new(registry: Registry) -> Self {
-        ControlPlaneV1 { registry }
+    pub fn new(registry: Registry, access: Access) -> Self {
+        ControlPlaneV1 { registry, access }
     }
 }
 
@@ -289,7 +306,10 @@ impl ControlPlaneService for ControlPlaneV1 {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
-        let req = request.into_inner();
+        let mut component_id = request.get_ref().component_id.clone();
+        let owner = self.access.register(&request, &mut component_id)?;
+        let mut req = request.into_inner();
+        req.component_id = component_id;
         let info = req.component.unwrap_or_default();
         limits::id("component.id", &info.id)?;
         limits::id("component_id", &req.component_id)?;
@@ -314,7 +334,7 @@ impl ControlPlaneService for ControlPlaneV1 {
             info,
             max_inflight: 0,
         };
-        let service_id = self.registry.register(registration);
+        let service_id = self.registry.register_owned(registration, owner)?;
         Ok(Response::new(RegisterResponse {
             service_id,
             assigned_topics: topics,
@@ -329,6 +349,11 @@ impl ControlPlaneService for ControlPlaneV1 {
         &self,
         request: Request<UnregisterRequest>,
     ) -> Result<Response<()>, Status> {
+        self.access.act_for(
+            &request,
+            &request.get_ref().service_id,
+            "UnregisterComponent",
+        )?;
         let id = request.into_inner().service_id;
         if !self.registry.unregister(&id) {
             return Err(RegistryError::ServiceNotFound(id).into());
@@ -340,6 +365,7 @@ impl ControlPlaneService for ControlPlaneV1 {
         &self,
         request: Request<DiscoveryRequest>,
     ) -> Result<Response<DiscoveryResponse>, Status> {
+        self.access.read(&request)?;
         let req = request.into_inner();
         let wanted_type = known_component_type(req.r#type, "type")?;
         let components = self
@@ -368,6 +394,8 @@ impl ControlPlaneService for ControlPlaneV1 {
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<()>, Status> {
+        self.access
+            .act_for(&request, &request.get_ref().service_id, "Heartbeat")?;
         let hb = request.into_inner();
         limits::id("service_id", &hb.service_id)?;
         limits::metrics("metrics", &hb.metrics)?;
@@ -388,6 +416,7 @@ impl ControlPlaneService for ControlPlaneV1 {
         &self,
         request: Request<ComponentStatusRequest>,
     ) -> Result<Response<ComponentStatusResponse>, Status> {
+        self.access.read(&request)?;
         let id = request.into_inner().service_id;
         let status = self
             .registry
@@ -400,6 +429,7 @@ impl ControlPlaneService for ControlPlaneV1 {
         &self,
         request: Request<ListComponentsRequest>,
     ) -> Result<Response<ListComponentsResponse>, Status> {
+        self.access.read(&request)?;
         let req = request.into_inner();
         let wanted_type = known_component_type(req.type_filter, "type_filter")?;
         let components = self

@@ -17,6 +17,8 @@ pub const MAX_CONFIG_YAML_BYTES: usize = 1024 * 1024;
 pub const MAX_METRICS_ENTRIES: usize = 256;
 /// One metric's text value (v1 heartbeats) and a run's error message.
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// Registrations the registry holds at once.
+pub const MAX_SERVICES: usize = 16 * 1024;
 /// Entries of any repeated field (component ids, event types).
 pub const MAX_LIST_ENTRIES: usize = 256;
 /// The largest request the server decodes: the largest accepted pipeline file plus room

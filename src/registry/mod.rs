@@ -6,6 +6,9 @@
 //! - [`store`]: run history in SQLite under the state dir.
 //! - [`grpc`]: `flowctl.ControlPlane` and `flowctl.v1.ControlPlaneService` over the registry.
 //! - [`server`]: TCP and unix-socket serving, bearer token and mutual TLS.
+//! - [`access`]: who may call what: the operator, the processes the supervisor started, anyone.
+//! - [`connections`]: capped TCP connections that must start talking promptly.
+//! - `peer`: which supervised process is behind a TCP connection.
 //! - [`client`]: connecting to a registry (CLI, tests).
 //! - [`limits`]: the largest ids, maps, pipeline files and messages the registry accepts.
 //! - [`redact`]: pipeline files as readers see them: secret values and URL passwords masked,
@@ -52,11 +55,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod client;
+pub mod connections;
 pub mod embedded;
 pub mod grpc;
 pub mod health;
 pub mod limits;
+mod peer;
 mod probe;
 pub mod redact;
 pub mod server;
@@ -67,6 +73,6 @@ pub use health::HealthStatus;
 pub use server::{RegistryServer, ServerError, ServerOptions, TlsFiles, REGISTRY_SOCKET};
 pub use state::{
     ComponentRegistration, MetricValue, NewRun, Registry, RegistryConfig, RegistryError,
-    RegistryEvent, RunOwner, RunUpdate, StopRequest,
+    RegistryEvent, RunOwner, RunUpdate, StopRequest, SupervisedComponent,
 };
 pub use store::RunFilter;

@@ -3,23 +3,35 @@
 use crate::api::protocol::RegistrationInfo;
 use crate::probe::registered::Registrations;
 
-use super::{HealthStatus, Registry};
+use super::{ComponentRegistration, HealthStatus, Registry, SupervisedComponent};
 
-/// Registered and not silent past the TTL. The component is looked up by its component id
-/// (what the supervisor injects as `FLOWCTL_COMPONENT_ID`), or by `pipeline/component` for a
-/// supervisor that qualifies ids with the pipeline name.
+/// The registration of `pipeline/component`: by its component id (what the supervisor
+/// injects as `FLOWCTL_COMPONENT_ID`) or by `pipeline/component`, and not one that another
+/// supervised component owns (two pipelines may both have a `source`).
+fn registration_of(
+    registry: &Registry,
+    pipeline: &str,
+    component: &str,
+) -> Option<ComponentRegistration> {
+    [component.to_string(), format!("{pipeline}/{component}")]
+        .iter()
+        .filter_map(|id| registry.status(id))
+        .find(|s| {
+            s.owner
+                .as_ref()
+                .is_none_or(|o| o.pipeline == pipeline && o.component == component)
+        })
+}
+
+/// Registered means registered and not silent past the TTL.
 impl Registrations for Registry {
     fn is_registered(&self, pipeline: &str, component: &str) -> bool {
-        [component.to_string(), format!("{pipeline}/{component}")]
-            .iter()
-            .filter_map(|id| self.status(id))
-            .any(|s| s.health != HealthStatus::Unhealthy)
+        registration_of(self, pipeline, component)
+            .is_some_and(|s| s.health != HealthStatus::Unhealthy)
     }
 
     fn registration(&self, pipeline: &str, component: &str) -> Option<RegistrationInfo> {
-        let found = [component.to_string(), format!("{pipeline}/{component}")]
-            .iter()
-            .find_map(|id| self.status(id))?;
+        let found = registration_of(self, pipeline, component)?;
         Some(RegistrationInfo {
             health: format!("{:?}", found.health).to_lowercase(),
             heartbeat_age_ms: found.last_heartbeat_age().map(|a| a.as_millis() as u64),
@@ -32,9 +44,26 @@ impl Registrations for Registry {
     }
 
     fn unregister(&self, pipeline: &str, component: &str) {
-        for id in [component.to_string(), format!("{pipeline}/{component}")] {
-            Registry::unregister(self, &id);
+        while let Some(found) = registration_of(self, pipeline, component) {
+            if !Registry::unregister(self, &found.service_id) {
+                break;
+            }
         }
+    }
+
+    fn process_started(&self, pipeline: &str, component: &str, pid: u32) {
+        Registry::process_started(
+            self,
+            pid,
+            SupervisedComponent {
+                pipeline: pipeline.to_string(),
+                component: component.to_string(),
+            },
+        );
+    }
+
+    fn process_exited(&self, pid: u32) {
+        Registry::process_exited(self, pid);
     }
 }
 

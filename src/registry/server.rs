@@ -2,8 +2,9 @@
 //! `flowctl.v1.ControlPlaneService` and `grpc.health.v1.Health`, on TCP and on a unix socket.
 //!
 //! Security: the unix socket is guarded by file permissions (0660, in the runtime dir) and
-//! takes no token. TCP on a loopback address needs nothing; off loopback the server refuses to
-//! start unless a bearer token (checked on every RPC) or mutual TLS is configured.
+//! takes no token; it and the operator's bearer token may do everything. What a TCP caller
+//! without the token may do is [`super::access`]'s decision. Off loopback the server refuses
+//! to start unless a token or mutual TLS is configured.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +20,8 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
 
+use super::access::{Access, Anonymous, OperatorToken};
+use super::connections::ConnectionLimits;
 use super::grpc::{ControlPlaneV0, ControlPlaneV1};
 use super::limits::MAX_MESSAGE_BYTES;
 use super::state::Registry;
@@ -42,9 +45,26 @@ pub struct ServerOptions {
     pub listen: Option<SocketAddr>,
     /// Unix socket path; `None` serves TCP only.
     pub unix_socket: Option<PathBuf>,
-    /// Bearer token every TCP RPC must carry (`authorization: Bearer …`).
+    /// The operator's bearer token (`authorization: Bearer …`). A standalone registry
+    /// requires it on every TCP RPC; in a supervisor it is needed for run management only.
     pub token: Option<String>,
     pub tls: Option<TlsFiles>,
+    /// The registry runs in a supervisor: over TCP only the processes it started may
+    /// register, heartbeat and unregister, each as its own component.
+    pub in_supervisor: bool,
+    pub connections: ConnectionLimits,
+}
+
+impl ServerOptions {
+    /// What a TCP caller with neither the token nor a supervised process may do.
+    pub fn anonymous(&self) -> Anonymous {
+        let loopback = self.listen.is_none_or(|a| a.ip().is_loopback());
+        match (self.in_supervisor, self.token.is_some()) {
+            (true, _) if loopback => Anonymous::Read,
+            (false, false) => Anonymous::ReadAndRegister,
+            _ => Anonymous::Nothing,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,16 +118,20 @@ pub fn read_token_file(path: &Path) -> Result<String, ServerError> {
     Ok(token)
 }
 
-/// Checks `authorization: Bearer <token>` on every request when a token is configured.
+/// Checks `authorization: Bearer <token>` on TCP requests: the right token marks the request
+/// as the operator's, a wrong one is refused, none leaves the decision to [`super::access`]
+/// (or refuses it, where the token is `required`).
 #[derive(Clone)]
 pub struct BearerAuth {
     token: Option<Arc<str>>,
+    required: bool,
 }
 
 impl BearerAuth {
-    pub fn new(token: Option<String>) -> Self {
+    pub fn new(token: Option<String>, required: bool) -> Self {
         BearerAuth {
             token: token.map(Arc::from),
+            required,
         }
     }
 }
@@ -118,17 +142,22 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl tonic::service::Interceptor for BearerAuth {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(token) = &self.token else {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(header) = request.metadata().get("authorization") else {
+            if self.required {
+                return Err(Status::unauthenticated(
+                    "missing bearer token: set FLOWCTL_TOKEN",
+                ));
+            }
             return Ok(request);
         };
-        let Some(header) = request.metadata().get("authorization") else {
-            return Err(Status::unauthenticated(
-                "missing bearer token: set FLOWCTL_TOKEN",
-            ));
+        let Some(token) = &self.token else {
+            // Nothing to check it against: the caller is not the operator.
+            return Ok(request);
         };
         let given = header.as_bytes().strip_prefix(b"Bearer ").unwrap_or(b"");
         if same_secret(given, token.as_bytes()) {
+            request.extensions_mut().insert(OperatorToken);
             Ok(request)
         } else {
             Err(Status::unauthenticated("invalid bearer token"))
@@ -143,6 +172,8 @@ pub struct RegistryServer {
     unix: Option<(UnixListener, PathBuf)>,
     token: Option<String>,
     tls: Option<ServerTlsConfig>,
+    anonymous: Anonymous,
+    connections: ConnectionLimits,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ServerError> {
@@ -155,6 +186,7 @@ fn read(path: &Path) -> Result<Vec<u8>, ServerError> {
 impl RegistryServer {
     /// Checks the security rules and binds the sockets.
     pub async fn bind(registry: Registry, options: ServerOptions) -> Result<Self, ServerError> {
+        let anonymous = options.anonymous();
         if let Some(addr) = options.listen {
             if !addr.ip().is_loopback() && options.token.is_none() && options.tls.is_none() {
                 return Err(ServerError::Unauthenticated(addr));
@@ -189,6 +221,8 @@ impl RegistryServer {
             unix,
             token: options.token,
             tls,
+            anonymous,
+            connections: options.connections,
         })
     }
 
@@ -224,15 +258,23 @@ impl RegistryServer {
         }
         // Refuse oversized requests before decoding them; the field limits in `limits` sit
         // just below this.
-        let v0 = ControlPlaneServer::new(ControlPlaneV0::new(self.registry.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let v1 = ControlPlaneServiceServer::new(ControlPlaneV1::new(self.registry.clone()))
+        let access = Access::new(self.registry.clone(), self.anonymous);
+        let v0 =
+            ControlPlaneServer::new(ControlPlaneV0::new(self.registry.clone(), access.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let v1 = ControlPlaneServiceServer::new(ControlPlaneV1::new(self.registry.clone(), access))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(listener) = self.tcp {
-            let auth = BearerAuth::new(self.token.clone());
-            let mut builder = Server::builder();
+            let required = self.anonymous == Anonymous::Nothing;
+            let auth = BearerAuth::new(self.token.clone(), required);
+            // Health says nothing about anyone: it needs the token only where everything does.
+            let mut builder = Server::builder()
+                // A connection whose client stops answering pings is closed, so dead peers do
+                // not hold fds.
+                .http2_keepalive_interval(Some(std::time::Duration::from_secs(60)))
+                .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)));
             if let Some(tls) = self.tls.clone() {
                 builder = builder.tls_config(tls).map_err(ServerError::Tls)?;
             }
@@ -240,10 +282,10 @@ impl RegistryServer {
                 .add_service(InterceptedService::new(v0.clone(), auth.clone()))
                 .add_service(InterceptedService::new(v1.clone(), auth.clone()))
                 .add_service(InterceptedService::new(health.clone(), auth));
-            // Heartbeats are small writes: without TCP_NODELAY, Nagle and delayed ACKs add
-            // tens of milliseconds to some of them.
+            // Heartbeats are small writes: `incoming` sets TCP_NODELAY, or Nagle and delayed
+            // ACKs would add tens of milliseconds to some of them.
             let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                super::connections::incoming(listener, self.registry.clone(), self.connections);
             let stop = stopped(stop_rx.clone());
             tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, stop).await });
         }
@@ -339,8 +381,9 @@ mod tests {
 
     #[test]
     fn bearer_auth_accepts_only_the_token() {
-        let mut auth = BearerAuth::new(Some("s3cret".into()));
-        assert!(auth.call(request(Some("Bearer s3cret"))).is_ok());
+        let mut auth = BearerAuth::new(Some("s3cret".into()), true);
+        let accepted = auth.call(request(Some("Bearer s3cret"))).unwrap();
+        assert!(accepted.extensions().get::<OperatorToken>().is_some());
         for bad in [
             None,
             Some("Bearer s3cre"),
@@ -351,7 +394,14 @@ mod tests {
             let err = auth.call(request(bad)).unwrap_err();
             assert_eq!(err.code(), tonic::Code::Unauthenticated, "{bad:?}");
         }
-        assert!(BearerAuth::new(None).call(request(None)).is_ok());
+        let mut optional = BearerAuth::new(Some("s3cret".into()), false);
+        let anonymous = optional.call(request(None)).unwrap();
+        assert!(anonymous.extensions().get::<OperatorToken>().is_none());
+        assert!(optional.call(request(Some("Bearer nope"))).is_err());
+        let no_token = BearerAuth::new(None, false)
+            .call(request(Some("Bearer x")))
+            .unwrap();
+        assert!(no_token.extensions().get::<OperatorToken>().is_none());
     }
 
     #[tokio::test]

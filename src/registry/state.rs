@@ -54,6 +54,10 @@ impl RegistryConfig {
 pub enum RegistryError {
     #[error("service {0:?} is not registered (register again)")]
     ServiceNotFound(String),
+    #[error("service {service_id:?} belongs to another supervised component, not to {caller}")]
+    NotYours { service_id: String, caller: String },
+    #[error("{0}")]
+    Full(String),
     #[error("no pipeline run matches {0:?}")]
     RunNotFound(String),
     #[error("run id prefix {prefix:?} is ambiguous; it matches {}", matches.join(", "))]
@@ -114,6 +118,20 @@ pub enum Api {
     V1,
 }
 
+/// A component the supervisor started: `pipeline/component`. Registrations made by its
+/// processes carry it, so only they may heartbeat or unregister them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SupervisedComponent {
+    pub pipeline: String,
+    pub component: String,
+}
+
+impl std::fmt::Display for SupervisedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.pipeline, self.component)
+    }
+}
+
 /// What a component said about itself when it registered.
 #[derive(Debug, Clone)]
 pub struct Registration {
@@ -146,6 +164,9 @@ pub struct ComponentRegistration {
     /// The latest status the component reported itself.
     pub reported: HealthStatus,
     pub metrics: HashMap<String, MetricValue>,
+    /// The supervised component whose process registered it; `None` for registrations made
+    /// by an operator, in process, or on a registry that supervises nothing.
+    pub owner: Option<SupervisedComponent>,
 }
 
 impl ComponentRegistration {
@@ -226,6 +247,7 @@ struct Entry {
     metrics: HashMap<String, MetricValue>,
     /// The health last announced as an event.
     announced: HealthStatus,
+    owner: Option<SupervisedComponent>,
 }
 
 impl Entry {
@@ -251,6 +273,7 @@ impl Entry {
             health: health::decide(self.liveness(), now, ttl),
             reported: self.reported,
             metrics: self.metrics.clone(),
+            owner: self.owner.clone(),
         }
     }
 }
@@ -273,6 +296,8 @@ struct Inner {
     config: RegistryConfig,
     ttl: Duration,
     services: RwLock<HashMap<String, Entry>>,
+    /// The live processes the supervisor started, by pid.
+    supervised: RwLock<HashMap<u32, SupervisedComponent>>,
     runs: Mutex<Runs>,
     events: broadcast::Sender<RegistryEvent>,
 }
@@ -329,6 +354,7 @@ impl Registry {
                 ttl: config.ttl(),
                 config,
                 services: RwLock::new(HashMap::new()),
+                supervised: RwLock::new(HashMap::new()),
                 runs: Mutex::new(Runs { store, active }),
                 events,
             }),
@@ -371,9 +397,23 @@ impl Registry {
     // ---- components -------------------------------------------------------------------------
 
     /// Registers (or re-registers) a component and returns its service id: the component id
-    /// when given, else the wanted service id, else a generated one.
-    pub fn register(&self, mut registration: Registration) -> String {
-        let service_id = if !registration.component_id.is_empty() {
+    /// when given, else the wanted service id, else a generated one. In-process and operator
+    /// registrations have no owner and replace whatever holds that id.
+    pub fn register(&self, registration: Registration) -> String {
+        self.register_owned(registration, None)
+            .expect("a registration without an owner is never refused")
+    }
+
+    /// Registers for `owner`, the supervised component whose process asked. An id another
+    /// supervised component holds is not taken over: the newcomer is registered as
+    /// `pipeline/component` instead (two pipelines may both have a `source`).
+    pub fn register_owned(
+        &self,
+        mut registration: Registration,
+        owner: Option<SupervisedComponent>,
+    ) -> Result<String, RegistryError> {
+        let mut services = self.services_write();
+        let mut service_id = if !registration.component_id.is_empty() {
             registration.component_id.clone()
         } else if !registration.service_id.is_empty() {
             registration.service_id.clone()
@@ -388,6 +428,29 @@ impl Registry {
             let id = uuid::Uuid::new_v4().simple().to_string();
             format!("{kind}-{}", &id[..12])
         };
+        if let Some(owner) = &owner {
+            let held_by_another = |id: &str| {
+                services
+                    .get(id)
+                    .and_then(|e| e.owner.as_ref())
+                    .is_some_and(|o| o != owner)
+            };
+            if held_by_another(&service_id) {
+                service_id = owner.to_string();
+                if held_by_another(&service_id) {
+                    return Err(RegistryError::NotYours {
+                        service_id,
+                        caller: owner.to_string(),
+                    });
+                }
+            }
+        }
+        if !services.contains_key(&service_id) && services.len() >= super::limits::MAX_SERVICES {
+            return Err(RegistryError::Full(format!(
+                "the registry already holds {} services, the most it keeps; unregister some first",
+                super::limits::MAX_SERVICES
+            )));
+        }
         registration.service_id = service_id.clone();
         registration.info.id = service_id.clone();
         let component_id = registration.component_id.clone();
@@ -399,14 +462,53 @@ impl Registry {
             reported: HealthStatus::Unknown,
             metrics: HashMap::new(),
             announced: HealthStatus::Healthy,
+            owner,
         };
-        self.services_write().insert(service_id.clone(), entry);
+        services.insert(service_id.clone(), entry);
+        drop(services);
         tracing::info!(service_id, component_id, "component registered");
         self.emit(RegistryEvent::Registered {
             service_id: service_id.clone(),
             component_id,
         });
-        service_id
+        Ok(service_id)
+    }
+
+    /// Who owns a registration: `None` if `service_id` is not registered, `Some(None)` if
+    /// nobody in particular does.
+    pub fn owner_of(&self, service_id: &str) -> Option<Option<SupervisedComponent>> {
+        let services = self.services_read();
+        let key = Self::key_for(&services, service_id)?;
+        services.get(&key).map(|e| e.owner.clone())
+    }
+
+    // ---- supervised processes ---------------------------------------------------------------
+
+    /// The supervisor started `pid` for `component`: connections from it (or its descendants)
+    /// act for that component.
+    pub fn process_started(&self, pid: u32, component: SupervisedComponent) {
+        self.inner
+            .supervised
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid, component);
+    }
+
+    pub fn process_exited(&self, pid: u32) {
+        self.inner
+            .supervised
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+    }
+
+    /// The live supervised processes.
+    pub fn supervised_processes(&self) -> HashMap<u32, SupervisedComponent> {
+        self.inner
+            .supervised
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Records a heartbeat. `status` is the component's own report (`Unknown` keeps the

@@ -591,6 +591,9 @@ impl Supervisor {
             return;
         }
         let Some(pid) = c.pid.take() else { return };
+        if let Some(registry) = &self.options.registry {
+            registry.process_exited(pid as u32);
+        }
         // The main process is the component: whatever it left in its group goes too, so a
         // restart never races a leftover holding its port.
         let _ = spawn::signal_group(pid, libc::SIGKILL);
@@ -1126,6 +1129,9 @@ impl Supervisor {
         let now = Instant::now();
         c.generation = generation;
         c.pid = Some(spawned.pid);
+        if let Some(registry) = &self.options.registry {
+            registry.process_started(&c.pipeline, &c.id, spawned.pid as u32);
+        }
         c.started_at = Some(now);
         c.spawns += 1;
         c.killed_after = None;

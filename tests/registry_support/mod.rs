@@ -16,6 +16,8 @@ pub struct Running {
     pub socket: Option<PathBuf>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
+    /// Holds the unix socket's directory when `start` made one.
+    _runtime: Option<tempfile::TempDir>,
 }
 
 impl Running {
@@ -33,6 +35,12 @@ impl Running {
 
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.addr.port())
+    }
+
+    /// The unix socket, where the operator manages runs.
+    pub fn operator_endpoint(&self) -> String {
+        let socket = self.socket.as_ref().expect("served on a unix socket");
+        format!("unix:{}", socket.display())
     }
 }
 
@@ -61,16 +69,21 @@ pub async fn serve(
         socket,
         stop: Some(stop),
         task,
+        _runtime: None,
     }
 }
 
+/// A standalone registry (as `flowctl server` runs it) on loopback TCP and a unix socket.
 pub async fn start(config: RegistryConfig) -> Running {
-    serve(
+    let runtime = tempfile::tempdir().unwrap();
+    let mut running = serve(
         Registry::open(config).unwrap(),
-        None,
+        Some(runtime.path()),
         ServerOptions::default(),
     )
-    .await
+    .await;
+    running._runtime = Some(runtime);
+    running
 }
 
 pub async fn client(endpoint: &str) -> RegistryClient {
