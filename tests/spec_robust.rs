@@ -136,3 +136,38 @@ fn a_duplicate_among_a_hundred_thousand_keys_is_reported_with_both_positions() {
         ["wide.yaml:100006:5: error: duplicate key `K41999` in `metadata.labels` (first set at 42005:5)"],
     );
 }
+
+#[test]
+fn a_file_past_the_parsers_node_budget_is_refused_as_too_large_with_its_limit() {
+    let text = wide_pipeline(10, 130_000, None);
+    let d = parse_str(Path::new("huge.yaml"), &text).unwrap_err();
+    let errors: Vec<String> = d.errors().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = &errors[0];
+    assert!(e.starts_with("huge.yaml:"), "{e}");
+    assert!(
+        e.contains("too large for a pipeline file: it has more than 250000 YAML nodes"),
+        "{e}"
+    );
+    assert!(!e.contains("budget"), "{e}");
+}
+
+#[test]
+fn a_file_nested_past_the_parsers_depth_budget_is_refused_as_too_deep() {
+    // 40 levels pass the parser and stop at the budget; 100,000 would overflow any thread's
+    // stack if the parser recursed all the way down.
+    for depth in [40, 100_000] {
+        let mut text =
+            String::from("apiVersion: flowctl/v1\nkind: Pipeline\nmetadata:\n  labels: ");
+        text.push_str(&"[".repeat(depth));
+        text.push_str(&"]".repeat(depth));
+        text.push('\n');
+        let d = parse_str(Path::new("deep.yaml"), &text).unwrap_err();
+        let e = d
+            .errors()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(e.contains("nesting deeper than 32 levels"), "{depth}: {e}");
+    }
+}

@@ -74,11 +74,21 @@ impl Value {
     }
 }
 
+/// The parser's limits: its defaults, but nesting at most 32 deep. A pipeline file needs
+/// about ten levels, and each level costs the recursive parse stack; 64 levels overflow a
+/// 2 MiB thread stack in a debug build.
+fn budget() -> serde_saphyr::Budget {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = 32;
+    budget
+}
+
 /// Parses a whole document. An empty document is `Null`.
 pub fn parse(text: &str) -> Result<Node, (Pos, String)> {
     // Duplicate keys reach the tree and are reported by the reader with both positions.
     let options = serde_saphyr::options! {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+        budget: Some(budget()),
     };
     match serde_saphyr::from_str_with_options::<Option<Node>>(text, options) {
         Ok(Some(node)) => Ok(node.with_raw_scalars(text)),
@@ -102,6 +112,9 @@ pub fn parse(text: &str) -> Result<Node, (Pos, String)> {
 /// The parser's message without its location and snippet: our diagnostics carry the location.
 fn syntax_message(err: &serde_saphyr::Error) -> String {
     use serde_saphyr::MessageFormatter;
+    if let Some(breach) = budget_breach(err) {
+        return too_large(breach);
+    }
     let msg = serde_saphyr::DefaultMessageFormatter.format_message(err);
     let msg: String = msg
         .chars()
@@ -117,12 +130,53 @@ fn syntax_message(err: &serde_saphyr::Error) -> String {
         Some((pos, rest)) if pos.contains(" column ") => rest,
         _ => msg,
     };
+    if msg.contains("recursion limit exceeded") {
+        return format!(
+            "the file is too large for a pipeline file: it has nesting deeper than {} levels, \
+             the most allowed",
+            budget().max_depth
+        );
+    }
     if msg.contains("multiple YAML documents") {
         return "a pipeline file holds one YAML document: split it at `---` into one file per \
                 pipeline"
             .to_string();
     }
     format!("invalid YAML: {msg}")
+}
+
+fn budget_breach(mut err: &serde_saphyr::Error) -> Option<&serde_saphyr::budget::BudgetBreach> {
+    use serde_saphyr::Error;
+    while let Error::AliasError { error, .. } | Error::WithSnippet { error, .. } = err {
+        err = error;
+    }
+    match err {
+        Error::Budget { breach, .. } => Some(breach),
+        _ => None,
+    }
+}
+
+/// The parser's limits (serde-saphyr's default budget), said as limits of a pipeline file.
+fn too_large(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let budget = budget();
+    let what = match breach {
+        B::Nodes { .. } => format!(
+            "more than {} YAML nodes (keys, values and list items)",
+            budget.max_nodes
+        ),
+        B::Depth { .. } => format!("nesting deeper than {} levels", budget.max_depth),
+        B::Events { .. } => format!("more than {} YAML events", budget.max_events),
+        B::Aliases { .. } | B::AliasAnchorRatio { .. } => "too many aliases (`*name`)".into(),
+        B::Anchors { .. } => "too many anchors (`&name`)".into(),
+        B::Documents { .. } => "too many YAML documents".into(),
+        B::ScalarBytes { .. } => format!(
+            "more than {} MiB of text in values",
+            budget.max_total_scalar_bytes >> 20
+        ),
+        other => format!("more than the parser allows ({other:?})"),
+    };
+    format!("the file is too large for a pipeline file: it has {what}, the most allowed")
 }
 
 impl Node {
