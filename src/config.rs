@@ -110,6 +110,7 @@ pub struct RestartDefaults {
     pub multiplier: f64,
     #[serde(deserialize_with = "duration")]
     pub max_delay: Duration,
+    #[serde(deserialize_with = "count")]
     pub start_limit_burst: u32,
     #[serde(deserialize_with = "duration")]
     pub start_limit_interval: Duration,
@@ -131,7 +132,9 @@ pub struct ProbeDefaults {
     pub period: Duration,
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
+    #[serde(deserialize_with = "count")]
     pub failure_threshold: u32,
+    #[serde(deserialize_with = "count")]
     pub success_threshold: u32,
 }
 
@@ -269,6 +272,14 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         ))
     })?;
     crate::spec::units::within_max(d).map_err(serde::de::Error::custom)
+}
+
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u64::deserialize(d)?;
+    let max = crate::spec::units::MAX_COUNT;
+    u32::try_from(n).ok().filter(|n| *n <= max).ok_or_else(|| {
+        serde::de::Error::custom(format!("{n} is too large: allowed from 0 to {max}"))
+    })
 }
 
 fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {

@@ -263,3 +263,27 @@ fn a_duration_of_u64_max_seconds_is_refused_at_validate_with_its_position() {
         assert!(shown.starts_with("p.yaml:8:"), "{field}: {shown}");
     }
 }
+
+#[test]
+fn counts_past_a_million_are_refused_at_validate_with_their_position() {
+    for (field, text) in [
+        (
+            "restart.start_limit_burst",
+            "      restart: {start_limit_burst: 4294967295}\n",
+        ),
+        (
+            "readiness.failure_threshold",
+            "      readiness: {tcp: {port: 1}, failure_threshold: 1000001}\n",
+        ),
+        (
+            "readiness.success_threshold",
+            "      readiness: {tcp: {port: 1}, success_threshold: 4294967296}\n",
+        ),
+    ] {
+        let text = format!("{HEAD}  sources:\n    - id: a\n      command: [x]\n{text}");
+        let shown = diagnose(&text).to_string();
+        assert!(shown.contains(&format!("`{field}`")), "{field}: {shown}");
+        assert!(shown.contains("between 1 and 1000000"), "{field}: {shown}");
+        assert!(shown.starts_with("p.yaml:8:"), "{field}: {shown}");
+    }
+}

@@ -277,3 +277,16 @@ fn registry_token_file_is_read_and_half_a_tls_setup_is_refused_naming_the_keys()
     assert!(err.contains("[registry] token_file"), "{err}");
     assert!(err.contains("/nonexistent/registry.token"), "{err}");
 }
+
+#[test]
+fn a_default_count_past_a_million_is_refused_naming_its_key() {
+    let e = invalid("[defaults.restart]\nstart_limit_burst = 4294967295\n");
+    assert_eq!(
+        e.key.as_deref(),
+        Some("defaults.restart.start_limit_burst"),
+        "{e}"
+    );
+    assert!(e.message.contains("allowed from 0 to 1000000"), "{e}");
+    let e = invalid("[defaults.probes]\nfailure_threshold = 1000001\n");
+    assert!(e.message.contains("allowed from 0 to 1000000"), "{e}");
+}

@@ -984,7 +984,7 @@ fn restart(ctx: &mut Ctx, n: &Node, r: &mut RestartSpec, has_legacy: bool) {
         }
     }
     if let Some(n) = o.get("start_limit_burst") {
-        r.start_limit_burst = ctx.u32(n, "restart.start_limit_burst", 1);
+        r.start_limit_burst = ctx.count(n, "restart.start_limit_burst", 1);
     }
     if let Some(n) = o.get("with_dependencies") {
         r.with_dependencies = ctx.bool(n, "restart.with_dependencies");
@@ -1229,10 +1229,10 @@ fn probe(ctx: &mut Ctx, n: &Node, field: &str) -> Option<Probe> {
     }
     p.failure_threshold = o
         .get("failure_threshold")
-        .and_then(|n| ctx.u32(n, &format!("{field}.failure_threshold"), 1));
+        .and_then(|n| ctx.count(n, &format!("{field}.failure_threshold"), 1));
     p.success_threshold = o
         .get("success_threshold")
-        .and_then(|n| ctx.u32(n, &format!("{field}.success_threshold"), 1));
+        .and_then(|n| ctx.count(n, &format!("{field}.success_threshold"), 1));
     Some(p)
 }
 

@@ -249,8 +249,9 @@ impl<'f> Ctx<'f> {
         }
     }
 
-    pub fn u32(&mut self, node: &Node, field: &str, min: u32) -> Option<u32> {
-        self.int(node, field, min.into(), u32::MAX.into())
+    /// A count from `min` to [`super::units::MAX_COUNT`].
+    pub fn count(&mut self, node: &Node, field: &str, min: u32) -> Option<u32> {
+        self.int(node, field, min.into(), super::units::MAX_COUNT.into())
             .map(|n| n as u32)
     }
 

@@ -24,6 +24,10 @@ pub fn duration(text: &str) -> Result<Duration, String> {
 /// supervisor, and `Instant + u64::MAX s` panics.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// The largest count a file may give (`start_limit_burst`, probe thresholds): far above any
+/// real use, and small enough that counters and the start history stay small.
+pub const MAX_COUNT: u32 = 1_000_000;
+
 /// Refuses a duration over [`MAX_DURATION`], naming the allowed range.
 pub fn within_max(d: Duration) -> Result<Duration, String> {
     if d > MAX_DURATION {

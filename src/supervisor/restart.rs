@@ -21,8 +21,10 @@ pub struct RestartHistory {
 }
 
 impl RestartHistory {
-    /// Notes a start at `now`, forgetting starts that fell out of the window.
-    pub fn record_start(&mut self, now: Instant, window: Duration) {
+    /// Notes a start at `now`, forgetting starts that fell out of the window and all but the
+    /// last `burst` (the limit only asks whether there were `burst` of them; 0 means no limit),
+    /// so a crash loop inside a long window cannot grow the history.
+    pub fn record_start(&mut self, now: Instant, window: Duration, burst: u32) {
         while let Some(first) = self.starts.front() {
             if now.saturating_duration_since(*first) > window {
                 self.starts.pop_front();
@@ -31,6 +33,9 @@ impl RestartHistory {
             }
         }
         self.starts.push_back(now);
+        while self.starts.len() > burst as usize {
+            self.starts.pop_front();
+        }
     }
 
     fn starts_within(&self, now: Instant, window: Duration) -> usize {
@@ -222,12 +227,42 @@ mod tests {
     }
 
     #[test]
+    fn a_crash_loop_inside_a_year_long_window_keeps_only_burst_starts_and_still_gives_up() {
+        let base = Instant::now();
+        let mut p = plan(RestartPolicy::Always);
+        p.start_limit_interval = crate::spec::units::MAX_DURATION;
+        let mut h = RestartHistory::default();
+        for i in 0..10_000 {
+            h.record_start(
+                base + Duration::from_millis(i),
+                p.start_limit_interval,
+                p.start_limit_burst,
+            );
+        }
+        assert_eq!(h.starts.len(), p.start_limit_burst as usize);
+        let now = base + Duration::from_secs(20);
+        assert!(matches!(
+            decide(&p, &h, Outcome::Failure, Duration::ZERO, now, 0.0),
+            Decision::GiveUp { .. }
+        ));
+        let mut unlimited = RestartHistory::default();
+        for i in 0..1000 {
+            unlimited.record_start(base + Duration::from_millis(i), p.start_limit_interval, 0);
+        }
+        assert!(unlimited.starts.is_empty());
+    }
+
+    #[test]
     fn start_limit_gives_up_only_inside_the_window() {
         let base = Instant::now();
         let p = plan(RestartPolicy::Always);
         let mut h = RestartHistory::default();
         for i in 0..5 {
-            h.record_start(base + Duration::from_secs(i), p.start_limit_interval);
+            h.record_start(
+                base + Duration::from_secs(i),
+                p.start_limit_interval,
+                p.start_limit_burst,
+            );
         }
         let now = base + Duration::from_secs(5);
         assert!(matches!(

@@ -1036,7 +1036,9 @@ impl Supervisor {
             tokio::time::sleep(delay).await;
             let _ = tx.send(msg);
         });
-        c.timer = Some((task, Instant::now() + delay));
+        // Delays are bounded at parse time; saturate anyway rather than panic on a clock edge.
+        let now = Instant::now();
+        c.timer = Some((task, now.checked_add(delay).unwrap_or(now)));
     }
 
     fn needs_notify_socket(plan: &ComponentPlan) -> bool {
@@ -1135,8 +1137,11 @@ impl Supervisor {
         c.started_at = Some(now);
         c.spawns += 1;
         c.killed_after = None;
-        c.history
-            .record_start(now, c.plan.restart.start_limit_interval);
+        c.history.record_start(
+            now,
+            c.plan.restart.start_limit_interval,
+            c.plan.restart.start_limit_burst,
+        );
         c.env = Arc::new(env);
         c.last_probe = None;
         tracing::info!(pipeline = %c.pipeline, component = %c.id, pid = spawned.pid, "started {}", program.display());
