@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 /// How long a component may finish its work after the stop signal: streams to slow
 /// consumers and writes to a database that does not answer are given up after it.
-pub const GRACE: Duration = Duration::from_millis(600);
+pub const GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 pub struct Shutdown(watch::Receiver<bool>);
