@@ -169,16 +169,18 @@ impl RawLedgerService for LedgerService {
                     }
                 }
             };
-            tokio::select! {
-                _ = forward => {}
-                _ = shutdown.requested() => {
-                    // Dropping `batches` stops the producer. Until this error is sent the
-                    // stream stays open (a consumer that does not read gets the process's
-                    // end instead), so it never ends as if complete.
-                    let _ = tx
-                        .send(Err(Status::unavailable("stellar-live-source is stopping")))
-                        .await;
-                }
+            let stopped = tokio::select! {
+                _ = forward => false,
+                _ = shutdown.requested() => true,
+            };
+            if stopped {
+                // Stops the producer, whatever backend call it waits on.
+                drop(batches);
+                // Until this error is sent the stream stays open (a consumer that does not
+                // read gets the process's end instead), so it never ends as if complete.
+                let _ = tx
+                    .send(Err(Status::unavailable("stellar-live-source is stopping")))
+                    .await;
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
