@@ -160,6 +160,22 @@ async fn source_streaming_to_a_consumer_that_does_not_read_exits_promptly_on_sig
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_opening_a_data_lake_that_does_not_answer_exits_promptly_on_sigterm() {
+    let lake = silent();
+    let endpoint = format!("http://127.0.0.1:{}", lake.port);
+    let (source, _) = live_source(&[
+        ("DATALAKE_URL", "s3://lake/ledgers"),
+        ("DATALAKE_ENDPOINT", &endpoint),
+    ]);
+    wait_until(
+        "the request for the lake's manifest",
+        Duration::from_secs(30),
+        || lake.accepted.load(Ordering::SeqCst) > 0,
+    );
+    terminate("stellar-live-source", source).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processor_streaming_to_a_consumer_that_does_not_read_exits_promptly_on_sigterm() {
     let (_source, source_port) = synthetic("0");
     let (processor, port) = ttp_processor(source_port, &[]);

@@ -97,18 +97,9 @@ async fn main() {
     std::process::exit(code);
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let shutdown = Shutdown::on_signals()?;
-    let port = args.port.or(args.grpc_port).unwrap_or(50051);
-    let kind = args.backend.unwrap_or(if args.datalake_url.is_some() {
-        BackendKind::Datalake
-    } else if args.rpc_endpoint.is_some() {
-        BackendKind::Rpc
-    } else {
-        BackendKind::Synthetic
-    });
-    let end = (args.end_ledger != 0).then_some(args.end_ledger);
-    let backend = match kind {
+/// The backend `kind` names, set up from `args` (a data lake's manifest is read here).
+async fn open_backend(args: &Args, kind: BackendKind) -> anyhow::Result<Backend> {
+    Ok(match kind {
         BackendKind::Datalake => {
             let Some(url) = &args.datalake_url else {
                 bail!("BACKEND=datalake needs DATALAKE_URL (a path, file://, s3:// or gs:// URL)");
@@ -154,6 +145,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .context("SYNTHETIC_* settings")?,
             )
         }
+    })
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let shutdown = Shutdown::on_signals()?;
+    let port = args.port.or(args.grpc_port).unwrap_or(50051);
+    let kind = args.backend.unwrap_or(if args.datalake_url.is_some() {
+        BackendKind::Datalake
+    } else if args.rpc_endpoint.is_some() {
+        BackendKind::Rpc
+    } else {
+        BackendKind::Synthetic
+    });
+    let end = (args.end_ledger != 0).then_some(args.end_ledger);
+    // A data lake that does not answer must not hold up a stop during start-up either.
+    let backend = tokio::select! {
+        b = open_backend(&args, kind) => b?,
+        _ = shutdown.requested() => return Ok(()),
     };
     let default_start = match kind {
         BackendKind::Synthetic => args.start_ledger.max(2),
