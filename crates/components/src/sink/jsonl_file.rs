@@ -140,3 +140,43 @@ impl JsonlFile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowctl_proto::token_transfer::{EventMeta, TokenTransferEvent};
+
+    fn ledger(seq: u32) -> LedgerEvents {
+        LedgerEvents {
+            ledger: seq,
+            events: vec![TokenTransferEvent {
+                meta: Some(EventMeta {
+                    ledger_sequence: seq,
+                    ..Default::default()
+                }),
+                event: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn an_output_without_a_checkpoint_is_kept_and_a_torn_tail_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("events.jsonl");
+        std::fs::write(&out, "kept\n").unwrap();
+        let mut f = JsonlFile::open(&out).unwrap();
+        assert_eq!(f.checkpoint(), 0);
+        f.write(&[ledger(5)], 5).unwrap();
+        f.sync().unwrap();
+        let synced = std::fs::read_to_string(&out).unwrap();
+        assert!(synced.starts_with("kept\n{"), "{synced}");
+        drop(f);
+        // Half a line written after the checkpoint, as a kill mid-write leaves it.
+        let mut torn = std::fs::OpenOptions::new().append(true).open(&out).unwrap();
+        torn.write_all(b"{\"meta\":{\"ledgerSeq").unwrap();
+        drop(torn);
+        let f = JsonlFile::open(&out).unwrap();
+        assert_eq!(f.checkpoint(), 5);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), synced);
+    }
+}
