@@ -355,3 +355,68 @@ fn a_checkpoint_beyond_the_end_of_its_output_is_an_error_naming_both_files() {
     // Neither refusal touched the output.
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "{}\n");
 }
+
+/// Streams its events to every request, then keeps the stream open, as a processor at the
+/// tip does.
+#[derive(Clone)]
+struct AtTheTip(Vec<TokenTransferEvent>);
+
+#[tonic::async_trait]
+impl EventService for AtTheTip {
+    type GetTTPEventsStream = EventStream;
+    async fn get_ttp_events(
+        &self,
+        _: Request<GetEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let events = tokio_stream::iter(self.0.clone().into_iter().map(Ok));
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::chain(
+            events,
+            tokio_stream::pending(),
+        ))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sink_checkpoints_what_it_wrote_while_the_stream_is_quiet() {
+    let event = |ledger| TokenTransferEvent {
+        meta: Some(EventMeta {
+            ledger_sequence: ledger,
+            ..Default::default()
+        }),
+        event: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EventServiceServer::new(AtTheTip(vec![
+                event(10),
+                event(11),
+            ])))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let _sink = ttp_sink(
+        addr.port(),
+        &[
+            ("SINK", "jsonl"),
+            ("OUTPUT_FILE", out.to_str().unwrap()),
+            ("START_LEDGER", "10"),
+        ],
+    );
+    // Ledger 10 is complete once 11 starts; nothing comes after that.
+    let ckpt = checkpoint::path_for(&out);
+    let stored = move || checkpoint::load(&ckpt).unwrap();
+    tokio::task::spawn_blocking(move || {
+        wait_until("ledger 10 checkpointed", Duration::from_secs(30), || {
+            stored().is_some_and(|c| c.last_ledger == 10)
+        })
+    })
+    .await
+    .unwrap();
+    let c = checkpoint::load(&checkpoint::path_for(&out))
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.offset, std::fs::metadata(&out).unwrap().len());
+}

@@ -42,6 +42,14 @@ impl Target {
         }
     }
 
+    /// Called every flush interval: a file checkpoints what it wrote once that is due.
+    fn tick(&mut self) -> Result<(), SinkError> {
+        match self {
+            Target::File(f) => f.sync_if_due(),
+            Target::Output(_) | Target::Postgres(_) => Ok(()),
+        }
+    }
+
     /// Makes what was written durable and checkpointed, before the driver returns.
     fn finish(&mut self) -> Result<(), SinkError> {
         match self {
@@ -191,6 +199,7 @@ impl Driver {
                         if pending.since.is_some_and(|s| s.elapsed() >= self.flush_interval) {
                             self.flush(&mut pending, &mut next, &mut summary).await?;
                         }
+                        self.target.tick()?;
                     }
                     _ = &mut stop => break Ended::Stopped,
                 }

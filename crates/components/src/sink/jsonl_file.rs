@@ -111,6 +111,13 @@ impl JsonlFile {
             .map_err(|source| self.io(source))?;
         self.offset += self.text.len() as u64;
         self.through = through;
+        self.sync_if_due()
+    }
+
+    /// Checkpoints what was written when the last checkpoint is older than
+    /// [`CHECKPOINT_INTERVAL`]; also called while no ledger arrives, so that a quiet stream
+    /// leaves nothing unsynced for long.
+    pub fn sync_if_due(&mut self) -> Result<(), SinkError> {
         if self.stored_at.elapsed() >= CHECKPOINT_INTERVAL {
             self.sync()?;
         }
