@@ -100,7 +100,7 @@ cpu_jiffies() {
 # One pipeline run; sets streaming, secs, events, busy (the share of both cores in use while
 # streaming) and usage (the components' report lines).
 pipeline_round() {
-  rm -f "$work/events.jsonl"
+  rm -f "$work/events.jsonl" "$work/events.jsonl.checkpoint"
   flowctl_peak=0 flowctl_cpu=0
   local start pid polls=0 end
   start=$(now)

@@ -2,5 +2,6 @@
 
 pub mod grpc;
 pub mod processor;
+pub mod shutdown;
 pub mod sink;
 pub mod source;

@@ -1,13 +1,16 @@
 //! `ttp-sink` with the JSON-lines and console outputs, fed the golden events of real
-//! ledgers by an in-test `EventService`.
+//! ledgers by an in-test `EventService`, or by the real source and processor.
+
+mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::Command;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
+use flowctl_components::sink::checkpoint;
 use flowctl_proto::asset::{asset::AssetType, Asset, IssuedAsset};
 use flowctl_proto::token_transfer::muxed_info::Content;
 use flowctl_proto::token_transfer::token_transfer_event::Event;
@@ -19,6 +22,7 @@ use flowctl_proto::token_transfer_service::event_service_server::{
 };
 use flowctl_proto::token_transfer_service::GetEventsRequest;
 use serde_json::Value;
+use support::{exit_within, live_source, ttp_processor, ttp_sink, wait_until, Proc};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -230,4 +234,189 @@ async fn console_output_prints_one_line_per_event() {
     assert_eq!(lines.len(), 23);
     assert!(lines[0].starts_with("ledger 997 tx 1 fee"), "{}", lines[0]);
     assert_eq!(lines.iter().filter(|l| l.contains(" transfer ")).count(), 6);
+}
+
+/// A JSON-lines sink of synthetic ledgers `FIRST..=LAST` from the real source and processor.
+fn file_sink(processor_port: u16, out: &std::path::Path, first: u32, last: u32) -> Proc {
+    ttp_sink(
+        processor_port,
+        &[
+            ("SINK", "jsonl"),
+            ("OUTPUT_FILE", out.to_str().unwrap()),
+            ("START_LEDGER", &first.to_string()),
+            ("END_LEDGER", &last.to_string()),
+            ("FLUSH_INTERVAL", "50ms"),
+            ("FLUSH_EVENTS", "300"),
+        ],
+    )
+}
+
+fn run_to_end(mut sink: Proc) {
+    let status = exit_within(&mut sink, Duration::from_secs(120)).expect("the sink finishes");
+    assert!(status.success(), "the sink exited with {status}");
+}
+
+#[test]
+fn file_sink_killed_three_times_writes_each_event_exactly_once() {
+    const FIRST: u32 = 2;
+    const LAST: u32 = 401;
+    // Ledgers close at 100 a second, so the kills land while the sink follows the source.
+    let (_source, source_port) = live_source(&[
+        ("BACKEND", "synthetic"),
+        ("START_LEDGER", &FIRST.to_string()),
+        ("END_LEDGER", &LAST.to_string()),
+        ("SYNTHETIC_RATE", "100"),
+        ("SYNTHETIC_TXS_PER_LEDGER", "10"),
+    ]);
+    let (_processor, port) = ttp_processor(source_port, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let size = || std::fs::metadata(&out).map_or(0, |m| m.len());
+    let stored = || checkpoint::load(&checkpoint::path_for(&out)).unwrap();
+    let minute = Duration::from_secs(60);
+
+    // 1. Mid-way through the first batches, before any checkpoint names a ledger.
+    let sink = file_sink(port, &out, FIRST, LAST);
+    wait_until("the first lines", minute, || size() > 0);
+    drop(sink);
+    let first = stored().expect("a checkpoint exists from the start");
+    assert!(
+        size() > first.offset,
+        "the kill left lines after the checkpoint"
+    );
+
+    // 2. After a checkpoint naming a ledger, with more lines written after it.
+    let sink = file_sink(port, &out, FIRST, LAST);
+    wait_until("a checkpoint and lines after it", minute, || {
+        stored().is_some_and(|c| c.last_ledger > 0 && size() > c.offset)
+    });
+    drop(sink);
+
+    // 3. Soon after the restart, once it has cut off that tail and written past it again,
+    // while it catches up with the source.
+    let at_kill = size();
+    let sink = file_sink(port, &out, FIRST, LAST);
+    wait_until("lines after the restart", minute, || {
+        size() > at_kill + 1000
+    });
+    drop(sink);
+
+    run_to_end(file_sink(port, &out, FIRST, LAST));
+    let clean = dir.path().join("clean.jsonl");
+    run_to_end(file_sink(port, &clean, FIRST, LAST));
+
+    let killed = std::fs::read_to_string(&out).unwrap();
+    let once = std::fs::read_to_string(&clean).unwrap();
+    let (killed, once): (Vec<&str>, Vec<&str>) = (killed.lines().collect(), once.lines().collect());
+    let distinct: std::collections::HashSet<&str> = killed.iter().copied().collect();
+    assert!(
+        once.len() > 1000,
+        "the clean run wrote {} events",
+        once.len()
+    );
+    assert_eq!(distinct.len(), killed.len(), "duplicated lines");
+    assert_eq!(killed.len(), once.len(), "event count");
+    assert!(
+        killed == once,
+        "the killed run's lines differ from the clean run's"
+    );
+    assert_eq!(stored().unwrap().last_ledger, LAST);
+}
+
+#[test]
+fn a_checkpoint_beyond_the_end_of_its_output_is_an_error_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    std::fs::write(&out, "{}\n").unwrap();
+    let ckpt = checkpoint::path_for(&out);
+    std::fs::write(&ckpt, r#"{"last_ledger":9,"offset":4096}"#).unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_ttp-sink"))
+            .env_clear()
+            .env("SINK", "jsonl")
+            .env("OUTPUT_FILE", &out)
+            .env("TTP_SERVICE_ADDRESS", "127.0.0.1:1")
+            .output()
+            .unwrap()
+    };
+    let o = run();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains(&ckpt.display().to_string()), "{err}");
+    assert!(err.contains(&out.display().to_string()), "{err}");
+    assert!(err.contains("4096"), "{err}");
+
+    std::fs::write(&ckpt, "not json").unwrap();
+    let o = run();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains(&ckpt.display().to_string()), "{err}");
+    assert!(err.contains("not a checkpoint"), "{err}");
+    // Neither refusal touched the output.
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "{}\n");
+}
+
+/// Streams its events to every request, then keeps the stream open, as a processor at the
+/// tip does.
+#[derive(Clone)]
+struct AtTheTip(Vec<TokenTransferEvent>);
+
+#[tonic::async_trait]
+impl EventService for AtTheTip {
+    type GetTTPEventsStream = EventStream;
+    async fn get_ttp_events(
+        &self,
+        _: Request<GetEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let events = tokio_stream::iter(self.0.clone().into_iter().map(Ok));
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::chain(
+            events,
+            tokio_stream::pending(),
+        ))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sink_checkpoints_what_it_wrote_while_the_stream_is_quiet() {
+    let event = |ledger| TokenTransferEvent {
+        meta: Some(EventMeta {
+            ledger_sequence: ledger,
+            ..Default::default()
+        }),
+        event: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EventServiceServer::new(AtTheTip(vec![
+                event(10),
+                event(11),
+            ])))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let _sink = ttp_sink(
+        addr.port(),
+        &[
+            ("SINK", "jsonl"),
+            ("OUTPUT_FILE", out.to_str().unwrap()),
+            ("START_LEDGER", "10"),
+        ],
+    );
+    // Ledger 10 is complete once 11 starts; nothing comes after that.
+    let ckpt = checkpoint::path_for(&out);
+    let stored = move || checkpoint::load(&ckpt).unwrap();
+    tokio::task::spawn_blocking(move || {
+        wait_until("ledger 10 checkpointed", Duration::from_secs(30), || {
+            stored().is_some_and(|c| c.last_ledger == 10)
+        })
+    })
+    .await
+    .unwrap();
+    let c = checkpoint::load(&checkpoint::path_for(&out))
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.offset, std::fs::metadata(&out).unwrap().len());
 }

@@ -32,7 +32,7 @@ async fn start_component(
     let component = Component::bind(&config).await.unwrap();
     let addr = component.local_addr();
     let metrics = component.metrics();
-    tokio::spawn(component.serve(std::future::pending()));
+    tokio::spawn(component.serve(flowctl_components::shutdown::Shutdown::never()));
     (addr, metrics)
 }
 

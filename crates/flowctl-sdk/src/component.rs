@@ -306,6 +306,10 @@ impl Component {
     }
 }
 
+/// The longest [`Handle::shutdown`] takes: a component's stop must not wait for its
+/// supervisor's SIGKILL.
+pub const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A started component integration. Dropping it without [`Handle::shutdown`] leaves the
 /// background tasks running until the runtime ends.
 pub struct Handle {
@@ -350,10 +354,16 @@ impl Handle {
     }
 
     /// Unregisters (when registered), stops heartbeats and the health endpoints.
+    /// Within [`SHUTDOWN_TIMEOUT`] at most, however the control plane and the health clients
+    /// behave: what has not finished by then is abandoned.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_TIMEOUT;
+        for mut task in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::debug!("a control-plane task did not stop in time; abandoning it");
+                task.abort();
+            }
         }
     }
 }

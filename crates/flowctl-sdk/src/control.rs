@@ -119,7 +119,11 @@ impl ControlLoop {
         loop {
             // Register until it works.
             let service_id = loop {
-                match v0.register(self.info.clone()).await {
+                let registered = tokio::select! {
+                    r = v0.register(self.info.clone()) => r,
+                    _ = self.stop.wait_for(|s| *s) => return,
+                };
+                match registered {
                     Ok(ack) => {
                         let id = ack.into_inner().service_id;
                         tracing::info!(service_id = %id, endpoint = %self.shared.config.endpoint, "registered with flowctl");
@@ -158,7 +162,12 @@ impl ControlLoop {
                         .into_iter()
                         .collect::<HashMap<_, _>>(),
                 };
-                match v0.heartbeat(heartbeat).await {
+                let beat = tokio::select! {
+                    r = v0.heartbeat(heartbeat) => r,
+                    // A control plane that does not answer must not hold up the stop.
+                    _ = self.stop.wait_for(|s| *s) => Err(Status::cancelled("stopping")),
+                };
+                match beat {
                     Ok(_) => {
                         if failures > 0 {
                             tracing::info!(service_id = %service_id, "heartbeats reach flowctl again");
@@ -170,6 +179,7 @@ impl ControlLoop {
                         self.shared.set_service_id(None);
                         break;
                     }
+                    Err(_) if *self.stop.borrow() => {}
                     Err(status) => {
                         if failures == 0 {
                             tracing::warn!(error = %status.message(), "heartbeat failed; will keep trying");
@@ -193,6 +203,10 @@ impl ControlLoop {
     }
 }
 
+/// The longest a stopping component waits for the control plane to take its goodbye; after
+/// it, the registration simply expires.
+const UNREGISTER_TIMEOUT: Duration = Duration::from_millis(400);
+
 /// Says goodbye through `flowctl.v1` (the older API has no unregister; a registry without it
 /// simply lets the registration expire).
 async fn unregister(channel: Authed, service_id: &str) {
@@ -200,7 +214,7 @@ async fn unregister(channel: Authed, service_id: &str) {
     let request = UnregisterRequest {
         service_id: service_id.to_string(),
     };
-    match tokio::time::timeout(Duration::from_secs(2), v1.unregister_component(request)).await {
+    match tokio::time::timeout(UNREGISTER_TIMEOUT, v1.unregister_component(request)).await {
         Ok(Ok(_)) => tracing::info!(service_id, "unregistered from flowctl"),
         Ok(Err(status)) => {
             tracing::debug!(service_id, error = %status.message(), "unregister failed")

@@ -13,7 +13,8 @@
 //! - on [`Handle::shutdown`], an unregister (`flowctl.v1` `UnregisterComponent`).
 //!
 //! The control plane being absent never fails or blocks the component: `start` returns at
-//! once and registration goes on in the background.
+//! once and registration goes on in the background, and `shutdown` takes at most
+//! [`SHUTDOWN_TIMEOUT`] even when the control plane does not answer.
 //!
 //! ```no_run
 //! use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,7 +43,7 @@ pub mod env;
 mod http;
 pub mod metrics;
 
-pub use component::{Component, Handle, Health, ServiceType, StartError};
+pub use component::{Component, Handle, Health, ServiceType, StartError, SHUTDOWN_TIMEOUT};
 pub use control::Backoff;
 pub use env::{Config, ConfigError};
 pub use metrics::{Metrics, MetricsProvider, NoMetrics};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use flowctl_components::shutdown::Shutdown;
 use flowctl_components::source::metrics::SourceMetrics;
 use flowctl_components::source::server::LedgerService;
 use flowctl_components::source::{datalake, rpc, synthetic, Backend};
@@ -81,24 +82,24 @@ async fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: under a supervisor the lines go to a journal or a log.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Err(e) = run(Args::parse()).await {
-        eprintln!("stellar-live-source: {e:#}");
-        std::process::exit(1);
-    }
+    let code = match run(Args::parse()).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("stellar-live-source: {e:#}");
+            1
+        }
+    };
+    // Not waiting for the runtime: a backend call still on a blocking thread (a decode, a
+    // local read) must not delay the exit.
+    std::process::exit(code);
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let port = args.port.or(args.grpc_port).unwrap_or(50051);
-    let kind = args.backend.unwrap_or(if args.datalake_url.is_some() {
-        BackendKind::Datalake
-    } else if args.rpc_endpoint.is_some() {
-        BackendKind::Rpc
-    } else {
-        BackendKind::Synthetic
-    });
-    let end = (args.end_ledger != 0).then_some(args.end_ledger);
-    let backend = match kind {
+/// The backend `kind` names, set up from `args` (a data lake's manifest is read here).
+async fn open_backend(args: &Args, kind: BackendKind) -> anyhow::Result<Backend> {
+    Ok(match kind {
         BackendKind::Datalake => {
             let Some(url) = &args.datalake_url else {
                 bail!("BACKEND=datalake needs DATALAKE_URL (a path, file://, s3:// or gs:// URL)");
@@ -144,6 +145,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .context("SYNTHETIC_* settings")?,
             )
         }
+    })
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let shutdown = Shutdown::on_signals()?;
+    let port = args.port.or(args.grpc_port).unwrap_or(50051);
+    let kind = args.backend.unwrap_or(if args.datalake_url.is_some() {
+        BackendKind::Datalake
+    } else if args.rpc_endpoint.is_some() {
+        BackendKind::Rpc
+    } else {
+        BackendKind::Synthetic
+    });
+    let end = (args.end_ledger != 0).then_some(args.end_ledger);
+    // A data lake that does not answer must not hold up a stop during start-up either.
+    let backend = tokio::select! {
+        b = open_backend(&args, kind) => b?,
+        _ = shutdown.requested() => return Ok(()),
     };
     let default_start = match kind {
         BackendKind::Synthetic => args.start_ledger.max(2),
@@ -156,7 +175,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         end,
         args.poll_interval,
         metrics.clone(),
-    );
+    )
+    .with_shutdown(shutdown.clone());
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter
@@ -179,7 +199,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await?;
     sdk.set_ready(true);
     tracing::info!(%addr, backend = ?kind, ?end, "serving RawLedgerService");
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(
             RawLedgerServiceServer::new(service)
@@ -188,20 +208,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown(),
-        )
-        .await
-        .context("gRPC server")?;
+            shutdown.requested(),
+        );
+    // The streams end on the signal; a consumer that does not read them (or a client that
+    // holds a connection) is not waited for beyond the grace period.
+    tokio::select! {
+        served = server => served.context("gRPC server")?,
+        _ = shutdown.grace_over() => tracing::warn!("closing the connections still open"),
+    }
     sdk.shutdown().await;
     tracing::info!(ledgers = metrics.processed(), "stopped");
     Ok(())
-}
-
-async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

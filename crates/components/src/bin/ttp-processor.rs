@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use flowctl_components::processor::{
     config::ComponentConfig, extract, registration::Registration, server::Component,
 };
+use flowctl_components::shutdown::Shutdown;
 use stellar_ledgers::LedgerRange;
 
 #[derive(Parser)]
@@ -111,6 +112,7 @@ fn run_component() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
+        let shutdown = Shutdown::on_signals()?;
         let component = Component::bind(&config).await?;
         let registration = Registration::start(component.metrics(), &component.readiness()).await?;
         tracing::info!(
@@ -119,10 +121,12 @@ fn run_component() -> ExitCode {
             health = ?registration.health_addr(),
             "ttp-processor serving"
         );
-        let served = component.serve(shutdown_signal()).await;
+        let served = component.serve(shutdown).await;
         registration.shutdown().await;
         served
     });
+    // A ledger still being processed on a blocking thread is not waited for.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -130,19 +134,4 @@ fn run_component() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutting down");
 }

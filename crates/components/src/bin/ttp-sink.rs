@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
+use flowctl_components::shutdown::Shutdown;
 use flowctl_components::sink::driver::{Driver, Target};
 use flowctl_components::sink::health::Readiness;
+use flowctl_components::sink::jsonl_file::JsonlFile;
 use flowctl_components::sink::metrics::SinkMetrics;
 use flowctl_components::sink::output::Output;
 use flowctl_components::sink::postgres::PgSink;
@@ -41,7 +43,8 @@ struct Args {
     /// Last ledger (inclusive); 0 = follow the live stream.
     #[arg(long, env = "END_LEDGER", default_value_t = 0)]
     end_ledger: u32,
-    /// JSON-lines file (appended); stdout when absent.
+    /// JSON-lines file (appended; exactly once across restarts, through its sidecar
+    /// OUTPUT_FILE.checkpoint); stdout when absent.
     #[arg(long, env = "OUTPUT_FILE")]
     output_file: Option<String>,
     /// PostgreSQL connection string (URL or key=value form).
@@ -66,6 +69,8 @@ async fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: under a supervisor the lines go to a journal or a log.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Args::parse()).await {
         Ok(()) => {}
@@ -77,10 +82,14 @@ async fn main() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let shutdown = Shutdown::on_signals()?;
     let readiness = Readiness::not_ready("starting");
     let target = match args.sink {
         SinkKind::Console => Target::Output(Output::Console),
-        SinkKind::Jsonl => Target::Output(Output::jsonl(args.output_file.as_deref())?),
+        SinkKind::Jsonl => match &args.output_file {
+            Some(path) => Target::File(JsonlFile::open(path.as_ref())?),
+            None => Target::Output(Output::jsonl_stdout()),
+        },
         SinkKind::Postgres => {
             let Some(url) = &args.database_url else {
                 bail!("SINK=postgres needs DATABASE_URL (e.g. postgres://user@localhost/db)");
@@ -119,22 +128,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         flush_interval: args.flush_interval,
         max_backoff: args.max_backoff,
     };
+    // On SIGTERM the driver writes the complete ledgers it holds and returns; a write that
+    // cannot finish in the grace period (a database that does not answer) is given up, and
+    // its ledgers are asked for again by the next run.
     let result = tokio::select! {
-        s = driver.run() => s.map(Some),
-        _ = shutdown() => Ok(None),
+        s = driver.run_until(shutdown.requested()) => s.map(Some),
+        _ = shutdown.grace_over() => {
+            tracing::warn!("stopping without the last write: it did not finish in time");
+            Ok(None)
+        }
     };
     readiness.shutdown().await;
     if let Some(summary) = result? {
         tracing::info!(events = summary.events, through = summary.through, "done");
     }
     Ok(())
-}
-
-async fn shutdown() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

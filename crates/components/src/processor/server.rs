@@ -15,6 +15,7 @@ use super::metrics::Metrics;
 use super::readiness::Readiness;
 use super::service::TtpService;
 use super::upstream::{self, Backoff};
+use crate::shutdown::Shutdown;
 
 /// A bound, not yet serving component; binding first lets callers learn the port.
 pub struct Component {
@@ -42,6 +43,7 @@ impl Component {
             backoff: Backoff::new(config.backoff_initial, config.backoff_max),
             metrics: Arc::new(Metrics::default()),
             readiness,
+            shutdown: Shutdown::never(),
         };
         Ok(Component {
             listener,
@@ -65,24 +67,33 @@ impl Component {
         self.service.metrics.clone()
     }
 
-    /// Serves until `shutdown` completes.
-    pub async fn serve(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send,
-    ) -> anyhow::Result<()> {
+    /// Serves until `shutdown` fires: then every stream sends what is processed and ends,
+    /// and the server returns once they have, or [`GRACE`](crate::shutdown::GRACE) later
+    /// when a consumer does not read.
+    pub async fn serve(mut self, shutdown: Shutdown) -> anyhow::Result<()> {
         let watcher = tokio::spawn(upstream::watch_source(
             self.upstream.clone(),
             self.service.readiness.clone(),
             Duration::from_secs(1),
         ));
-        let result = Server::builder()
+        self.service.shutdown = shutdown.clone();
+        let server = Server::builder()
             .add_service(self.health)
             .add_service(
                 EventServiceServer::new(self.service).max_encoding_message_size(64 * 1024 * 1024),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
-            .await;
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                shutdown.requested(),
+            );
+        let result = tokio::select! {
+            r = server => r.map_err(|e| anyhow::anyhow!("gRPC server failed: {e}")),
+            _ = shutdown.grace_over() => {
+                tracing::warn!("closing the streams still open");
+                Ok(())
+            }
+        };
         watcher.abort();
-        result.map_err(|e| anyhow::anyhow!("gRPC server failed: {e}"))
+        result
     }
 }

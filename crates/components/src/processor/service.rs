@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 use super::metrics::Metrics;
 use super::readiness::Readiness;
 use super::upstream::{Backoff, LedgerFeed};
+use crate::shutdown::Shutdown;
 
 /// Ledgers in processing at once for one stream. More than the cores: a ledger's cost varies,
 /// and on a host the source and sink share, the stage with the most work should also have
@@ -44,6 +45,9 @@ pub struct TtpService {
     pub backoff: Backoff,
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
+    /// When it fires, streams stop reading upstream, send the ledgers already processed and
+    /// end with UNAVAILABLE.
+    pub shutdown: Shutdown,
 }
 
 /// The inclusive end of a request, or `None` for a live stream (0 or below the start).
@@ -79,7 +83,7 @@ impl EventService for TtpService {
         let req = request.into_inner();
         let end = bounded_end(&req);
         tracing::info!(start = req.start_ledger, end = ?end, "GetTTPEvents");
-        let (tx, rx) = mpsc::channel::<Vec<TokenTransferEvent>>(PROCESSED_BUFFER);
+        let (tx, rx) = mpsc::channel::<Result<Vec<TokenTransferEvent>, Status>>(PROCESSED_BUFFER);
         let svc = self.clone();
         let mut feed = LedgerFeed::new(
             svc.upstream.clone(),
@@ -92,10 +96,12 @@ impl EventService for TtpService {
         // and a free core is not left idle waiting for the network.
         let (jobs_tx, mut jobs) = mpsc::channel(PIPELINE);
         let producer = svc.clone();
+        let shutdown = svc.shutdown.clone();
         let reader = tokio::spawn(async move {
             loop {
                 let raw = tokio::select! {
                     _ = jobs_tx.closed() => return,
+                    _ = shutdown.requested() => return,
                     raw = feed.next() => raw,
                 };
                 let seq = raw.sequence;
@@ -117,14 +123,23 @@ impl EventService for TtpService {
         tokio::spawn(async move {
             // Dropping the receiver (below, on return) stops the reader.
             let _reader = AbortOnDrop(reader);
+            let mut last = None;
             loop {
                 let next = tokio::select! {
                     _ = tx.closed() => return,
                     next = jobs.recv() => next,
                 };
                 let Some((seq, started, job)) = next else {
+                    // The reader is done: at the end of a bounded range the stream ends
+                    // cleanly; stopped before it, it must not look complete.
+                    let complete = end.is_some_and(|e| last.is_some_and(|l| l >= e));
+                    if !complete {
+                        let stopping = Status::unavailable("ttp-processor is stopping");
+                        let _ = tx.send(Err(stopping)).await;
+                    }
                     return;
                 };
+                last = Some(seq);
                 let result = job
                     .await
                     .unwrap_or_else(|e| Err(format!("processing task failed: {e}")));
@@ -132,7 +147,7 @@ impl EventService for TtpService {
                     Ok(events) => {
                         svc.metrics
                             .record_success(seq, events.len(), started.elapsed());
-                        if tx.send(events).await.is_err() {
+                        if tx.send(Ok(events)).await.is_err() {
                             return;
                         }
                     }
@@ -143,8 +158,10 @@ impl EventService for TtpService {
                 }
             }
         });
-        let events = ReceiverStream::new(rx)
-            .flat_map(|events| futures::stream::iter(events.into_iter().map(Ok)));
+        let events = ReceiverStream::new(rx).flat_map(|batch| match batch {
+            Ok(events) => futures::stream::iter(events.into_iter().map(Ok)).left_stream(),
+            Err(status) => futures::stream::once(async { Err(status) }).right_stream(),
+        });
         Ok(Response::new(Box::pin(events)))
     }
 }

@@ -11,6 +11,7 @@ use flowctl_proto::token_transfer_service::event_service_client::EventServiceCli
 use flowctl_proto::token_transfer_service::GetEventsRequest;
 
 use super::health::Readiness;
+use super::jsonl_file::JsonlFile;
 use super::metrics::SinkMetrics;
 use super::output::Output;
 use super::postgres::PgSink;
@@ -18,14 +19,42 @@ use super::{LedgerEvents, SinkError};
 
 pub enum Target {
     Output(Output),
+    File(JsonlFile),
     Postgres(PgSink),
 }
 
 impl Target {
+    /// The last ledger this target holds for sure, 0 when none (or when it keeps no
+    /// checkpoint); the driver resumes after it.
+    async fn checkpoint(&mut self) -> Result<u32, SinkError> {
+        match self {
+            Target::Output(_) => Ok(0),
+            Target::File(f) => Ok(f.checkpoint()),
+            Target::Postgres(p) => p.checkpoint().await,
+        }
+    }
+
     async fn write(&mut self, batch: &[LedgerEvents], through: u32) -> Result<(), SinkError> {
         match self {
             Target::Output(o) => o.write(batch),
+            Target::File(f) => f.write(batch, through),
             Target::Postgres(p) => p.write(batch, through).await,
+        }
+    }
+
+    /// Called every flush interval: a file checkpoints what it wrote once that is due.
+    fn tick(&mut self) -> Result<(), SinkError> {
+        match self {
+            Target::File(f) => f.sync_if_due(),
+            Target::Output(_) | Target::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Makes what was written durable and checkpointed, before the driver returns.
+    fn finish(&mut self) -> Result<(), SinkError> {
+        match self {
+            Target::File(f) => f.sync(),
+            Target::Output(_) | Target::Postgres(_) => Ok(()),
         }
     }
 }
@@ -62,11 +91,33 @@ struct Pending {
     since: Option<Instant>,
 }
 
+/// How a stream to the processor ended.
+enum Ended {
+    /// It ended cleanly: for a bounded request, every event up to the end was sent.
+    Clean,
+    /// It broke, or its order could not be trusted: reconnect from the next ledger.
+    Broken,
+    /// The sink was told to stop.
+    Stopped,
+}
+
 impl Driver {
-    pub async fn run(mut self) -> Result<Summary, SinkError> {
-        let resume = match &mut self.target {
-            Target::Postgres(p) => p.checkpoint().await?,
-            Target::Output(_) => 0,
+    /// Runs until a bounded request is complete.
+    pub async fn run(self) -> Result<Summary, SinkError> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Runs until a bounded request is complete or `stop` completes. Either way, the complete
+    /// ledgers received are written and checkpointed before it returns; a ledger still
+    /// arriving is dropped, to be asked for again by the next run.
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Summary, SinkError> {
+        tokio::pin!(stop);
+        let resume = tokio::select! {
+            r = self.target.checkpoint() => r?,
+            _ = &mut stop => return Ok(Summary::default()),
         };
         let mut next = if resume > 0 {
             self.start.max(resume + 1)
@@ -89,34 +140,27 @@ impl Driver {
         loop {
             if let Some(end) = self.end {
                 if next > end && next != 0 {
-                    return Ok(summary);
+                    break;
                 }
             }
             let request = GetEventsRequest {
                 start_ledger: next,
                 end_ledger: self.end.unwrap_or(0),
             };
-            let connected = match tonic::transport::Endpoint::from_shared(endpoint.clone()) {
-                Ok(e) => crate::grpc::streaming(e)
-                    .connect()
-                    .await
-                    .map_err(|e| format!("{e}: {}", source_chain(&e))),
-                Err(e) => Err(format!("{e}: {}", source_chain(&e))),
-            };
-            let stream = match connected {
-                Ok(channel) => EventServiceClient::new(channel)
-                    .get_ttp_events(request)
-                    .await
-                    .map_err(|s| s.to_string()),
-                Err(message) => Err(message),
+            let stream = tokio::select! {
+                s = open(&endpoint, request) => s,
+                _ = &mut stop => break,
             };
             let mut stream = match stream {
-                Ok(s) => s.into_inner(),
+                Ok(s) => s,
                 Err(message) => {
                     let reason = format!("event service {} unreachable: {message}", self.addr);
                     tracing::warn!(retry_in = ?delay, "{reason}");
                     self.readiness.set_degraded(reason);
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = &mut stop => break,
+                    }
                     delay = (delay * 2).min(self.max_backoff);
                     continue;
                 }
@@ -132,51 +176,59 @@ impl Driver {
                 since: None,
             };
             let mut tick = tokio::time::interval(self.flush_interval);
-            let clean = loop {
+            let ended = loop {
                 tokio::select! {
                     msg = stream.message() => match msg {
                         Ok(Some(ev)) => {
                             delay = Duration::from_millis(100);
                             if let Err(e) = accept(ev, next, &mut current, &mut pending) {
                                 tracing::warn!(error = %e, "reconnecting");
-                                break false;
+                                break Ended::Broken;
                             }
                             if pending.events >= self.flush_events {
                                 self.flush(&mut pending, &mut next, &mut summary).await?;
                             }
                         }
-                        Ok(None) => break true,
+                        Ok(None) => break Ended::Clean,
                         Err(status) => {
                             tracing::warn!(code = ?status.code(), message = status.message(), "event stream broke");
-                            break false;
+                            break Ended::Broken;
                         }
                     },
                     _ = tick.tick() => {
                         if pending.since.is_some_and(|s| s.elapsed() >= self.flush_interval) {
                             self.flush(&mut pending, &mut next, &mut summary).await?;
                         }
+                        self.target.tick()?;
                     }
+                    _ = &mut stop => break Ended::Stopped,
                 }
             };
-            if clean {
-                if let Some(end) = self.end {
-                    // A bounded stream that ends cleanly has sent every event up to `end`.
-                    if let Some(c) = current.take() {
-                        pending.events += c.events.len();
-                        pending.ledgers.push(c);
-                    }
-                    pending.through = Some(end);
-                    self.flush(&mut pending, &mut next, &mut summary).await?;
-                    return Ok(summary);
+            if let (Ended::Clean, Some(end)) = (&ended, self.end) {
+                // A bounded stream that ends cleanly has sent every event up to `end`.
+                if let Some(c) = current.take() {
+                    pending.events += c.events.len();
+                    pending.ledgers.push(c);
                 }
+                pending.through = Some(end);
+                self.flush(&mut pending, &mut next, &mut summary).await?;
+                break;
             }
             // Keep what is complete; the partial ledger comes again after reconnecting.
             self.flush(&mut pending, &mut next, &mut summary).await?;
+            if let Ended::Stopped = ended {
+                break;
+            }
             self.readiness
                 .set_degraded(format!("reconnecting to {} from ledger {next}", self.addr));
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = &mut stop => break,
+            }
             delay = (delay * 2).min(self.max_backoff);
         }
+        self.target.finish()?;
+        Ok(summary)
     }
 
     async fn flush(
@@ -244,6 +296,24 @@ fn accept(
         }
     }
     Ok(())
+}
+
+/// A `GetTTPEvents` stream from the processor at `endpoint`.
+async fn open(
+    endpoint: &str,
+    request: GetEventsRequest,
+) -> Result<tonic::Streaming<TokenTransferEvent>, String> {
+    let e = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+    let channel = crate::grpc::streaming(e)
+        .connect()
+        .await
+        .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+    EventServiceClient::new(channel)
+        .get_ttp_events(request)
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| s.to_string())
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

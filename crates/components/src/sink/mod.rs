@@ -1,9 +1,12 @@
 //! The sinks of `ttp-sink`: read `EventService.GetTTPEvents` and write the events to the
-//! console, a JSON-lines file, or PostgreSQL (idempotent, with a checkpoint).
+//! console, a JSON-lines file (with a sidecar checkpoint), or PostgreSQL (idempotent, with a
+//! checkpoint).
 
+pub mod checkpoint;
 pub mod driver;
 pub mod fields;
 pub mod health;
+pub mod jsonl_file;
 pub mod metrics;
 pub mod output;
 pub mod postgres;
@@ -26,6 +29,8 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: String, message: String },
     #[error("PostgreSQL: {0}")]
     Postgres(String),
     #[error("event service {addr}: {message}")]

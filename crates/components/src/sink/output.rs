@@ -1,4 +1,5 @@
-//! Console and JSON-lines outputs. Neither keeps a checkpoint: they start where told.
+//! Console and JSON-lines outputs on stdout. Neither keeps a checkpoint: they start where
+//! told.
 
 use std::io::Write;
 
@@ -8,39 +9,38 @@ use super::{LedgerEvents, SinkError};
 pub enum Output {
     /// One readable line per event on stdout.
     Console,
-    /// One JSON object per line, to a file (appended) or stdout.
+    /// One JSON object per line on stdout (a file is a [`JsonlFile`](super::jsonl_file::JsonlFile)).
     Jsonl {
-        path: Option<String>,
-        out: Box<dyn Write + Send>,
+        out: std::io::BufWriter<std::io::Stdout>,
         /// A batch's lines are written here first, then to `out` in one go; kept between
         /// batches so its allocation is reused.
         text: String,
     },
 }
 
+/// Appends one JSON line per event of `batch` to `text`.
+pub fn jsonl_lines(text: &mut String, batch: &[LedgerEvents]) {
+    for l in batch {
+        for ev in &l.events {
+            stellar_ttp::write_json(text, ev);
+            text.push('\n');
+        }
+    }
+}
+
 impl Output {
-    pub fn jsonl(path: Option<&str>) -> Result<Output, SinkError> {
-        let out: Box<dyn Write + Send> = match path {
-            Some(p) => Box::new(std::io::BufWriter::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map_err(|source| SinkError::Io {
-                        path: p.to_string(),
-                        source,
-                    })?,
-            )),
-            None => Box::new(std::io::BufWriter::new(std::io::stdout())),
-        };
-        Ok(Output::Jsonl {
-            path: path.map(str::to_string),
-            out,
+    pub fn jsonl_stdout() -> Output {
+        Output::Jsonl {
+            out: std::io::BufWriter::new(std::io::stdout()),
             text: String::new(),
-        })
+        }
     }
 
     pub fn write(&mut self, batch: &[LedgerEvents]) -> Result<(), SinkError> {
+        let io = |source| SinkError::Io {
+            path: "stdout".into(),
+            source,
+        };
         match self {
             Output::Console => {
                 let stdout = std::io::stdout();
@@ -48,29 +48,14 @@ impl Output {
                 for l in batch {
                     for ev in &l.events {
                         let line = console_line(l.ledger, ev);
-                        writeln!(lock, "{line}").map_err(|source| SinkError::Io {
-                            path: "stdout".into(),
-                            source,
-                        })?;
+                        writeln!(lock, "{line}").map_err(io)?;
                     }
                 }
-                lock.flush().map_err(|source| SinkError::Io {
-                    path: "stdout".into(),
-                    source,
-                })
+                lock.flush().map_err(io)
             }
-            Output::Jsonl { path, out, text } => {
-                let io = |source| SinkError::Io {
-                    path: path.clone().unwrap_or_else(|| "stdout".into()),
-                    source,
-                };
+            Output::Jsonl { out, text } => {
                 text.clear();
-                for l in batch {
-                    for ev in &l.events {
-                        stellar_ttp::write_json(text, ev);
-                        text.push('\n');
-                    }
-                }
+                jsonl_lines(text, batch);
                 out.write_all(text.as_bytes()).map_err(io)?;
                 out.flush().map_err(io)
             }

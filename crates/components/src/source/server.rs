@@ -1,5 +1,6 @@
 //! `RawLedgerService` over a [`Backend`]: streams follow the tip, and stop cleanly after
-//! the configured end ledger.
+//! the configured end ledger. When the source is told to stop, every stream ends at once with
+//! UNAVAILABLE, never with a clean end a consumer would take for the end of its range.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use super::metrics::SourceMetrics;
 use super::{Backend, SourceError};
+use crate::shutdown::Shutdown;
 
 /// Most ledgers one `GetLedgerRange` returns: a reply must stay well under gRPC's 4 MiB
 /// default message limit on busy ledgers; callers page with a new start.
@@ -28,6 +30,7 @@ pub struct LedgerService {
     /// Wait at the tip before asking the backend again.
     poll: Duration,
     metrics: Arc<SourceMetrics>,
+    shutdown: Shutdown,
 }
 
 impl LedgerService {
@@ -44,7 +47,14 @@ impl LedgerService {
             end,
             poll,
             metrics,
+            shutdown: Shutdown::never(),
         }
+    }
+
+    /// Streams end when `shutdown` fires.
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     async fn start_of(&self, requested: u32) -> Result<u32, Status> {
@@ -137,24 +147,40 @@ impl RawLedgerService for LedgerService {
                 }
             }
         });
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            while let Some(batch) = batches.recv().await {
-                match batch {
-                    Ok(ledgers) => {
-                        for ledger in ledgers {
-                            let seq = ledger.sequence;
-                            if tx.send(Ok(ledger)).await.is_err() {
-                                return;
+            let forward = async {
+                while let Some(batch) = batches.recv().await {
+                    match batch {
+                        Ok(ledgers) => {
+                            for ledger in ledgers {
+                                let seq = ledger.sequence;
+                                if tx.send(Ok(ledger)).await.is_err() {
+                                    return;
+                                }
+                                metrics.ledger_sent(seq);
                             }
-                            metrics.ledger_sent(seq);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "stream stopped");
+                            let _ = tx.send(Err(status(e))).await;
+                            return;
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "stream stopped");
-                        let _ = tx.send(Err(status(e))).await;
-                        return;
-                    }
                 }
+            };
+            let stopped = tokio::select! {
+                _ = forward => false,
+                _ = shutdown.requested() => true,
+            };
+            if stopped {
+                // Stops the producer, whatever backend call it waits on.
+                drop(batches);
+                // Until this error is sent the stream stays open (a consumer that does not
+                // read gets the process's end instead), so it never ends as if complete.
+                let _ = tx
+                    .send(Err(Status::unavailable("stellar-live-source is stopping")))
+                    .await;
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))

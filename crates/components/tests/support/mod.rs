@@ -48,6 +48,61 @@ pub fn live_source(env: &[(&str, &str)]) -> (Proc, u16) {
     (Proc(cmd.spawn().expect("start stellar-live-source")), port)
 }
 
+/// `ttp-processor` on a free port, reading the source on `source_port`, in an otherwise
+/// empty environment (and `RUST_LOG=warn`).
+pub fn ttp_processor(source_port: u16, env: &[(&str, &str)]) -> (Proc, u16) {
+    let port = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ttp-processor"));
+    cmd.env_clear()
+        .env("PORT", port.to_string())
+        .env("SOURCE_SERVICE_ADDRESS", format!("127.0.0.1:{source_port}"))
+        .env("NETWORK_PASSPHRASE", stellar_synth::DEFAULT_PASSPHRASE)
+        .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    (Proc(cmd.spawn().expect("start ttp-processor")), port)
+}
+
+/// `ttp-sink` reading the processor on `processor_port`, with `env` in an otherwise empty
+/// environment (and `RUST_LOG=warn`).
+pub fn ttp_sink(processor_port: u16, env: &[(&str, &str)]) -> Proc {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ttp-sink"));
+    cmd.env_clear()
+        .env("TTP_SERVICE_ADDRESS", format!("127.0.0.1:{processor_port}"))
+        .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc(cmd.spawn().expect("start ttp-sink"))
+}
+
+/// Polls `cond` every 10 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The exit status of `p` once it exits, within `timeout`; `None` if it is still running.
+pub fn exit_within(p: &mut Proc, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(s) = p.0.try_wait().unwrap() {
+            return Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A client of the source on `port`, once it listens (30 s at most).
 pub async fn source_client(port: u16) -> RawLedgerServiceClient<Channel> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
