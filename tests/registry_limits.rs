@@ -195,3 +195,33 @@ async fn pipelines_list_still_works_after_many_runs_with_the_largest_allowed_con
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn active_runs_past_the_limit_are_refused_until_one_ends() {
+    use flowctl::registry::limits::MAX_ACTIVE_RUNS;
+    use flowctl_proto::flowctl::{RunStatus, UpdatePipelineRunRequest};
+    let server = start(RegistryConfig::default()).await;
+    let mut c = client(&server.operator_endpoint()).await;
+    for i in 0..MAX_ACTIVE_RUNS {
+        c.v0.create_pipeline_run(run(&format!("r{i}"), String::new()))
+            .await
+            .unwrap();
+    }
+    let err =
+        c.v0.create_pipeline_run(run("one-more", String::new()))
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("256 runs are active"), "{err}");
+    c.v0.update_pipeline_run(UpdatePipelineRunRequest {
+        run_id: "r0".into(),
+        status: RunStatus::Completed as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.v0.create_pipeline_run(run("one-more", String::new()))
+        .await
+        .unwrap();
+    server.stop().await;
+}

@@ -19,6 +19,8 @@ pub const MAX_METRICS_ENTRIES: usize = 256;
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 /// Registrations the registry holds at once.
 pub const MAX_SERVICES: usize = 16 * 1024;
+/// Runs not yet ended (each holds its pipeline file in memory).
+pub const MAX_ACTIVE_RUNS: usize = 256;
 /// Entries of any repeated field (component ids, event types).
 pub const MAX_LIST_ENTRIES: usize = 256;
 /// The largest request the server decodes: the largest accepted pipeline file plus room

@@ -739,6 +739,14 @@ impl Registry {
         if runs.active.contains_key(&run_id) || runs.store.get(&run_id)?.is_some() {
             return Err(RegistryError::RunExists(run_id));
         }
+        // Active runs are kept whole in memory and are never pruned: bound them.
+        if runs.active.len() >= super::limits::MAX_ACTIVE_RUNS {
+            return Err(RegistryError::Full(format!(
+                "{} runs are active, the most the registry keeps; end some first \
+                 (UpdatePipelineRun with a final status, or flowctl pipelines stop)",
+                super::limits::MAX_ACTIVE_RUNS
+            )));
+        }
         let run = PipelineRun {
             run_id: run_id.clone(),
             pipeline_id: new.pipeline_name.clone(),
