@@ -189,6 +189,7 @@ async fn a_local_user_over_tcp_cannot_impersonate_unregister_or_stop_what_the_su
         stderr.contains("stopped through the control plane"),
         "{stderr}"
     );
+    assert!(out.status.success(), "{stderr}");
 }
 
 #[tokio::test]
