@@ -143,6 +143,26 @@ async fn upstream_restart_resumes_from_the_next_ledger_without_gap_or_duplicate(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_skips_a_ledger_is_asked_again_from_the_missing_one_and_no_event_is_lost() {
+    let Some(root) = shared() else { return };
+    let (ledgers, golden) = lighthorizon(&root);
+    let mut source = FixtureSource::new(Arc::new(ledgers));
+    source.skip_once = Some(1410100);
+    let starts = source.starts.clone();
+    let (_running, upstream) = RunningSource::start(source, "127.0.0.1:0".parse().unwrap());
+    let (addr, _) = start_component(upstream).await;
+    wait_for_health(addr, ServingStatus::Serving).await;
+
+    let stream = events(addr, 1410048, 1410367).await;
+    assert_same(&collect_to_end(stream).await, &golden);
+    assert_eq!(
+        starts.lock().unwrap()[..],
+        [1410048, 1410100],
+        "after the gap the processor asked for the missing ledger"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_serving_until_the_source_is_reachable() {
     let Some(root) = shared() else { return };
     let (ledgers, _) = lighthorizon(&root);

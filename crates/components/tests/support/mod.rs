@@ -204,6 +204,8 @@ pub struct FixtureSource {
     /// The start ledger of every stream request, in order.
     pub starts: Arc<std::sync::Mutex<Vec<u32>>>,
     pub last_sent: Arc<AtomicU32>,
+    /// Leaves this ledger out of the first stream only: a source with a hole in its data.
+    pub skip_once: Option<u32>,
 }
 
 impl FixtureSource {
@@ -215,6 +217,7 @@ impl FixtureSource {
             streams_opened: Arc::new(AtomicU32::new(0)),
             starts: Default::default(),
             last_sent: Arc::new(AtomicU32::new(0)),
+            skip_once: None,
         }
     }
 }
@@ -229,7 +232,8 @@ impl RawLedgerService for FixtureSource {
         &self,
         request: Request<StreamLedgersRequest>,
     ) -> Result<Response<LedgerStream>, Status> {
-        self.streams_opened.fetch_add(1, Ordering::SeqCst);
+        let first_stream = self.streams_opened.fetch_add(1, Ordering::SeqCst) == 0;
+        let skip = self.skip_once.filter(|_| first_stream);
         let start = request.into_inner().start_ledger;
         self.starts.lock().unwrap().push(start);
         let from = start.saturating_sub(self.overlap);
@@ -237,7 +241,7 @@ impl RawLedgerService for FixtureSource {
         let me = self.clone();
         tokio::spawn(async move {
             for (seq, xdr) in me.ledgers.iter() {
-                if *seq < from {
+                if *seq < from || Some(*seq) == skip {
                     continue;
                 }
                 let raw = RawLedger {
