@@ -198,6 +198,8 @@ impl ControlPlane for ControlPlaneV0 {
             config_yaml: req.config_yaml,
             component_ids: req.component_ids,
             owner: None,
+            from_ledger: req.from_ledger,
+            to_ledger: req.to_ledger,
         })?;
         Ok(Response::new(shown(run)))
     }

@@ -227,6 +227,9 @@ pub struct NewRun {
     pub component_ids: Vec<String>,
     /// Who can stop the run; `None` when the creator is a remote client.
     pub owner: Option<RunOwner>,
+    /// The ledger range of a bounded run; 0 leaves that end open.
+    pub from_ledger: u32,
+    pub to_ledger: u32,
 }
 
 /// A change to a run; `None` fields are left as they are.
@@ -758,6 +761,9 @@ impl Registry {
             metrics: Some(RunMetrics::default()),
             error: String::new(),
             component_ids: new.component_ids,
+            from_ledger: new.from_ledger,
+            to_ledger: new.to_ledger,
+            last_ledger_done: 0,
         };
         runs.store.put(&run)?;
         runs.active.insert(

@@ -122,6 +122,25 @@ impl RunStore {
                  CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline_name, start_time_ms DESC);",
             )
             .map_err(|e| self.err(e))?;
+        // Columns added after the first release: a store written by an older flowctl gains
+        // them, with 0 (no range) for its runs.
+        for column in ["from_ledger", "to_ledger", "last_ledger_done"] {
+            let present: bool = self
+                .conn
+                .query_row(
+                    "SELECT COUNT(*) > 0 FROM pragma_table_info('runs') WHERE name = ?1",
+                    params![column],
+                    |row| row.get(0),
+                )
+                .map_err(|e| self.err(e))?;
+            if !present {
+                self.conn
+                    .execute_batch(&format!(
+                        "ALTER TABLE runs ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+                    ))
+                    .map_err(|e| self.err(e))?;
+            }
+        }
         Ok(())
     }
 
@@ -145,8 +164,9 @@ impl RunStore {
             .execute(
                 "INSERT OR REPLACE INTO runs (run_id, pipeline_id, pipeline_name, status,
                      start_time_ms, end_time_ms, config_yaml, events_processed, events_per_second,
-                     bytes_processed, component_metrics, error, component_ids)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                     bytes_processed, component_metrics, error, component_ids, from_ledger,
+                     to_ledger, last_ledger_done)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
                     run.run_id,
                     run.pipeline_id,
@@ -161,6 +181,9 @@ impl RunStore {
                     component_metrics,
                     run.error,
                     component_ids,
+                    run.from_ledger,
+                    run.to_ledger,
+                    run.last_ledger_done,
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -283,13 +306,16 @@ impl RunStore {
             }),
             error: raw.error,
             component_ids,
+            from_ledger: raw.from_ledger,
+            to_ledger: raw.to_ledger,
+            last_ledger_done: raw.last_ledger_done,
         })
     }
 }
 
 const COLUMNS: &str = "run_id, pipeline_id, pipeline_name, status, start_time_ms, end_time_ms,
     config_yaml, events_processed, events_per_second, bytes_processed, component_metrics, error,
-    component_ids";
+    component_ids, from_ledger, to_ledger, last_ledger_done";
 
 struct RawRow {
     run_id: String,
@@ -305,6 +331,9 @@ struct RawRow {
     component_metrics: String,
     error: String,
     component_ids: String,
+    from_ledger: u32,
+    to_ledger: u32,
+    last_ledger_done: u32,
 }
 
 fn raw_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
@@ -322,6 +351,9 @@ fn raw_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
         component_metrics: row.get(10)?,
         error: row.get(11)?,
         component_ids: row.get(12)?,
+        from_ledger: row.get(13)?,
+        to_ledger: row.get(14)?,
+        last_ledger_done: row.get(15)?,
     })
 }
 
@@ -334,6 +366,7 @@ pub fn status_word(status: RunStatus) -> &'static str {
         RunStatus::Completed => "completed",
         RunStatus::Failed => "failed",
         RunStatus::Stopped => "stopped",
+        RunStatus::CompletedWithDeadLetters => "completed_with_dead_letters",
     }
 }
 
@@ -345,6 +378,7 @@ pub fn parse_status_word(word: &str) -> Option<RunStatus> {
         "completed" => RunStatus::Completed,
         "failed" => RunStatus::Failed,
         "stopped" => RunStatus::Stopped,
+        "completed_with_dead_letters" => RunStatus::CompletedWithDeadLetters,
         _ => return None,
     })
 }
