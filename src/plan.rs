@@ -20,6 +20,24 @@ pub struct PipelinePlan {
     /// Components in a dependency (topological) order: every component comes after
     /// everything it depends on.
     pub components: Vec<ComponentPlan>,
+    /// The ledgers a bounded run covers (`spec.range`, or `--from-ledger`/`--to-ledger`).
+    pub range: Option<LedgerRange>,
+}
+
+/// A range of ledgers: `from..=to`, or from `from` on, following the tip, without `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerRange {
+    pub from: u32,
+    pub to: Option<u32>,
+}
+
+impl std::fmt::Display for LedgerRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.to {
+            Some(to) => write!(f, "{}-{to}", self.from),
+            None => write!(f, "{}-", self.from),
+        }
+    }
 }
 
 /// Where a component sits in the pipeline graph.

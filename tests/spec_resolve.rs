@@ -680,3 +680,85 @@ fn nul_bytes_in_values_are_errors() {
         "p.yaml:8:16: error: `env.A` contains a NUL byte, which no process argument or variable can hold"
     );
 }
+
+const RANGED: &str = "  range: {from_ledger: 1000, to_ledger: 1999}
+  sources:
+    - id: src
+      command: [x]
+  processors:
+    - id: proc
+      command: [x]
+      inputs: [src]
+  sinks:
+    - id: own
+      command: [x]
+      inputs: [proc]
+      env: {START_LEDGER: \"1500\"}
+";
+
+#[test]
+fn spec_range_reaches_sources_and_sinks_as_start_and_end_ledger_unless_they_set_their_own() {
+    let p = plan(RANGED, &opts_with(&[]));
+    assert_eq!(
+        p.range,
+        Some(flowctl::plan::LedgerRange {
+            from: 1000,
+            to: Some(1999)
+        })
+    );
+    let src = get(&p, "src");
+    assert_eq!(src.env["START_LEDGER"], "1000");
+    assert_eq!(src.env["END_LEDGER"], "1999");
+    assert!(!get(&p, "proc").env.contains_key("START_LEDGER"));
+    let own = get(&p, "own");
+    assert_eq!(
+        own.env["START_LEDGER"], "1500",
+        "the component's own env wins"
+    );
+    assert_eq!(own.env["END_LEDGER"], "1999");
+}
+
+#[test]
+fn a_range_given_for_one_run_replaces_spec_range_and_an_open_end_follows_the_tip() {
+    let opts = ResolveOptions {
+        range: Some(flowctl::plan::LedgerRange { from: 5, to: None }),
+        ..opts_with(&[])
+    };
+    let p = plan(RANGED, &opts);
+    let src = get(&p, "src");
+    assert_eq!(src.env["START_LEDGER"], "5");
+    assert!(!src.env.contains_key("END_LEDGER"));
+}
+
+#[test]
+fn a_component_contradicting_spec_range_is_a_notice_naming_both() {
+    let text = format!("{HEAD}{RANGED}");
+    let p = parse_str(Path::new("p.yaml"), &text).unwrap();
+    let notices: Vec<String> = p.notices.notices().map(|n| n.to_string()).collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].contains("`own` sets START_LEDGER=1500 but `spec.range.from_ledger` says 1000"),
+        "{notices:?}"
+    );
+    assert!(notices[0].starts_with("p.yaml:17:27:"), "{notices:?}");
+}
+
+#[test]
+fn a_range_ending_before_it_starts_or_without_a_start_is_an_error_with_its_position() {
+    for (range, message) in [
+        (
+            "{from_ledger: 10, to_ledger: 9}",
+            "is before `from_ledger` (10)",
+        ),
+        ("{to_ledger: 9}", "needs `from_ledger`"),
+        ("{from_ledger: 0}", "between 1 and 4294967295"),
+        ("{from_ledger: 1, until: 5}", "until"),
+    ] {
+        let text = format!("{HEAD}  range: {range}\n  sources:\n    - id: s\n      command: [x]\n");
+        let d = parse_str(Path::new("p.yaml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(d.contains(message), "{range}: {d}");
+        assert!(d.starts_with("p.yaml:5:"), "{range}: {d}");
+    }
+}

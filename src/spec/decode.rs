@@ -24,7 +24,9 @@ const SPEC: &[&str] = &[
     "sinks",
     "config",
     "pipelines",
+    "range",
 ];
+const RANGE: &[&str] = &["from_ledger", "to_ledger"];
 const COMPONENT: &[&str] = &[
     // The Go flowctl's fields.
     "id",
@@ -105,6 +107,67 @@ const RESTART_POLICIES: &[&str] = &["no", "always", "on-failure", "unless-stoppe
 
 pub const API_VERSION: &str = "flowctl/v1";
 
+/// `spec.range: {from_ledger: A, to_ledger: B}`; without `to_ledger` the run follows the tip.
+fn range(ctx: &mut Ctx, n: &Node) -> Option<crate::plan::LedgerRange> {
+    let o = ctx.object(n, "spec.range", RANGE)?;
+    let Some(from_node) = o.get("from_ledger") else {
+        ctx.error(
+            o.pos,
+            "`spec.range` needs `from_ledger`, the first ledger of the run",
+        );
+        return None;
+    };
+    let from = ctx.int(from_node, "spec.range.from_ledger", 1, u32::MAX.into())? as u32;
+    let to = match o.get("to_ledger") {
+        None => None,
+        Some(to_node) => {
+            let to = ctx.int(to_node, "spec.range.to_ledger", 1, u32::MAX.into())? as u32;
+            if to < from {
+                ctx.error(
+                    to_node.pos,
+                    format!("`spec.range.to_ledger` ({to}) is before `from_ledger` ({from})"),
+                );
+                return None;
+            }
+            Some(to)
+        }
+    };
+    Some(crate::plan::LedgerRange { from, to })
+}
+
+/// The variables a source or sink reads its range from, as the seeds' components do.
+pub const START_LEDGER: &str = "START_LEDGER";
+pub const END_LEDGER: &str = "END_LEDGER";
+
+/// A source's or sink's own `START_LEDGER`/`END_LEDGER` wins over `spec.range`; say so where
+/// it says something else.
+fn contradicted_ranges(ctx: &mut Ctx, p: &Pipeline) {
+    let Some(range) = p.range else { return };
+    for c in p.components.iter().filter(|c| c.role != Role::Processor) {
+        for (var, wanted, field) in [
+            (START_LEDGER, Some(range.from), "from_ledger"),
+            (END_LEDGER, range.to, "to_ledger"),
+        ] {
+            let Some(own) = c.env.get(var) else { continue };
+            let differs = match wanted {
+                Some(w) => own.value.trim() != w.to_string(),
+                None => true,
+            };
+            if differs {
+                let range_says = wanted.map_or("to follow the tip".to_string(), |w| w.to_string());
+                ctx.notice(
+                    own.pos,
+                    format!(
+                        "`{}` sets {var}={} but `spec.range.{field}` says {range_says}; the \
+                         component's own value is used",
+                        c.id, own.value
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// Reads the whole document; every problem goes to `ctx`. Returns what could be read, which
 /// is only meaningful when `ctx` holds no error.
 pub fn pipeline(ctx: &mut Ctx, root: &Node, text: &str) -> Pipeline {
@@ -119,6 +182,7 @@ pub fn pipeline(ctx: &mut Ctx, root: &Node, text: &str) -> Pipeline {
         description: None,
         driver: None,
         components: Vec::new(),
+        range: None,
         notices: Default::default(),
     };
     if root.value == Value::Null {
@@ -218,6 +282,9 @@ pub fn pipeline(ctx: &mut Ctx, root: &Node, text: &str) -> Pipeline {
     if let Some(n) = spec.get("driver") {
         p.driver = driver(ctx, n);
     }
+    if let Some(n) = spec.get("range") {
+        p.range = range(ctx, n);
+    }
     if let Some(pos) = spec.key_pos("pipelines") {
         ctx.error(
             pos,
@@ -249,6 +316,7 @@ pub fn pipeline(ctx: &mut Ctx, root: &Node, text: &str) -> Pipeline {
             "the pipeline has no components: add `sources`, `processors` or `sinks`",
         );
     }
+    contradicted_ranges(ctx, &p);
     p
 }
 

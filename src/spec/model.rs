@@ -43,6 +43,8 @@ pub struct Pipeline {
     pub driver: Option<String>,
     /// Sources, then processors, then sinks, each in file order.
     pub components: Vec<Component>,
+    /// `spec.range`: the ledgers a bounded run covers.
+    pub range: Option<crate::plan::LedgerRange>,
     /// Things the operator should know that do not stop the pipeline (a bundled component
     /// standing in for an image, an ignored `image`).
     pub notices: Diagnostics,

@@ -29,6 +29,8 @@ pub struct ResolveOptions {
     /// goes back to the component that holds it (same pipeline, component and port name),
     /// and is never given to another pipeline.
     pub held_ports: HeldPorts,
+    /// Replaces `spec.range` for this run (`flowctl run --from-ledger A --to-ledger B`).
+    pub range: Option<crate::plan::LedgerRange>,
 }
 
 /// The variable names the seeds' components read their upstream address from, by the role of
@@ -69,6 +71,7 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
         return Err(ctx.diags);
     }
     let d = &opts.defaults;
+    let range = opts.range.or(p.range);
 
     let mut plans: Vec<ComponentPlan> = Vec::with_capacity(p.components.len());
     for c in &p.components {
@@ -115,6 +118,16 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
                 }
                 Err(_) if !s.required && !s.host_path.value.exists() => {}
                 Err(msg) => ctx.error(s.host_path.pos, format!("secret `{}`: {msg}", s.name)),
+            }
+        }
+        // Sources and sinks learn the run's range as the seeds' components read it; their
+        // own env wins.
+        if let (Some(range), Role::Source | Role::Sink) = (range, c.role) {
+            env.entry(super::decode::START_LEDGER.to_string())
+                .or_insert_with(|| range.from.to_string());
+            if let Some(to) = range.to {
+                env.entry(super::decode::END_LEDGER.to_string())
+                    .or_insert_with(|| to.to_string());
             }
         }
         if let Some(input) = c.inputs.first().and_then(|i| p.component(&i.value)) {
@@ -222,6 +235,7 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
         source_file: p.file.clone(),
         config_yaml: p.text.clone(),
         components,
+        range,
     })
 }
 

@@ -69,5 +69,6 @@ pub fn pipeline(name: &str, components: Vec<ComponentPlan>) -> PipelinePlan {
         source_file: PathBuf::from(format!("{name}.yaml")),
         config_yaml: String::new(),
         components,
+        range: None,
     }
 }
