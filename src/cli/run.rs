@@ -53,13 +53,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         Ok(loaded) => loaded,
         Err(diags) => {
             for d in &diags {
-                eprintln!("{d}");
+                crate::stderr_line!("{d}");
             }
             return Ok(1);
         }
     };
     for notice in &loaded.notices {
-        eprintln!("{notice}");
+        crate::stderr_line!("{notice}");
     }
     run_plan(
         loaded.plan,
@@ -164,7 +164,7 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
     let terminates = signal(SignalKind::terminate());
     let (supervisor, handle) = Supervisor::new(vec![plan], sup_options)?;
     let server = tokio::spawn(api::server::serve(listener, handle.clone()));
-    eprintln!(
+    crate::stderr_line!(
         "flowctl: running pipeline `{name}`; control socket {} (flowctl-sup --socket {} status)",
         socket.display(),
         socket.display()
@@ -180,7 +180,7 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
                 _ = int.recv() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
             };
-            eprintln!("flowctl: {which}: stopping pipeline `{name}` (sources first)");
+            crate::stderr_line!("flowctl: {which}: stopping pipeline `{name}` (sources first)");
             stop.shutdown();
         }
     });
@@ -190,7 +190,7 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         let stop = handle.clone();
         tokio::spawn(async move {
             while let Some(request) = requests.recv().await {
-                eprintln!(
+                crate::stderr_line!(
                     "flowctl: run {} stopped through the control plane",
                     request.run_id
                 );
@@ -200,7 +200,7 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         })
     });
     if let (Some(embedded), Some(run_id)) = (&embedded, &run_id) {
-        eprintln!(
+        crate::stderr_line!(
             "flowctl: control plane at {} (run {run_id})",
             embedded.endpoint()
         );
@@ -245,7 +245,7 @@ fn report(summary: &RunSummary) -> i32 {
             1 => String::new(),
             n => format!(" over {n} processes"),
         };
-        eprintln!("flowctl: `{}` used {}{processes}", c.id, c.used);
+        crate::stderr_line!("flowctl: `{}` used {}{processes}", c.id, c.used);
     }
     let mut code = 0;
     for killed in summary.components.iter() {
@@ -253,7 +253,7 @@ fn report(summary: &RunSummary) -> i32 {
             continue;
         };
         code = 1;
-        eprintln!(
+        crate::stderr_line!(
             "flowctl: component `{}` of pipeline `{}` did not stop within its stop timeout ({}) and was killed with SIGKILL",
             killed.id,
             killed.pipeline,
@@ -262,7 +262,7 @@ fn report(summary: &RunSummary) -> i32 {
     }
     for failed in summary.failed() {
         code = 1;
-        eprintln!(
+        crate::stderr_line!(
             "flowctl: component `{}` of pipeline `{}` failed: {}",
             failed.id,
             failed.pipeline,
