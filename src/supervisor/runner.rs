@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::command::{self, search_dirs};
+use super::descendants::{self, Leftover, Leftovers, Origin, ProcId, Record};
 use super::env::{child_env, EnvInputs};
 use super::order;
 use super::reaper::{self, ExitStatus, Exited};
@@ -185,8 +186,14 @@ enum Msg {
         oneshot::Sender<Result<ReloadDiff, String>>,
     ),
     Plans(oneshot::Sender<Vec<PipelinePlan>>),
+    /// Look for processes that left their component's group; end those whose component
+    /// stopped.
+    Survey,
     Shutdown,
 }
+
+/// How often the supervisor looks for processes that left their component's group.
+const SURVEY_PERIOD: Duration = Duration::from_secs(1);
 
 /// One component's runtime record.
 struct Component {
@@ -201,6 +208,8 @@ struct Component {
     /// Counts spawns; messages about an older process are ignored.
     generation: u64,
     pid: Option<i32>,
+    /// The start time of `pid` (`/proc/PID/stat`), so a reused pid is never taken for it.
+    main_start: Option<u64>,
     started_at: Option<Instant>,
     spawns: u32,
     last_exit: Option<ExitStatus>,
@@ -238,6 +247,7 @@ impl Component {
             history: RestartHistory::default(),
             generation: 0,
             pid: None,
+            main_start: None,
             started_at: None,
             spawns: 0,
             last_exit: None,
@@ -284,7 +294,16 @@ pub struct Supervisor {
     /// Tasks copying children's output to the log sink; awaited (briefly) at the end so a
     /// bounded run does not lose its last lines.
     forwarders: Vec<JoinHandle<()>>,
+    /// Processes that left their component's process group, by the slot of the component.
+    leftovers: Leftovers<usize>,
+    /// This process, as the record names it.
+    me: ProcId,
+    /// What the record file says now.
+    record: Record,
 }
+
+/// A leftover's generation: the component's process it came from.
+type Generation = u64;
 
 impl Supervisor {
     /// Prepares to run `pipelines` (nothing starts before [`Supervisor::run`]).
@@ -320,6 +339,14 @@ impl Supervisor {
             search_dirs: Arc::from(dirs),
             parent_env,
             forwarders: Vec::new(),
+            leftovers: Leftovers::default(),
+            me: descendants::stat(std::process::id() as i32)
+                .map(|p| p.id)
+                .unwrap_or(ProcId {
+                    pid: std::process::id() as i32,
+                    start: 0,
+                }),
+            record: Record::default(),
         };
         for plan in pipelines {
             supervisor.add_pipeline(plan);
@@ -396,6 +423,18 @@ impl Supervisor {
             );
         }
         let reap_loop = reaper::start().map_err(SupervisorError::Reaper)?;
+        self.end_predecessors();
+        let tx = self.tx.clone();
+        let surveys = tokio::spawn(async move {
+            let mut every = tokio::time::interval(SURVEY_PERIOD);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if tx.send(Msg::Survey).is_err() {
+                    return;
+                }
+            }
+        });
         loop {
             self.drive();
             if self.finished() {
@@ -410,6 +449,9 @@ impl Supervisor {
             };
             self.handle(msg);
         }
+        surveys.abort();
+        self.end_leftovers().await;
+        let _ = std::fs::remove_file(descendants::record_path(&self.options.runtime_dir));
         reap_loop.abort();
         // Output still in the pipes of processes that just ended; a leftover holding a pipe
         // open does not hold the supervisor for more than a second.
@@ -571,6 +613,11 @@ impl Supervisor {
             Msg::Plans(reply) => {
                 let _ = reply.send(self.plans());
             }
+            Msg::Survey => {
+                self.survey();
+                self.sweep();
+                self.save_record();
+            }
             Msg::Shutdown => {
                 if !self.shutting_down {
                     tracing::info!(
@@ -591,6 +638,7 @@ impl Supervisor {
             return;
         }
         let Some(pid) = c.pid.take() else { return };
+        c.main_start = None;
         // The main process is the component: whatever it left in its group goes too, so a
         // restart never races a leftover holding its port.
         let _ = spawn::signal_group(pid, libc::SIGKILL);
@@ -628,6 +676,7 @@ impl Supervisor {
                 description: status.to_string(),
             },
         );
+        self.sweep();
     }
 
     fn on_probe(&mut self, idx: usize, generation: u64, update: ProbeUpdate) {
@@ -900,6 +949,13 @@ impl Supervisor {
                                     .as_ref()
                                     .and_then(|cg| cg.usage().ok())
                                     .map(Into::into),
+                                outside_group: self
+                                    .leftovers
+                                    .procs
+                                    .iter()
+                                    .filter(|(id, l)| l.owner == i && descendants::alive(**id))
+                                    .map(|(id, _)| id.pid)
+                                    .collect(),
                             }
                         })
                         .collect(),
@@ -971,7 +1027,13 @@ impl Supervisor {
                 c.probes.drain(..).for_each(|p| p.abort());
                 c.notify_socket = None;
             }
-            Action::Signal(signal) => self.signal(idx, signal),
+            Action::Signal(signal) => {
+                self.signal(idx, signal);
+                // While the process still runs, what it started outside its group can be told
+                // by ancestry; then it gets the same signal.
+                self.survey();
+                self.sweep();
+            }
             Action::Kill => {
                 let c = &mut self.components[idx];
                 c.killed_after = Some(c.plan.stop.timeout);
@@ -981,7 +1043,12 @@ impl Supervisor {
                     "still running {:?} after the stop signal: SIGKILL to the process group",
                     c.plan.stop.timeout
                 );
-                self.signal(idx, libc::SIGKILL)
+                self.signal(idx, libc::SIGKILL);
+                for (id, l) in &self.leftovers.procs {
+                    if l.owner == idx {
+                        descendants::signal_if_same(*id, libc::SIGKILL);
+                    }
+                }
             }
             Action::ArmStopTimer(delay) => self.arm_timer(idx, delay),
             Action::ArmBackoff { delay, attempt } => {
@@ -1126,6 +1193,7 @@ impl Supervisor {
         let now = Instant::now();
         c.generation = generation;
         c.pid = Some(spawned.pid);
+        c.main_start = descendants::stat(spawned.pid).map(|p| p.id.start);
         c.started_at = Some(now);
         c.spawns += 1;
         c.killed_after = None;
@@ -1155,6 +1223,7 @@ impl Supervisor {
                 }));
             }
         }
+        self.save_record();
         Ok(())
     }
 
@@ -1215,6 +1284,208 @@ impl Supervisor {
                     .is_ok()
                 },
             )));
+        }
+    }
+}
+
+/// Processes that left their component's process group (see `descendants.rs`).
+impl Supervisor {
+    /// Ends what a killed supervisor with this runtime directory left running.
+    fn end_predecessors(&mut self) {
+        let path = descendants::record_path(&self.options.runtime_dir);
+        let ended = descendants::end_predecessors(&path, Duration::from_secs(2));
+        if !ended.is_empty() {
+            let pids: Vec<String> = ended.iter().map(|id| id.pid.to_string()).collect();
+            tracing::warn!(
+                "ended {} process(es) a killed supervisor left running: {}",
+                ended.len(),
+                pids.join(", ")
+            );
+        }
+        self.record.boot = descendants::boot_id();
+        self.record.supervisor = Some(self.me);
+        let _ = std::fs::create_dir_all(&self.options.runtime_dir);
+        self.save_record();
+    }
+
+    /// Finds processes that left their component's group and says whose they are.
+    fn survey(&mut self) {
+        let procs = descendants::all();
+        let mains: std::collections::HashMap<i32, usize> = self
+            .components
+            .iter()
+            .filter_map(|(i, c)| c.pid.map(|p| (p, i)))
+            .collect();
+        let found = descendants::survey(self.me.pid, &procs, &mains, &reaper::is_registered);
+        let mut owners: std::collections::HashMap<i32, Option<(usize, Generation)>> =
+            Default::default();
+        for (info, origin) in found {
+            if self.leftovers.procs.contains_key(&info.id) {
+                continue;
+            }
+            let owner = match origin {
+                Origin::Under(i) => Some((i, self.components[i].generation)),
+                Origin::Orphan { top } => *owners
+                    .entry(top)
+                    .or_insert_with(|| self.owner_of_orphan(top, &procs)),
+            };
+            let Some((owner, generation)) = owner else {
+                continue;
+            };
+            let c = &self.components[owner];
+            tracing::info!(
+                pipeline = %c.pipeline,
+                component = %c.id,
+                pid = info.id.pid,
+                "process {} left the component's process group; it is stopped with the component",
+                info.id.pid
+            );
+            self.leftovers.procs.insert(
+                info.id,
+                Leftover {
+                    owner,
+                    generation,
+                    signalled: None,
+                },
+            );
+        }
+        let live: std::collections::HashSet<ProcId> = procs.iter().map(|p| p.id).collect();
+        self.leftovers.procs.retain(|id, _| live.contains(id));
+    }
+
+    /// Whose a process re-parented to the supervisor is: that of a known leftover it was
+    /// below, else the component named by the `FLOWCTL_COMPONENT_ID` it inherited (of
+    /// same-named components, the one whose process started last before it).
+    fn owner_of_orphan(
+        &self,
+        top: i32,
+        procs: &[descendants::ProcInfo],
+    ) -> Option<(usize, Generation)> {
+        let top_info = procs.iter().find(|p| p.id.pid == top)?;
+        if let Some(l) = self.leftovers.procs.get(&top_info.id) {
+            return Some((l.owner, l.generation));
+        }
+        let id = descendants::component_id_of(top)?;
+        let (idx, c) = self
+            .components
+            .iter()
+            .filter(|(_, c)| *c.id == *id)
+            .max_by_key(|(_, c)| {
+                (
+                    c.main_start.is_some_and(|s| s <= top_info.id.start),
+                    c.main_start,
+                )
+            })?;
+        // Started after the running process: it is that one's; otherwise an older one's.
+        let current = c.pid.is_some() && c.main_start.is_some_and(|s| s <= top_info.id.start);
+        Some((idx, c.generation - u64::from(!current)))
+    }
+
+    /// Sends the stop signal to each leftover whose component's process has stopped or ended
+    /// (or was replaced), and SIGKILL once its stop timeout has passed.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let mut next_check: Option<Duration> = None;
+        for (id, l) in self.leftovers.procs.iter_mut() {
+            let Some(c) = self.components.get(l.owner) else {
+                descendants::signal_if_same(*id, libc::SIGKILL);
+                continue;
+            };
+            let ends = c.pid.is_none()
+                || c.generation != l.generation
+                || matches!(c.state, State::Stopping(_));
+            if !ends {
+                continue;
+            }
+            match l.signalled {
+                None => {
+                    tracing::info!(
+                        pipeline = %c.pipeline,
+                        component = %c.id,
+                        "stopping process {} it left outside its process group",
+                        id.pid
+                    );
+                    descendants::signal_if_same(*id, c.plan.stop.signal);
+                    l.signalled = Some(now);
+                    next_check = Some(
+                        next_check.map_or(c.plan.stop.timeout, |d| d.min(c.plan.stop.timeout)),
+                    );
+                }
+                Some(at) if now.saturating_duration_since(at) >= c.plan.stop.timeout => {
+                    if descendants::signal_if_same(*id, libc::SIGKILL) {
+                        tracing::warn!(
+                            pipeline = %c.pipeline,
+                            component = %c.id,
+                            "process {} still running {:?} after the stop signal: SIGKILL",
+                            id.pid,
+                            c.plan.stop.timeout
+                        );
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(delay) = next_check {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = tx.send(Msg::Survey);
+            });
+        }
+    }
+
+    /// Rewrites the record file when what it should say changed.
+    fn save_record(&mut self) {
+        if self.record.supervisor.is_none() {
+            return; // not running yet
+        }
+        let mains = self
+            .components
+            .values()
+            .filter_map(|c| {
+                Some(ProcId {
+                    pid: c.pid?,
+                    start: c.main_start?,
+                })
+            })
+            .collect();
+        let leftovers = self.leftovers.procs.keys().copied().collect();
+        if self.record.mains == mains && self.record.leftovers == leftovers {
+            return;
+        }
+        self.record.mains = mains;
+        self.record.leftovers = leftovers;
+        let path = descendants::record_path(&self.options.runtime_dir);
+        if let Err(e) = self.record.save(&path) {
+            tracing::debug!("cannot write {}: {e}", path.display());
+        }
+    }
+
+    /// At the end of a run: every leftover gets its stop signal, then SIGKILL after its
+    /// timeout, and the run returns once they are gone.
+    async fn end_leftovers(&mut self) {
+        self.survey();
+        let longest = self
+            .leftovers
+            .procs
+            .values()
+            .filter_map(|l| self.components.get(l.owner))
+            .map(|c| c.plan.stop.timeout)
+            .max()
+            .unwrap_or_default();
+        let deadline = Instant::now() + longest + Duration::from_secs(2);
+        while !self.leftovers.procs.is_empty() && Instant::now() < deadline {
+            self.sweep();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            reaper::reap_all();
+            let live: Vec<ProcId> = self
+                .leftovers
+                .procs
+                .keys()
+                .copied()
+                .filter(|id| descendants::alive(*id))
+                .collect();
+            self.leftovers.procs.retain(|id, _| live.contains(id));
         }
     }
 }
