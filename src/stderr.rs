@@ -70,32 +70,42 @@ fn lock(q: &Queue) -> MutexGuard<'_, State> {
     q.state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What the writer takes at once: whole items (and notices) up to this many bytes, so a
+/// flood of short lines costs one `write` per batch rather than per line.
+const BATCH: usize = 64 * 1024;
+
 fn write_loop(q: &'static Queue) {
     let mut err = io::stderr();
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let (notice, bytes) = {
+        {
             let mut s = lock(q);
             s.writing = false;
-            loop {
-                if let Some(item) = s.items.pop_front() {
-                    s.queued_bytes -= item.bytes.len();
-                    s.writing = true;
-                    break (item.dropped_before, Some(item.bytes));
-                }
-                if s.pending_drops > 0 {
-                    s.writing = true;
-                    break (std::mem::take(&mut s.pending_drops), None);
-                }
+            while s.items.is_empty() && s.pending_drops == 0 {
                 q.idle.notify_all();
                 s = q.work.wait(s).unwrap_or_else(|e| e.into_inner());
             }
-        };
-        // A closed stderr must not take the supervisor down; the output is lost either way.
-        if notice > 0 {
-            let _ = err.write_all(notice_line(notice).as_bytes());
+            s.writing = true;
+            while batch.len() < BATCH {
+                let Some(item) = s.items.pop_front() else {
+                    break;
+                };
+                s.queued_bytes -= item.bytes.len();
+                if item.dropped_before > 0 {
+                    batch.extend_from_slice(notice_line(item.dropped_before).as_bytes());
+                }
+                batch.extend_from_slice(&item.bytes);
+            }
+            if s.items.is_empty() && s.pending_drops > 0 {
+                let n = std::mem::take(&mut s.pending_drops);
+                batch.extend_from_slice(notice_line(n).as_bytes());
+            }
         }
-        if let Some(bytes) = bytes {
-            let _ = err.write_all(&bytes);
+        // A closed stderr must not take the supervisor down; the output is lost either way.
+        let _ = err.write_all(&batch);
+        batch.clear();
+        if batch.capacity() > 4 * BATCH {
+            batch.shrink_to(BATCH);
         }
     }
 }

@@ -266,3 +266,37 @@ async fn a_double_forked_daemon_shows_in_status_under_its_component_while_it_liv
     running.handle.shutdown();
     running.task.await.unwrap();
 }
+
+#[test]
+fn flowctl_run_gives_each_component_a_cgroup_of_its_own_when_the_host_allows_and_removes_it() {
+    let Ok(own) = flowctl::systemd::cgroup::own_cgroup_dir() else {
+        eprintln!("skipped: no cgroup v2 here");
+        return;
+    };
+    if nix::unistd::access(&own.join("cgroup.procs"), nix::unistd::AccessFlags::W_OK).is_err() {
+        eprintln!("skipped: {} is not writable", own.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let daemon_file = dir.path().join("daemon.pid");
+    let file = pipeline_file(
+        dir.path(),
+        "grouped",
+        &format!("--daemonize, {}", daemon_file.display()),
+    );
+    let mut run = flowctl_run(dir.path(), &file);
+    let daemon = wait_pid_file(&daemon_file);
+    let subtree = own.join(format!("flowctl-{}", run.id()));
+    let cgroup = std::fs::read_to_string(format!("/proc/{daemon}/cgroup")).unwrap();
+    let leaf = cgroup.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    assert!(
+        leaf.ends_with(&format!("/flowctl-{}/grouped/forker", run.id())),
+        "the daemon's cgroup is {leaf}"
+    );
+    assert!(subtree.join("grouped/forker").is_dir());
+    // SAFETY: signalling the flowctl process this test started.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    run.wait().unwrap();
+    assert!(!alive(daemon));
+    assert!(!subtree.exists(), "{} is left behind", subtree.display());
+}

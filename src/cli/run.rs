@@ -17,6 +17,7 @@ use crate::plan::PipelinePlan;
 use crate::registry::{self, embedded::EmbeddedRegistry};
 use crate::spec::{self, ResolveOptions};
 use crate::supervisor::{RunSummary, StateName, Supervisor, SupervisorOptions};
+use crate::systemd::cgroup::CgroupTree;
 use flowctl_proto::flowctl::RunStatus;
 
 #[derive(Debug, Args)]
@@ -73,6 +74,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 },
             },
             log_sink: Arc::new(StderrSink),
+            cgroups: match crate::systemd::cgroup::Containment::setup(true) {
+                crate::systemd::cgroup::Containment::Cgroups(tree) => Some(Arc::new(tree)),
+                crate::systemd::cgroup::Containment::ProcessGroups { .. } => None,
+            },
         },
     )
 }
@@ -84,6 +89,9 @@ pub struct RunOptions {
     /// The control plane the components register with.
     pub registry: RegistryChoice,
     pub log_sink: Arc<dyn LogSink>,
+    /// One cgroup per component (a delegated subtree, or one made in flowctl's own cgroup,
+    /// removed at the end); `None`: process groups only.
+    pub cgroups: Option<Arc<CgroupTree>>,
 }
 
 /// Which control plane a run uses.
@@ -103,6 +111,7 @@ impl Default for RunOptions {
             runtime_dir: None,
             registry: RegistryChoice::None,
             log_sink: Arc::new(StderrSink),
+            cgroups: None,
         }
     }
 }
@@ -155,6 +164,7 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         None => None,
     };
     sup_options.log_sink = options.log_sink;
+    sup_options.cgroups = options.cgroups.clone();
     sup_options.exit_when_done = true;
     sup_options.stop_on_failure = true;
     // Installed before any component starts, so an early Ctrl-C or SIGTERM drains the
@@ -207,6 +217,9 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
     }
 
     let summary = supervisor.run().await;
+    if let Some(tree) = &options.cgroups {
+        tree.dissolve();
+    }
     if let Some(task) = remote_stop {
         task.abort();
     }

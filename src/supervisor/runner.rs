@@ -1378,7 +1378,7 @@ impl Supervisor {
             })?;
         // Started after the running process: it is that one's; otherwise an older one's.
         let current = c.pid.is_some() && c.main_start.is_some_and(|s| s <= top_info.id.start);
-        Some((idx, c.generation - u64::from(!current)))
+        Some((idx, c.generation.wrapping_sub(u64::from(!current))))
     }
 
     /// Sends the stop signal to each leftover whose component's process has stopped or ended
