@@ -23,10 +23,16 @@ fn pipeline_file(dir: &Path, name: &str, args: &str) -> PathBuf {
     path
 }
 
+/// `flowctl run` in process-group mode: no cgroups, even where the host allows them.
 fn flowctl_run(dir: &Path, file: &Path) -> Child {
+    flowctl_run_with(dir, file, &["--no-cgroups"])
+}
+
+fn flowctl_run_with(dir: &Path, file: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_flowctl"))
         .arg("run")
         .arg(file)
+        .args(extra)
         .arg("--runtime-dir")
         .arg(dir.join("run"))
         .arg("--no-registry")
@@ -284,7 +290,7 @@ fn flowctl_run_gives_each_component_a_cgroup_of_its_own_when_the_host_allows_and
         "grouped",
         &format!("--daemonize, {}", daemon_file.display()),
     );
-    let mut run = flowctl_run(dir.path(), &file);
+    let mut run = flowctl_run_with(dir.path(), &file, &[]);
     let daemon = wait_pid_file(&daemon_file);
     let subtree = own.join(format!("flowctl-{}", run.id()));
     let cgroup = std::fs::read_to_string(format!("/proc/{daemon}/cgroup")).unwrap();
@@ -298,5 +304,46 @@ fn flowctl_run_gives_each_component_a_cgroup_of_its_own_when_the_host_allows_and
     unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
     run.wait().unwrap();
     assert!(!alive(daemon));
+    assert!(!subtree.exists(), "{} is left behind", subtree.display());
+}
+
+#[test]
+fn a_killed_supervisors_own_cgroup_subtree_is_ended_and_removed_when_the_next_one_starts() {
+    let Ok(own) = flowctl::systemd::cgroup::own_cgroup_dir() else {
+        eprintln!("skipped: no cgroup v2 here");
+        return;
+    };
+    if nix::unistd::access(&own.join("cgroup.procs"), nix::unistd::AccessFlags::W_OK).is_err() {
+        eprintln!("skipped: {} is not writable", own.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let daemon_file = dir.path().join("daemon.pid");
+    let first = pipeline_file(
+        dir.path(),
+        "first",
+        &format!("--daemonize, {}", daemon_file.display()),
+    );
+    let mut run = flowctl_run_with(dir.path(), &first, &[]);
+    let daemon = wait_pid_file(&daemon_file);
+    let subtree = own.join(format!("flowctl-{}", run.id()));
+    assert!(subtree.is_dir());
+    run.kill().unwrap();
+    run.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        alive(daemon),
+        "the daemon survives the SIGKILLed supervisor"
+    );
+    // Only the cgroup tells the next supervisor about it.
+    let _ = std::fs::remove_file(descendants::record_path(&dir.path().join("run")));
+    let second = pipeline_file(dir.path(), "second", "--exit-code, '0'");
+    let mut next = flowctl_run_with(dir.path(), &second, &[]);
+    wait_until(
+        "the next supervisor ends the daemon",
+        Duration::from_secs(20),
+        || !alive(daemon),
+    );
+    assert_eq!(next.wait().unwrap().code(), Some(0));
     assert!(!subtree.exists(), "{} is left behind", subtree.display());
 }

@@ -45,6 +45,11 @@ pub struct RunArgs {
     /// /var/lib/flowctl for root, $XDG_STATE_HOME/flowctl (~/.local/state/flowctl) otherwise.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Contain components in process groups only, without cgroups of their own (by default
+    /// each component gets one when the host allows: a delegated or writable cgroup v2).
+    #[arg(long)]
+    pub no_cgroups: bool,
 }
 
 /// Loads the file (every problem reported as `FILE:LINE:COL: error: …`) and runs it.
@@ -74,7 +79,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 },
             },
             log_sink: Arc::new(StderrSink),
-            cgroups: match crate::systemd::cgroup::Containment::setup(true) {
+            cgroups: match crate::systemd::cgroup::Containment::setup(!args.no_cgroups) {
                 crate::systemd::cgroup::Containment::Cgroups(tree) => Some(Arc::new(tree)),
                 crate::systemd::cgroup::Containment::ProcessGroups { .. } => None,
             },

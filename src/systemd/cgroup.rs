@@ -364,8 +364,8 @@ fn remove_tree(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
-/// Removes the `flowctl-<pid>` subtrees of `own` whose supervisor is gone (a killed one's);
-/// one that still holds processes stays.
+/// Ends and removes the `flowctl-<pid>` subtrees of `own` whose supervisor is gone (a killed
+/// one's): what it contained is still running only because it was killed.
 fn remove_stale_subtrees(own: &Path) {
     let Ok(entries) = fs::read_dir(own) else {
         return;
@@ -379,9 +379,23 @@ fn remove_stale_subtrees(own: &Path) {
         else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            remove_tree(&e.path());
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
         }
+        let dir = e.path();
+        if dir.join("cgroup.kill").exists() && write(&dir.join("cgroup.kill"), "1").is_ok() {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let populated = || {
+                read(&dir.join("cgroup.events"))
+                    .ok()
+                    .and_then(|t| flat_keyed(&t, "populated"))
+                    != Some(0)
+            };
+            while populated() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        remove_tree(&dir);
     }
 }
 
