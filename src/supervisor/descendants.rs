@@ -73,6 +73,13 @@ pub fn all() -> Vec<ProcInfo> {
         .collect()
 }
 
+/// The pid most recently handed out (the fifth field of `/proc/loadavg`): while it stays the
+/// same, no process was created, so a new survey would find nothing new to attribute.
+pub fn last_pid() -> Option<i32> {
+    let text = fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().nth(4)?.parse().ok()
+}
+
 /// `FLOWCTL_COMPONENT_ID` from the environment `pid` was started with, when readable.
 pub fn component_id_of(pid: i32) -> Option<String> {
     let env = fs::read(format!("/proc/{pid}/environ")).ok()?;

@@ -300,6 +300,8 @@ pub struct Supervisor {
     me: ProcId,
     /// What the record file says now.
     record: Record,
+    /// The last pid handed out when the periodic survey last looked.
+    last_pid_surveyed: Option<i32>,
 }
 
 /// A leftover's generation: the component's process it came from.
@@ -347,6 +349,7 @@ impl Supervisor {
                     start: 0,
                 }),
             record: Record::default(),
+            last_pid_surveyed: None,
         };
         for plan in pipelines {
             supervisor.add_pipeline(plan);
@@ -614,7 +617,12 @@ impl Supervisor {
                 let _ = reply.send(self.plans());
             }
             Msg::Survey => {
-                self.survey();
+                // A full look at /proc only when some process was created since the last one.
+                let last_pid = descendants::last_pid();
+                if last_pid.is_none() || last_pid != self.last_pid_surveyed {
+                    self.survey();
+                    self.last_pid_surveyed = last_pid;
+                }
                 self.sweep();
                 self.save_record();
             }
