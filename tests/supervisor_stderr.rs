@@ -93,13 +93,14 @@ fn zombies_of(parent: u32) -> Vec<i32> {
     found
 }
 
-fn terminate_and_wait(child: &mut Child, within: Duration) -> Duration {
+/// SIGTERM, then waits for the exit; panics if it takes longer than `within`.
+fn terminate_and_wait(child: &mut Child, within: Duration) {
     let start = Instant::now();
     // SAFETY: signalling the flowctl process this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     loop {
         if child.try_wait().unwrap().is_some() {
-            return start.elapsed();
+            return;
         }
         if start.elapsed() > within {
             let _ = child.kill();
@@ -126,15 +127,11 @@ fn a_supervisor_whose_stderr_is_not_read_still_answers_reaps_crashed_children_an
         .filter(|z| before.contains(z))
         .collect();
     assert!(stuck.is_empty(), "zombies not reaped for 2 s: {stuck:?}");
+    // …and the crash loop goes on being supervised.
     let later = restarts(&socket);
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        restarts(&socket) > later,
-        "the crash loop stopped being supervised"
-    );
+    wait_for_restarts(&socket, later + 3);
     // The stop timeout is 5 s; flowctl gives its unread stderr 1 s more before exiting.
-    let took = terminate_and_wait(&mut run, Duration::from_secs(12));
-    assert!(took < Duration::from_secs(12), "{took:?}");
+    terminate_and_wait(&mut run, Duration::from_secs(12));
 }
 
 #[test]
