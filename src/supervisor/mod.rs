@@ -10,7 +10,8 @@
 //!   killed supervisor's successor ends them from.
 //! - `reload.rs`: what a reload changes, a pure diff of running and new plans.
 //! - `slots.rs`: components by an index that never shifts or is reused.
-//! - `runner.rs`: the event loop that executes decisions.
+//! - `runner.rs`: the event loop that executes decisions; `runner/leftovers.rs` its part in
+//!   ending processes that left their component's group.
 
 pub mod command;
 pub mod descendants;
