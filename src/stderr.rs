@@ -130,13 +130,17 @@ pub fn write(record: &[u8]) {
         return;
     }
     let dropped_before = std::mem::take(&mut s.pending_drops);
+    // The writer waits only on an empty queue: wake it only then (no syscall per line).
+    let wake = s.items.is_empty();
     s.queued_bytes += record.len();
     s.items.push_back(Item {
         dropped_before,
         bytes: record.to_vec(),
     });
     drop(s);
-    q.work.notify_one();
+    if wake {
+        q.work.notify_one();
+    }
 }
 
 /// Queues one line of text (the newline is added), like `eprintln!`.

@@ -160,7 +160,7 @@ fn lines_dropped_while_stderr_was_not_read_are_counted_in_one_notice_once_it_is_
         .unwrap_or_else(|| panic!("no count in {notice:?}"));
     assert!(n > 0, "{notice}");
     assert!(
-        notice.ends_with("lines of output: stderr was not being read"),
+        notice.ends_with(" of output: stderr was not being read"),
         "{notice}"
     );
     terminate_and_wait(&mut run, Duration::from_secs(12));
