@@ -347,3 +347,29 @@ fn a_killed_supervisors_own_cgroup_subtree_is_ended_and_removed_when_the_next_on
     assert_eq!(next.wait().unwrap().code(), Some(0));
     assert!(!subtree.exists(), "{} is left behind", subtree.display());
 }
+
+#[test]
+fn a_record_that_others_could_have_written_is_not_acted_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bystander = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = bystander.id() as i32;
+    let start = descendants::stat(pid).unwrap().id.start;
+    let record = Record {
+        boot: descendants::boot_id(),
+        supervisor: Some(ProcId {
+            pid: i32::MAX,
+            start: 1,
+        }),
+        mains: Default::default(),
+        leftovers: [ProcId { pid, start }].into(),
+    };
+    let path = descendants::record_path(dir.path());
+    record.save(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let ended = descendants::end_predecessors(&path, Duration::from_millis(200));
+    assert!(ended.is_empty(), "{ended:?}");
+    assert!(alive(pid));
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+}

@@ -208,23 +208,49 @@ impl Record {
         r
     }
 
-    /// Writes the record atomically (temporary file, then rename).
+    /// Writes the record atomically (temporary file, then rename), owner-only. The temporary
+    /// file is created anew, so nothing planted under its name (a symlink) is written through.
     pub fn save(&self, path: &Path) -> io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let tmp = path.with_extension("tmp");
-        fs::write(&tmp, self.render())?;
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(self.render().as_bytes())?;
+        drop(f);
         fs::rename(&tmp, path)
+    }
+
+    /// Reads the record at `path` if this user wrote it: a file anyone else could have
+    /// written must not choose which processes get killed.
+    pub fn load(path: &Path) -> Option<Record> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::symlink_metadata(path).ok()?;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+            return None;
+        }
+        Some(Record::parse(&fs::read_to_string(path).ok()?))
     }
 }
 
 /// Ends what a killed supervisor left of the processes recorded at `path`: recorded leftovers
 /// whose start time still matches, and the members of its components' process groups. SIGTERM,
 /// then SIGKILL after `grace`. Nothing is done while the recorded supervisor still runs (it
-/// was not killed), or when the record is from another boot. Returns what was ended.
+/// was not killed), when the record is from another boot, or when it is not this user's own
+/// file. Returns what was ended.
 pub fn end_predecessors(path: &Path, grace: Duration) -> Vec<ProcId> {
-    let Ok(text) = fs::read_to_string(path) else {
+    let Some(record) = Record::load(path) else {
         return Vec::new();
     };
-    let record = Record::parse(&text);
     if record.boot != boot_id() || record.supervisor.is_some_and(alive) {
         return Vec::new();
     }
