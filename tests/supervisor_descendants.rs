@@ -373,3 +373,42 @@ fn a_record_that_others_could_have_written_is_not_acted_on() {
     bystander.kill().unwrap();
     bystander.wait().unwrap();
 }
+
+#[test]
+fn group_members_left_by_a_killed_supervisor_are_ended_when_the_next_one_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let grandchild_file = dir.path().join("grandchild.pid");
+    let main_file = dir.path().join("main.pid");
+    // The grandchild stays in the component's group and ignores SIGTERM.
+    let first = pipeline_file(
+        dir.path(),
+        "first",
+        &format!(
+            "--grandchild, {}, --pid-file, {}",
+            grandchild_file.display(),
+            main_file.display()
+        ),
+    );
+    let mut run = flowctl_run(dir.path(), &first);
+    let grandchild = wait_pid_file(&grandchild_file);
+    let main = wait_pid_file(&main_file);
+    run.kill().unwrap();
+    run.wait().unwrap();
+    wait_until(
+        "the main process dies with its supervisor",
+        Duration::from_secs(10),
+        || !alive(main),
+    );
+    assert!(
+        alive(grandchild),
+        "the grandchild survives the SIGKILLed supervisor"
+    );
+    let second = pipeline_file(dir.path(), "second", "--exit-code, '0'");
+    let mut next = flowctl_run(dir.path(), &second);
+    wait_until(
+        "the next supervisor ends the grandchild",
+        Duration::from_secs(20),
+        || !alive(grandchild),
+    );
+    assert_eq!(next.wait().unwrap().code(), Some(0));
+}
