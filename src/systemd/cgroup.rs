@@ -754,8 +754,9 @@ impl Containment {
             }
             Err(reason) => {
                 tracing::warn!(
-                    "no delegated cgroup ({reason}): components run in process groups; limits \
-                     are not enforced and a process that leaves its group is not stopped with it"
+                    "no cgroup for the components ({reason}): they run in process groups; \
+                     limits are not enforced, and a process that leaves its group is found in \
+                     /proc and stopped with its component"
                 );
                 Containment::ProcessGroups { reason }
             }
