@@ -112,9 +112,11 @@ async fn run_async(
     options.endpoint = Some(embedded.endpoint());
     options.registry = Some(Arc::new(embedded.registry.clone()));
     options.log_sink = edge.child_logs.sink();
-    if let crate::systemd::cgroup::Containment::Cgroups(tree) = edge.containment {
-        options.cgroups = Some(Arc::new(tree));
-    }
+    let cgroups = match edge.containment {
+        crate::systemd::cgroup::Containment::Cgroups(tree) => Some(Arc::new(tree)),
+        crate::systemd::cgroup::Containment::ProcessGroups { .. } => None,
+    };
+    options.cgroups = cgroups.clone();
     let (supervisor, handle) = Supervisor::new(plans.clone(), options)?;
     let mut runs = PipelineRuns::default();
     for plan in &plans {
@@ -184,6 +186,9 @@ async fn run_async(
     tracing::info!("{stopping}");
     handle.shutdown();
     let summary = running.await.context("the supervisor task panicked")??;
+    if let Some(tree) = &cgroups {
+        tree.dissolve();
+    }
     server.abort();
     if let Some(task) = &metrics {
         task.abort();

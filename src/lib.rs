@@ -9,5 +9,6 @@ pub mod plan;
 pub mod probe;
 pub mod registry;
 pub mod spec;
+pub mod stderr;
 pub mod supervisor;
 pub mod systemd;

@@ -6,7 +6,6 @@
 //! also hand a child its stdout/stderr directly ([`LogSink::direct_output`]), so that its
 //! bytes never pass through the supervisor at all.
 
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -52,18 +51,19 @@ pub trait LogSink: Send + Sync {
     }
 }
 
-/// Writes `component| line` to the supervisor's stderr.
+/// Writes `component| line` to the supervisor's stderr, through the queue of
+/// [`crate::stderr`]: a stderr nobody reads loses lines (counted) instead of blocking.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StderrSink;
 
 impl LogSink for StderrSink {
     fn line(&self, _pipeline: &str, component: &str, _stream: Stream, line: &[u8]) {
-        let mut err = std::io::stderr().lock();
-        // A closed stderr must not take the supervisor down; the line is lost either way.
-        let _ = err.write_all(component.as_bytes());
-        let _ = err.write_all(b"| ");
-        let _ = err.write_all(line);
-        let _ = err.write_all(b"\n");
+        let mut record = Vec::with_capacity(component.len() + line.len() + 3);
+        record.extend_from_slice(component.as_bytes());
+        record.extend_from_slice(b"| ");
+        record.extend_from_slice(line);
+        record.push(b'\n');
+        crate::stderr::write(&record);
     }
 }
 

@@ -197,6 +197,13 @@ impl Collector for Snapshot {
             let metric = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
             gauge(n as i64).encode(metric)?;
         }
+        let metric = e.encode_descriptor(
+            "stderr_lines_dropped",
+            "Lines the daemon dropped because its stderr was not being read",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(crate::stderr::dropped_total()).encode(metric)?;
         family(
             e,
             "component_up",
@@ -381,6 +388,7 @@ mod tests {
             r#"flowctl_component_state{pipeline="ttp",component="sink",state="backoff"} 1"#.into(),
             r#"flowctl_component_state{pipeline="ttp",component="sink",state="ready"} 0"#.into(),
             format!(r#"flowctl_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION")),
+            "flowctl_stderr_lines_dropped_total 0".into(),
             "# EOF".into(),
         ] {
             assert!(text.lines().any(|line| line == want), "no {want:?} in\n{text}");

@@ -16,6 +16,7 @@ fn quiet(dir: &std::path::Path) -> RunOptions {
         runtime_dir: Some(dir.join("run")),
         registry: RegistryChoice::None,
         log_sink: Arc::new(CaptureSink::default()),
+        cgroups: None,
     }
 }
 

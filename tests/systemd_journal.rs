@@ -433,9 +433,10 @@ fn relay_outlives_the_main_process_while_a_grandchild_holds_the_output_open() {
             let logs = ChildLogs::new(ChildLogMode::Fields, JournalSockets::system());
             // The grandchild leaves the process group, which is killed with the main process
             // (so the main process waits until it has left), and writes only once the main
-            // process has been reaped.
+            // process has been reaped. It ignores the SIGTERM that processes outside the
+            // group get when their component ends (the SIGKILL comes after the stop timeout).
             let script = r#"main=$$
-                setsid sh -c "while kill -0 $main 2>/dev/null; do sleep 0.05; done
+                setsid sh -c "trap '' TERM; while kill -0 $main 2>/dev/null; do sleep 0.05; done
                               echo grandchild outlived $main" &
                 while [ "$(cut -d' ' -f5 /proc/$!/stat)" = "$main" ]; do sleep 0.01; done
                 echo "child $main""#;

@@ -129,6 +129,10 @@ pub struct ComponentStatus {
     /// Memory and CPU from its cgroup; absent without per-component cgroups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<ResourceUsage>,
+    /// Live processes it started that left its process group (a double-forked daemon); they
+    /// are stopped with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outside_group: Vec<i32>,
 }
 
 impl ComponentStatus {
@@ -148,6 +152,7 @@ impl ComponentStatus {
             notify_status: None,
             registration: None,
             usage: None,
+            outside_group: Vec::new(),
         }
     }
 }

@@ -32,6 +32,18 @@ pub fn table(status: &SupervisorStatus) -> String {
                 (None, _, Some(status)) => status.clone(),
                 _ => String::new(),
             };
+            let detail = match c.outside_group.as_slice() {
+                [] => detail,
+                pids => {
+                    let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+                    let outside = format!("outside its group: {}", pids.join(", "));
+                    if detail.is_empty() {
+                        outside
+                    } else {
+                        format!("{detail}; {outside}")
+                    }
+                }
+            };
             rows.push([
                 pipeline.name.clone(),
                 c.id.clone(),

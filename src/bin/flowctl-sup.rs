@@ -64,9 +64,12 @@ fn main() {
             flowctl::supervisor::fdlimit::raise();
             let code = flowctl::daemon::run(flowctl::daemon::DaemonArgs { config, instance })
                 .unwrap_or_else(|err| {
-                    eprintln!("flowctl-sup: error: {err:#}");
+                    flowctl::stderr_line!("flowctl-sup: error: {err:#}");
                     1
                 });
+            // The last lines reach a stderr that is read; one that is not does not hold the
+            // exit.
+            flowctl::stderr::flush(std::time::Duration::from_secs(1));
             std::process::exit(code);
         }
     };

@@ -1,13 +1,18 @@
 use clap::Parser;
 use flowctl::cli::Cli;
 
+const EXIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() {
     let cli = Cli::parse();
-    match cli.command.run() {
-        Ok(code) => std::process::exit(code),
+    let code = match cli.command.run() {
+        Ok(code) => code,
         Err(err) => {
-            eprintln!("flowctl: error: {err:#}");
-            std::process::exit(1);
+            flowctl::stderr_line!("flowctl: error: {err:#}");
+            1
         }
-    }
+    };
+    // The last lines reach a stderr that is read; one that is not does not hold the exit.
+    flowctl::stderr::flush(EXIT_FLUSH);
+    std::process::exit(code);
 }

@@ -17,6 +17,7 @@ use crate::plan::PipelinePlan;
 use crate::registry::{self, embedded::EmbeddedRegistry};
 use crate::spec::{self, ResolveOptions};
 use crate::supervisor::{RunSummary, StateName, Supervisor, SupervisorOptions};
+use crate::systemd::cgroup::CgroupTree;
 use flowctl_proto::flowctl::RunStatus;
 
 #[derive(Debug, Args)]
@@ -44,6 +45,11 @@ pub struct RunArgs {
     /// /var/lib/flowctl for root, $XDG_STATE_HOME/flowctl (~/.local/state/flowctl) otherwise.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Contain components in process groups only, without cgroups of their own (by default
+    /// each component gets one when the host allows: a delegated or writable cgroup v2).
+    #[arg(long)]
+    pub no_cgroups: bool,
 }
 
 /// Loads the file (every problem reported as `FILE:LINE:COL: error: …`) and runs it.
@@ -53,13 +59,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         Ok(loaded) => loaded,
         Err(diags) => {
             for d in &diags {
-                eprintln!("{d}");
+                crate::stderr_line!("{d}");
             }
             return Ok(1);
         }
     };
     for notice in &loaded.notices {
-        eprintln!("{notice}");
+        crate::stderr_line!("{notice}");
     }
     run_plan(
         loaded.plan,
@@ -73,6 +79,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 },
             },
             log_sink: Arc::new(StderrSink),
+            cgroups: match crate::systemd::cgroup::Containment::setup(!args.no_cgroups) {
+                crate::systemd::cgroup::Containment::Cgroups(tree) => Some(Arc::new(tree)),
+                crate::systemd::cgroup::Containment::ProcessGroups { .. } => None,
+            },
         },
     )
 }
@@ -84,6 +94,9 @@ pub struct RunOptions {
     /// The control plane the components register with.
     pub registry: RegistryChoice,
     pub log_sink: Arc<dyn LogSink>,
+    /// One cgroup per component (a delegated subtree, or one made in flowctl's own cgroup,
+    /// removed at the end); `None`: process groups only.
+    pub cgroups: Option<Arc<CgroupTree>>,
 }
 
 /// Which control plane a run uses.
@@ -103,6 +116,7 @@ impl Default for RunOptions {
             runtime_dir: None,
             registry: RegistryChoice::None,
             log_sink: Arc::new(StderrSink),
+            cgroups: None,
         }
     }
 }
@@ -156,6 +170,7 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         None => None,
     };
     sup_options.log_sink = options.log_sink;
+    sup_options.cgroups = options.cgroups.clone();
     sup_options.exit_when_done = true;
     sup_options.stop_on_failure = true;
     // Installed before any component starts, so an early Ctrl-C or SIGTERM drains the
@@ -165,7 +180,7 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
     let terminates = signal(SignalKind::terminate());
     let (supervisor, handle) = Supervisor::new(vec![plan], sup_options)?;
     let server = tokio::spawn(api::server::serve(listener, handle.clone()));
-    eprintln!(
+    crate::stderr_line!(
         "flowctl: running pipeline `{name}`; control socket {} (flowctl-sup --socket {} status)",
         socket.display(),
         socket.display()
@@ -181,7 +196,7 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
                 _ = int.recv() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
             };
-            eprintln!("flowctl: {which}: stopping pipeline `{name}` (sources first)");
+            crate::stderr_line!("flowctl: {which}: stopping pipeline `{name}` (sources first)");
             stop.shutdown();
         }
     });
@@ -191,7 +206,7 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         let stop = handle.clone();
         tokio::spawn(async move {
             while let Some(request) = requests.recv().await {
-                eprintln!(
+                crate::stderr_line!(
                     "flowctl: run {} stopped through the control plane",
                     request.run_id
                 );
@@ -201,13 +216,16 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         })
     });
     if let (Some(embedded), Some(run_id)) = (&embedded, &run_id) {
-        eprintln!(
+        crate::stderr_line!(
             "flowctl: control plane at {} (run {run_id})",
             embedded.endpoint()
         );
     }
 
     let summary = supervisor.run().await;
+    if let Some(tree) = &options.cgroups {
+        tree.dissolve();
+    }
     if let Some(task) = remote_stop {
         task.abort();
     }
@@ -246,7 +264,7 @@ fn report(summary: &RunSummary) -> i32 {
             1 => String::new(),
             n => format!(" over {n} processes"),
         };
-        eprintln!("flowctl: `{}` used {}{processes}", c.id, c.used);
+        crate::stderr_line!("flowctl: `{}` used {}{processes}", c.id, c.used);
     }
     let mut code = 0;
     for killed in summary.components.iter() {
@@ -254,7 +272,7 @@ fn report(summary: &RunSummary) -> i32 {
             continue;
         };
         code = 1;
-        eprintln!(
+        crate::stderr_line!(
             "flowctl: component `{}` of pipeline `{}` did not stop within its stop timeout ({}) and was killed with SIGKILL",
             killed.id,
             killed.pipeline,
@@ -263,7 +281,7 @@ fn report(summary: &RunSummary) -> i32 {
     }
     for failed in summary.failed() {
         code = 1;
-        eprintln!(
+        crate::stderr_line!(
             "flowctl: component `{}` of pipeline `{}` failed: {}",
             failed.id,
             failed.pipeline,

@@ -130,6 +130,11 @@ pub fn spawn_registered(command: &mut Command, on_exit: OnExit) -> io::Result<Ch
     Ok(child)
 }
 
+/// Whether `pid` was started through [`spawn_registered`] and not reaped yet.
+pub fn is_registered(pid: i32) -> bool {
+    lock().contains_key(&pid)
+}
+
 /// Forgets the waiter of a pid (its owner lost interest); the status is still reaped.
 pub fn forget(pid: i32) {
     lock().remove(&pid);

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::command::{self, search_dirs};
+use super::descendants::{self, Leftovers, ProcId, Record};
 use super::env::{child_env, EnvInputs};
 use super::order;
 use super::reaper::{self, ExitStatus, Exited};
@@ -29,6 +30,8 @@ use crate::logsink::{self, LogSink, StderrSink};
 use crate::plan::{ComponentPlan, PipelinePlan, ProbeCheck};
 use crate::probe::notify::{self, NotifyEvent, NotifyMessage};
 use crate::probe::{self, ProbeKind, ProbeTarget, ProbeUpdate, Registrations};
+
+mod leftovers;
 
 /// How a supervisor runs.
 #[derive(Clone)]
@@ -185,8 +188,14 @@ enum Msg {
         oneshot::Sender<Result<ReloadDiff, String>>,
     ),
     Plans(oneshot::Sender<Vec<PipelinePlan>>),
+    /// Look for processes that left their component's group; end those whose component
+    /// stopped.
+    Survey,
     Shutdown,
 }
+
+/// How often the supervisor looks for processes that left their component's group.
+const SURVEY_PERIOD: Duration = Duration::from_secs(1);
 
 /// One component's runtime record.
 struct Component {
@@ -201,6 +210,8 @@ struct Component {
     /// Counts spawns; messages about an older process are ignored.
     generation: u64,
     pid: Option<i32>,
+    /// The start time of `pid` (`/proc/PID/stat`), so a reused pid is never taken for it.
+    main_start: Option<u64>,
     started_at: Option<Instant>,
     spawns: u32,
     last_exit: Option<ExitStatus>,
@@ -238,6 +249,7 @@ impl Component {
             history: RestartHistory::default(),
             generation: 0,
             pid: None,
+            main_start: None,
             started_at: None,
             spawns: 0,
             last_exit: None,
@@ -284,7 +296,18 @@ pub struct Supervisor {
     /// Tasks copying children's output to the log sink; awaited (briefly) at the end so a
     /// bounded run does not lose its last lines.
     forwarders: Vec<JoinHandle<()>>,
+    /// Processes that left their component's process group, by the slot of the component.
+    leftovers: Leftovers<usize>,
+    /// This process, as the record names it.
+    me: ProcId,
+    /// What the record file says now.
+    record: Record,
+    /// The last pid handed out when the periodic survey last looked.
+    last_pid_surveyed: Option<i32>,
 }
+
+/// A leftover's generation: the component's process it came from.
+type Generation = u64;
 
 impl Supervisor {
     /// Prepares to run `pipelines` (nothing starts before [`Supervisor::run`]).
@@ -320,6 +343,15 @@ impl Supervisor {
             search_dirs: Arc::from(dirs),
             parent_env,
             forwarders: Vec::new(),
+            leftovers: Leftovers::default(),
+            me: descendants::stat(std::process::id() as i32)
+                .map(|p| p.id)
+                .unwrap_or(ProcId {
+                    pid: std::process::id() as i32,
+                    start: 0,
+                }),
+            record: Record::default(),
+            last_pid_surveyed: None,
         };
         for plan in pipelines {
             supervisor.add_pipeline(plan);
@@ -396,6 +428,18 @@ impl Supervisor {
             );
         }
         let reap_loop = reaper::start().map_err(SupervisorError::Reaper)?;
+        self.end_predecessors();
+        let tx = self.tx.clone();
+        let surveys = tokio::spawn(async move {
+            let mut every = tokio::time::interval(SURVEY_PERIOD);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if tx.send(Msg::Survey).is_err() {
+                    return;
+                }
+            }
+        });
         loop {
             self.drive();
             if self.finished() {
@@ -410,6 +454,9 @@ impl Supervisor {
             };
             self.handle(msg);
         }
+        surveys.abort();
+        self.end_leftovers().await;
+        let _ = std::fs::remove_file(descendants::record_path(&self.options.runtime_dir));
         reap_loop.abort();
         // Output still in the pipes of processes that just ended; a leftover holding a pipe
         // open does not hold the supervisor for more than a second.
@@ -571,6 +618,16 @@ impl Supervisor {
             Msg::Plans(reply) => {
                 let _ = reply.send(self.plans());
             }
+            Msg::Survey => {
+                // A full look at /proc only when some process was created since the last one.
+                let last_pid = descendants::last_pid();
+                if last_pid.is_none() || last_pid != self.last_pid_surveyed {
+                    self.survey();
+                    self.last_pid_surveyed = last_pid;
+                }
+                self.sweep();
+                self.save_record();
+            }
             Msg::Shutdown => {
                 if !self.shutting_down {
                     tracing::info!(
@@ -594,6 +651,7 @@ impl Supervisor {
         if let Some(registry) = &self.options.registry {
             registry.process_exited(pid as u32);
         }
+        c.main_start = None;
         // The main process is the component: whatever it left in its group goes too, so a
         // restart never races a leftover holding its port.
         let _ = spawn::signal_group(pid, libc::SIGKILL);
@@ -631,6 +689,7 @@ impl Supervisor {
                 description: status.to_string(),
             },
         );
+        self.sweep();
     }
 
     fn on_probe(&mut self, idx: usize, generation: u64, update: ProbeUpdate) {
@@ -903,6 +962,13 @@ impl Supervisor {
                                     .as_ref()
                                     .and_then(|cg| cg.usage().ok())
                                     .map(Into::into),
+                                outside_group: self
+                                    .leftovers
+                                    .procs
+                                    .iter()
+                                    .filter(|(id, l)| l.owner == i && descendants::alive(**id))
+                                    .map(|(id, _)| id.pid)
+                                    .collect(),
                             }
                         })
                         .collect(),
@@ -974,7 +1040,13 @@ impl Supervisor {
                 c.probes.drain(..).for_each(|p| p.abort());
                 c.notify_socket = None;
             }
-            Action::Signal(signal) => self.signal(idx, signal),
+            Action::Signal(signal) => {
+                self.signal(idx, signal);
+                // While the process still runs, what it started outside its group can be told
+                // by ancestry; then it gets the same signal.
+                self.survey();
+                self.sweep();
+            }
             Action::Kill => {
                 let c = &mut self.components[idx];
                 c.killed_after = Some(c.plan.stop.timeout);
@@ -984,7 +1056,12 @@ impl Supervisor {
                     "still running {:?} after the stop signal: SIGKILL to the process group",
                     c.plan.stop.timeout
                 );
-                self.signal(idx, libc::SIGKILL)
+                self.signal(idx, libc::SIGKILL);
+                for (id, l) in &self.leftovers.procs {
+                    if l.owner == idx {
+                        descendants::signal_if_same(*id, libc::SIGKILL);
+                    }
+                }
             }
             Action::ArmStopTimer(delay) => self.arm_timer(idx, delay),
             Action::ArmBackoff { delay, attempt } => {
@@ -1134,6 +1211,7 @@ impl Supervisor {
         if let Some(registry) = &self.options.registry {
             registry.process_started(&c.pipeline, &c.id, spawned.pid as u32);
         }
+        c.main_start = descendants::stat(spawned.pid).map(|p| p.id.start);
         c.started_at = Some(now);
         c.spawns += 1;
         c.killed_after = None;
@@ -1166,6 +1244,7 @@ impl Supervisor {
                 }));
             }
         }
+        self.save_record();
         Ok(())
     }
 

@@ -11,8 +11,10 @@
 //! so not even its first fork can escape. Stopping ends with `cgroup.kill`, which reaches
 //! double-forked daemons that left the process group. Limits (`memory.max`, `cpu.max`,
 //! `pids.max`) are written only where the controller is enabled; where it is not, that is
-//! reported (see [`NotEnforced`]) rather than silently ignored. Without a delegated subtree the
-//! supervisor uses process groups instead ([`Detection::NotDelegated`]).
+//! reported (see [`NotEnforced`]) rather than silently ignored. Without a delegated subtree, a
+//! supervisor whose own cgroup it may write (root outside systemd, a container) makes the same
+//! layout in `OWN/flowctl-<pid>` and removes it when it ends ([`CgroupTree::nested_in_own`]);
+//! only where neither is possible does it use process groups alone.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -220,6 +222,9 @@ fn check_name(name: &str) -> Result<(), CgroupError> {
 #[derive(Debug)]
 pub struct CgroupTree {
     root: PathBuf,
+    /// The cgroup the supervisor came from, when it made `root` there itself (not delegated):
+    /// it goes back there and removes `root` at the end ([`CgroupTree::dissolve`]).
+    home: Option<PathBuf>,
     /// Limit controllers enabled for the components (delegated to `root`'s children).
     enabled: BTreeSet<Controller>,
 }
@@ -238,7 +243,55 @@ impl CgroupTree {
         }
         write(&leaf.join("cgroup.procs"), &std::process::id().to_string())?;
         let enabled = enable_limit_controllers(&root)?;
-        Ok(CgroupTree { root, enabled })
+        Ok(CgroupTree {
+            root,
+            home: None,
+            enabled,
+        })
+    }
+
+    /// A subtree the supervisor makes in its own cgroup when that is not delegated but
+    /// writable: `OWN/flowctl-<pid>`, taken over as [`CgroupTree::take_over`] does. Empty
+    /// subtrees that supervisors which are gone left behind are removed first.
+    pub fn nested_in_own() -> Result<Self, String> {
+        let own = own_cgroup_dir()?;
+        if !(writable(&own) && writable(&own.join("cgroup.procs"))) {
+            return Err(format!("{} is not writable", own.display()));
+        }
+        remove_stale_subtrees(&own);
+        let root = own.join(format!("flowctl-{}", std::process::id()));
+        fs::create_dir(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+        match CgroupTree::take_over(&root) {
+            Ok(mut tree) => {
+                tree.home = Some(own);
+                Ok(tree)
+            }
+            Err(e) => {
+                let _ = write(&own.join("cgroup.procs"), &std::process::id().to_string());
+                remove_tree(&root);
+                Err(format!("cannot take over {}: {e}", root.display()))
+            }
+        }
+    }
+
+    /// Whether the supervisor made this subtree itself (not delegated).
+    pub fn is_nested(&self) -> bool {
+        self.home.is_some()
+    }
+
+    /// At the end of a supervisor that made its subtree itself: moves it back to the cgroup
+    /// it came from and removes the subtree once its components' cgroups have emptied (up to
+    /// a second). A delegated subtree is left to systemd.
+    pub fn dissolve(&self) {
+        let Some(home) = &self.home else { return };
+        let _ = write(&home.join("cgroup.procs"), &std::process::id().to_string());
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.root.exists() && Instant::now() < deadline {
+            remove_tree(&self.root);
+            if self.root.exists() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -296,6 +349,53 @@ impl CgroupTree {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err(&pdir)(e)),
         }
+    }
+}
+
+/// Removes `dir` and the cgroups below it, deepest first; populated ones stay.
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// Ends and removes the `flowctl-<pid>` subtrees of `own` whose supervisor is gone (a killed
+/// one's): what it contained is still running only because it was killed.
+fn remove_stale_subtrees(own: &Path) {
+    let Ok(entries) = fs::read_dir(own) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("flowctl-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = e.path();
+        if dir.join("cgroup.kill").exists() && write(&dir.join("cgroup.kill"), "1").is_ok() {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let populated = || {
+                read(&dir.join("cgroup.events"))
+                    .ok()
+                    .and_then(|t| flat_keyed(&t, "populated"))
+                    != Some(0)
+            };
+            while populated() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        remove_tree(&dir);
     }
 }
 
@@ -619,7 +719,8 @@ pub enum Containment {
 }
 
 impl Containment {
-    /// Detects delegation (unless `enabled` is false) and takes the subtree over.
+    /// Detects delegation and takes the subtree over, or else makes a subtree in the
+    /// supervisor's own cgroup where it may (unless `enabled` is false).
     pub fn setup(enabled: bool) -> Containment {
         let found = if enabled {
             detect()
@@ -631,6 +732,8 @@ impl Containment {
                 Ok(tree) => Ok(tree),
                 Err(e) => Err(format!("cannot take over {}: {e}", root.display())),
             },
+            Detection::NotDelegated(why) if enabled => CgroupTree::nested_in_own()
+                .map_err(|e| format!("{why}, and no cgroup of its own: {e}")),
             Detection::NotDelegated(why) => Err(why),
         };
         match outcome {
@@ -638,13 +741,22 @@ impl Containment {
                 for missing in tree.not_enforced() {
                     tracing::warn!("{missing}: resources.limits of that kind are ignored");
                 }
-                tracing::info!(cgroup = %tree.root().display(), "one cgroup per component");
+                if tree.is_nested() {
+                    tracing::info!(
+                        cgroup = %tree.root().display(),
+                        "one cgroup per component, in a subtree of the supervisor's own cgroup \
+                         (not delegated; removed at exit)"
+                    );
+                } else {
+                    tracing::info!(cgroup = %tree.root().display(), "one cgroup per component");
+                }
                 Containment::Cgroups(tree)
             }
             Err(reason) => {
                 tracing::warn!(
-                    "no delegated cgroup ({reason}): components run in process groups; limits \
-                     are not enforced and a process that leaves its group is not stopped with it"
+                    "no cgroup for the components ({reason}): they run in process groups; \
+                     limits are not enforced, and a process that leaves its group is found in \
+                     /proc and stopped with its component"
                 );
                 Containment::ProcessGroups { reason }
             }

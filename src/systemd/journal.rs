@@ -367,7 +367,7 @@ pub fn init_daemon_logging(filter: &str, sockets: &JournalSockets) -> Result<(),
     let result = match journald {
         Some(layer) => registry.with(layer).try_init(),
         None => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(io::stderr))
+            .with(tracing_subscriber::fmt::layer().with_writer(crate::stderr::MakeQueueWriter))
             .try_init(),
     };
     result.map_err(|e| LoggingError::AlreadySet(e.to_string()))

@@ -15,6 +15,10 @@
 //! --notify-status TXT  send STATUS=TXT with the readiness notification
 //! --watchdog-ms T      send WATCHDOG=1 every T ms
 //! --say TEXT           print TEXT on stdout and on stderr
+//! --print-lines N      print N numbered lines of 100 bytes on stderr
+//! --daemonize FILE     fork, setsid and fork again (a classic daemon, stdio on /dev/null); the
+//!                      daemon writes its pid to FILE and runs until killed (ignoring SIGTERM
+//!                      with --ignore-sigterm), the first fork exits at once
 //! ```
 
 use std::io::{Read, Write};
@@ -38,6 +42,8 @@ struct Opts {
     notify_status: Option<String>,
     watchdog_ms: Option<u64>,
     say: Option<String>,
+    print_lines: u64,
+    daemonize: Option<String>,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -64,6 +70,8 @@ fn parse() -> Result<Opts, String> {
             "--notify-status" => o.notify_status = Some(value()?),
             "--watchdog-ms" => o.watchdog_ms = Some(number(value()?)?),
             "--say" => o.say = Some(value()?),
+            "--print-lines" => o.print_lines = number(value()?)?,
+            "--daemonize" => o.daemonize = Some(value()?),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -131,6 +139,39 @@ fn serve_health() {
     });
 }
 
+/// The classic double fork: the daemon is in a session of its own, outside the component's
+/// process group, and its parent is gone, so the subreaper inherits it.
+fn daemonize(pid_file: &str) {
+    // SAFETY: this process has no other threads yet; the children only make system calls and
+    // write one file before pausing or exiting.
+    unsafe {
+        match libc::fork() {
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            0 => {
+                libc::setsid();
+                match libc::fork() {
+                    -1 => libc::_exit(1),
+                    0 => {
+                        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                        for fd in 0..3 {
+                            libc::dup2(null, fd);
+                        }
+                        write_atomic(pid_file, &std::process::id().to_string());
+                        loop {
+                            libc::pause();
+                        }
+                    }
+                    _ => libc::_exit(0),
+                }
+            }
+            first => {
+                let mut status = 0;
+                libc::waitpid(first, &mut status, 0);
+            }
+        }
+    }
+}
+
 fn main() {
     let o = match parse() {
         Ok(o) => o,
@@ -166,6 +207,16 @@ fn main() {
             .expect("spawn grandchild");
         #[allow(clippy::zombie_processes)]
         std::mem::forget(_grandchild);
+    }
+    if let Some(pid_file) = &o.daemonize {
+        daemonize(pid_file);
+    }
+    if o.print_lines > 0 {
+        let mut err = std::io::stderr().lock();
+        for i in 0..o.print_lines {
+            // A closed or full stderr is the supervisor's problem, not ours.
+            let _ = writeln!(err, "line {i:>10} {}", "x".repeat(84));
+        }
     }
     if o.ready_after_ms > 0 {
         std::thread::sleep(Duration::from_millis(o.ready_after_ms));
