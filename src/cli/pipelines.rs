@@ -211,6 +211,9 @@ pub fn run_json(run: &PipelineRun) -> serde_json::Value {
         "end_time": run.end_time.as_ref().map(rfc3339),
         "error": run.error,
         "component_ids": run.component_ids,
+        "from_ledger": (run.from_ledger > 0).then_some(run.from_ledger),
+        "to_ledger": (run.to_ledger > 0).then_some(run.to_ledger),
+        "last_ledger_done": (run.last_ledger_done > 0).then_some(run.last_ledger_done),
         "metrics": {
             "events_processed": m.events_processed,
             "events_per_second": m.events_per_second,
@@ -241,6 +244,8 @@ fn print_runs(conn: &Conn, runs: &[PipelineRun]) -> anyhow::Result<i32> {
                         status_word(r.status()).to_string(),
                         r.start_time.as_ref().map(ago).unwrap_or_default(),
                         duration(r),
+                        range_text(r),
+                        done_text(r),
                         r.metrics
                             .as_ref()
                             .map(|m| m.events_processed)
@@ -252,13 +257,37 @@ fn print_runs(conn: &Conn, runs: &[PipelineRun]) -> anyhow::Result<i32> {
                 .collect();
             print_table(
                 &[
-                    "RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "EVENTS", "ERROR",
+                    "RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "RANGE", "DONE", "EVENTS",
+                    "ERROR",
                 ],
                 &rows,
             );
         }
     }
     Ok(0)
+}
+
+/// `A-B`, `A-` (following the tip) or empty for a run without a range.
+fn range_text(run: &PipelineRun) -> String {
+    match (run.from_ledger, run.to_ledger) {
+        (0, _) => String::new(),
+        (from, 0) => format!("{from}-"),
+        (from, to) => format!("{from}-{to}"),
+    }
+}
+
+/// The last ledger the sinks wrote, and of how many in a bounded range.
+fn done_text(run: &PipelineRun) -> String {
+    let done = run.last_ledger_done;
+    match (run.from_ledger, run.to_ledger) {
+        _ if done == 0 => String::new(),
+        (from, to) if from > 0 && to >= from => {
+            let count = u64::from(to - from) + 1;
+            let written = u64::from(done.clamp(from - 1, to) - (from - 1));
+            format!("{done} ({written}/{count})")
+        }
+        _ => done.to_string(),
+    }
 }
 
 fn print_run(conn: &Conn, run: &PipelineRun) -> anyhow::Result<i32> {
@@ -278,6 +307,10 @@ fn print_run(conn: &Conn, run: &PipelineRun) -> anyhow::Result<i32> {
         println!("Ended:      {}", rfc3339(end));
     }
     println!("Duration:   {}", duration(run));
+    if run.from_ledger > 0 {
+        println!("Range:      {}", range_text(run));
+        println!("Done:       {}", done_text(run));
+    }
     if !run.error.is_empty() {
         println!("Error:      {}", run.error);
     }

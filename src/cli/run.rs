@@ -50,12 +50,44 @@ pub struct RunArgs {
     /// each component gets one when the host allows: a delegated or writable cgroup v2).
     #[arg(long)]
     pub no_cgroups: bool,
+
+    /// Run the ledgers from this one on, instead of the file's `spec.range` (sources and sinks
+    /// get it as START_LEDGER, unless their own env sets it).
+    #[arg(long, value_name = "LEDGER")]
+    pub from_ledger: Option<u32>,
+
+    /// ...up to and including this one (END_LEDGER); without it the run follows the tip.
+    #[arg(long, value_name = "LEDGER", requires = "from_ledger")]
+    pub to_ledger: Option<u32>,
+}
+
+impl RunArgs {
+    /// The range given on the command line, checked.
+    fn range(&self) -> anyhow::Result<Option<crate::plan::LedgerRange>> {
+        let Some(from) = self.from_ledger else {
+            return Ok(None);
+        };
+        if from == 0 {
+            anyhow::bail!("--from-ledger 0: ledgers start at 1");
+        }
+        if let Some(to) = self.to_ledger.filter(|to| *to < from) {
+            anyhow::bail!("--to-ledger {to} is before --from-ledger {from}");
+        }
+        Ok(Some(crate::plan::LedgerRange {
+            from,
+            to: self.to_ledger,
+        }))
+    }
 }
 
 /// Loads the file (every problem reported as `FILE:LINE:COL: error: …`) and runs it.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     crate::supervisor::fdlimit::raise();
-    let loaded = match spec::load_plan(&args.file, &ResolveOptions::default()) {
+    let options = ResolveOptions {
+        range: args.range()?,
+        ..Default::default()
+    };
+    let loaded = match spec::load_plan(&args.file, &options) {
         Ok(loaded) => loaded,
         Err(diags) => {
             for d in &diags {
@@ -178,6 +210,12 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
     use tokio::signal::unix::{signal, SignalKind};
     let interrupts = signal(SignalKind::interrupt());
     let terminates = signal(SignalKind::terminate());
+    let sinks: Vec<String> = plan
+        .components
+        .iter()
+        .filter(|c| c.role == crate::plan::Role::Sink)
+        .map(|c| c.id.clone())
+        .collect();
     let (supervisor, handle) = Supervisor::new(vec![plan], sup_options)?;
     let server = tokio::spawn(api::server::serve(listener, handle.clone()));
     crate::stderr_line!(
@@ -238,13 +276,20 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
                     .map(|_| format!("{}: SIGKILLed after its stop timeout", c.id))
             }))
             .collect();
+        // Done when every sink ended by itself: upstream components stopped because of that
+        // are part of completing, not an interruption.
+        let sinks_done = summary
+            .components
+            .iter()
+            .filter(|c| sinks.contains(&c.id))
+            .all(|c| c.state == StateName::Exited);
         let stopped = summary
             .components
             .iter()
             .any(|c| c.state == StateName::Stopped);
         let (status, error) = if !failed.is_empty() {
             (RunStatus::Failed, Some(failed.join("; ")))
-        } else if stopped {
+        } else if stopped && !sinks_done {
             (RunStatus::Stopped, None)
         } else {
             (RunStatus::Completed, None)

@@ -80,6 +80,8 @@ impl EmbeddedRegistry {
             config_yaml: plan.config_yaml.clone(),
             component_ids: plan.components.iter().map(|c| c.id.clone()).collect(),
             owner: Some(owner),
+            from_ledger: plan.range.map_or(0, |r| r.from),
+            to_ledger: plan.range.and_then(|r| r.to).unwrap_or(0),
             ..Default::default()
         })?;
         self.registry.update_run(

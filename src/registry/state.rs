@@ -254,6 +254,15 @@ struct Entry {
 }
 
 impl Entry {
+    /// What a sink reports as `last_ledger_written`.
+    fn last_ledger_written(&self) -> Option<u32> {
+        if self.registration.service_type != ServiceType::Sink {
+            return None;
+        }
+        let ledger = self.metrics.get("last_ledger_written")?.as_f64()?;
+        (ledger >= 1.0).then(|| ledger.min(u32::MAX as f64) as u32)
+    }
+
     fn liveness(&self) -> Liveness {
         Liveness {
             last_seen: self.last_seen,
@@ -288,6 +297,22 @@ struct ActiveRun {
     explicit_metrics: bool,
     /// Last metrics seen per component, kept when a component goes away.
     seen: HashMap<String, ComponentMetrics>,
+    /// The last ledger each sink reported written, kept when it goes away.
+    sink_ledgers: HashMap<String, u32>,
+}
+
+impl ActiveRun {
+    /// Notes what a component of this run reports; a run is as far as its slowest sink.
+    fn saw(&mut self, component_id: &str, entry: &Entry) {
+        self.seen
+            .insert(component_id.to_string(), component_metrics(&entry.metrics));
+        if let Some(ledger) = entry.last_ledger_written() {
+            self.sink_ledgers.insert(component_id.to_string(), ledger);
+            if let Some(done) = self.sink_ledgers.values().min() {
+                self.run.last_ledger_done = *done;
+            }
+        }
+    }
 }
 
 struct Runs {
@@ -347,6 +372,7 @@ impl Registry {
                         owner: None,
                         explicit_metrics: false,
                         seen,
+                        sink_ledgers: HashMap::new(),
                     },
                 )
             })
@@ -710,9 +736,7 @@ impl Registry {
             for active in runs.active.values_mut() {
                 for cid in [&component_id, &service_id] {
                     if active.run.component_ids.iter().any(|c| c == cid) {
-                        active
-                            .seen
-                            .insert(cid.clone(), component_metrics(&entry.metrics));
+                        active.saw(cid, &entry);
                     }
                 }
             }
@@ -773,6 +797,7 @@ impl Registry {
                 owner: new.owner,
                 explicit_metrics: false,
                 seen: HashMap::new(),
+                sink_ledgers: HashMap::new(),
             },
         );
         Ok(run)
@@ -814,11 +839,9 @@ impl Registry {
         if !active.explicit_metrics {
             {
                 let services = self.services_read();
-                for cid in &active.run.component_ids {
-                    if let Some(key) = Self::key_for(&services, cid) {
-                        active
-                            .seen
-                            .insert(cid.clone(), component_metrics(&services[&key].metrics));
+                for cid in active.run.component_ids.clone() {
+                    if let Some(key) = Self::key_for(&services, &cid) {
+                        active.saw(&cid, &services[&key]);
                     }
                 }
             }

@@ -147,20 +147,30 @@ impl ControlLoop {
             };
             // Heartbeat until told to stop or forgotten by the registry.
             loop {
+                let heartbeat = ServiceHeartbeat {
+                    service_id: service_id.clone(),
+                    timestamp: Some(now()),
+                    metrics: HashMap::new(),
+                };
                 if self.sleep_or_stop(interval).await {
-                    unregister(authed.clone(), &service_id).await;
+                    // The last counts go with the goodbye, so a run that ends between two
+                    // heartbeats still records what this component did.
+                    let last = ServiceHeartbeat {
+                        metrics: self.shared.provider.metrics().into_iter().collect(),
+                        ..heartbeat
+                    };
+                    goodbye(authed.clone(), &mut v0, last, &service_id).await;
                     self.shared.set_service_id(None);
                     return;
                 }
                 let heartbeat = ServiceHeartbeat {
-                    service_id: service_id.clone(),
-                    timestamp: Some(now()),
                     metrics: self
                         .shared
                         .provider
                         .metrics()
                         .into_iter()
                         .collect::<HashMap<_, _>>(),
+                    ..heartbeat
                 };
                 let beat = tokio::select! {
                     r = v0.heartbeat(heartbeat) => r,
@@ -206,6 +216,23 @@ impl ControlLoop {
 /// The longest a stopping component waits for the control plane to take its goodbye; after
 /// it, the registration simply expires.
 const UNREGISTER_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// A last heartbeat with the final metrics, then the unregistration, together within
+/// [`UNREGISTER_TIMEOUT`].
+async fn goodbye(
+    channel: Authed,
+    v0: &mut ControlPlaneClient<Authed>,
+    last: ServiceHeartbeat,
+    service_id: &str,
+) {
+    let started = tokio::time::Instant::now();
+    let _ = tokio::time::timeout(UNREGISTER_TIMEOUT / 2, v0.heartbeat(last)).await;
+    let _ = tokio::time::timeout(
+        UNREGISTER_TIMEOUT.saturating_sub(started.elapsed()),
+        unregister(channel, service_id),
+    )
+    .await;
+}
 
 /// Says goodbye through `flowctl.v1` (the older API has no unregister; a registry without it
 /// simply lets the registration expire).
