@@ -154,6 +154,7 @@ async fn run_async(
                 let Some(status) = handle.status().await else {
                     break;
                 };
+                runs.end_completed(&embedded, &status);
                 let line = status_line(&status);
                 let text = line.to_string();
                 if !ready_sent && settled(&status) {
@@ -239,6 +240,24 @@ impl PipelineRuns {
         if let Some((run_id, task)) = self.0.remove(pipeline) {
             task.abort();
             embedded.end_run(&run_id, RunStatus::Stopped, None);
+        }
+    }
+
+    /// A bounded pipeline that completed ends its run as completed, once.
+    fn end_completed(&mut self, embedded: &EmbeddedRegistry, status: &SupervisorStatus) {
+        for p in status.pipelines.iter().filter(|p| p.completed) {
+            let drained = p
+                .components
+                .iter()
+                .all(|c| matches!(c.state, StateName::Exited | StateName::Stopped));
+            if !drained {
+                continue;
+            }
+            if let Some((run_id, task)) = self.0.remove(&p.name) {
+                task.abort();
+                tracing::info!(pipeline = %p.name, run = %run_id, "bounded run completed");
+                embedded.end_run(&run_id, RunStatus::Completed, None);
+            }
         }
     }
 
@@ -463,6 +482,7 @@ fn status_line(status: &SupervisorStatus) -> StatusLine {
         components: all().count(),
         ready: all().filter(|c| c.ready).count(),
         failed: all().filter(|c| c.state == StateName::Failed).count(),
+        completed: status.pipelines.iter().filter(|p| p.completed).count(),
         ledgers_per_sec: ledgers_per_sec(status),
     }
 }
@@ -499,6 +519,7 @@ mod tests {
         let s = |cs: Vec<ComponentStatus>| SupervisorStatus {
             pipelines: vec![PipelineStatus {
                 name: "p".into(),
+                completed: false,
                 components: cs,
             }],
         };
@@ -535,10 +556,12 @@ mod tests {
             pipelines: vec![
                 PipelineStatus {
                     name: "a".into(),
+                    completed: false,
                     components: vec![with_rate(Some(10), "1000.5"), comp(StateName::Ready, true)],
                 },
                 PipelineStatus {
                     name: "b".into(),
+                    completed: false,
                     // A stopped source's last report is not a current rate; garbage is ignored.
                     components: vec![
                         with_rate(Some(11), "203.9"),
@@ -555,6 +578,7 @@ mod tests {
         let none = SupervisorStatus {
             pipelines: vec![PipelineStatus {
                 name: "a".into(),
+                completed: false,
                 components: vec![comp(StateName::Ready, true)],
             }],
         };

@@ -193,6 +193,11 @@ impl Collector for Snapshot {
                 self.0.pipelines.len(),
             ),
             ("components", "Components of all pipelines", all().count()),
+            (
+                "pipelines_completed",
+                "Pipelines whose bounded run completed: every sink finished, the rest drained",
+                self.0.pipelines.iter().filter(|p| p.completed).count(),
+            ),
         ] {
             let metric = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
             gauge(n as i64).encode(metric)?;
@@ -325,6 +330,7 @@ mod tests {
         let text = render(SupervisorStatus {
             pipelines: vec![PipelineStatus {
                 name: "p".into(),
+                completed: false,
                 components: vec![component("c", StateName::Stopping)],
             }],
         })
@@ -368,6 +374,7 @@ mod tests {
         let text = render(SupervisorStatus {
             pipelines: vec![PipelineStatus {
                 name: "ttp".into(),
+                completed: false,
                 components: vec![source, sink],
             }],
         })

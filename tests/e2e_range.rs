@@ -9,33 +9,6 @@ use std::path::Path;
 use e2e_common::*;
 use flowctl_proto::flowctl::RunStatus;
 
-/// The synthetic pipeline with its range in `spec.range` instead of the components' env.
-fn ranged_pipeline(dir: &Path, from: u32, to: u32) -> std::path::PathBuf {
-    let out = dir.join("events.jsonl");
-    let text = synthetic_pipeline(
-        "ranged",
-        from,
-        to,
-        0.0,
-        &format!(
-            "        SINK: jsonl\n        OUTPUT_FILE: \"{}\"",
-            out.display()
-        ),
-    );
-    let text: String = text
-        .lines()
-        .filter(|l| !l.contains("START_LEDGER") && !l.contains("END_LEDGER"))
-        .map(|l| {
-            if l == "spec:" {
-                format!("spec:\n  range: {{from_ledger: {from}, to_ledger: {to}}}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    pipeline(dir, "ranged", &text)
-}
-
 fn run_to_end(dir: &Path, file: &Path, extra: &[&str]) -> std::process::Output {
     let out = run_cmd(dir, file)
         .arg("--state-dir")
@@ -65,9 +38,9 @@ fn last_run(dir: &Path) -> flowctl_proto::flowctl::PipelineRun {
 #[test]
 fn spec_range_bounds_the_run_and_the_run_record_carries_it() {
     let dir = tempfile::tempdir().unwrap();
-    let file = ranged_pipeline(dir.path(), 2, 41);
+    let file = ranged_pipeline(dir.path(), "ranged", 2, 41);
     run_to_end(dir.path(), &file, &[]);
-    let events = parse_jsonl(&std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap());
+    let events = parse_jsonl(&std::fs::read_to_string(dir.path().join("ranged.jsonl")).unwrap());
     assert_eq!(events, reference_events(2, 41));
     let run = last_run(dir.path());
     assert_eq!(run.status(), RunStatus::Completed);
@@ -78,13 +51,13 @@ fn spec_range_bounds_the_run_and_the_run_record_carries_it() {
 #[test]
 fn from_and_to_ledger_on_the_command_line_replace_spec_range_for_one_run() {
     let dir = tempfile::tempdir().unwrap();
-    let file = ranged_pipeline(dir.path(), 2, 41);
+    let file = ranged_pipeline(dir.path(), "ranged", 2, 41);
     run_to_end(
         dir.path(),
         &file,
         &["--from-ledger", "10", "--to-ledger", "20"],
     );
-    let events = parse_jsonl(&std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap());
+    let events = parse_jsonl(&std::fs::read_to_string(dir.path().join("ranged.jsonl")).unwrap());
     assert!(!events.is_empty());
     assert!(events.iter().all(|e| (10..=20).contains(&ledger_of(e))));
     assert_eq!(events, reference_events(10, 20));

@@ -19,7 +19,7 @@ fn crash_loop_file(dir: &Path) -> PathBuf {
         "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata:\n  name: flood\nspec:\n  sources:\n\
          \x20   - id: spew\n      command: {}\n      args: [--print-lines, '2000', --crash]\n\
          \x20     restart:\n        policy: always\n        initial_delay: 50ms\n        max_delay: 50ms\n\
-         \x20       start_limit_burst: 1000000000\n      stop:\n        timeout: 5s\n",
+         \x20       start_limit_burst: 1000000\n      stop:\n        timeout: 5s\n",
         testkit().display()
     );
     std::fs::write(&path, text).unwrap();

@@ -102,6 +102,9 @@ pub struct SupervisorStatus {
 pub struct PipelineStatus {
     pub name: String,
     pub components: Vec<ComponentStatus>,
+    /// Every sink finished by itself (a bounded run): the rest was drained, nothing restarts.
+    #[serde(default)]
+    pub completed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -66,13 +66,16 @@ fn daemon_status(socket: Option<PathBuf>) -> Option<SupervisorStatus> {
 
 /// One word for a pipeline: `failed` when a component failed for good, `stopping` while one
 /// stops, `starting` while one is on its way up (or waiting to restart), `running` when every
-/// component is ready (or finished cleanly), `stopped` when all were stopped, `partial` when
+/// component is ready (or finished cleanly), `completed` when every sink finished by itself
+/// and the rest was drained (a bounded run), `stopped` when all were stopped, `partial` when
 /// an operator stopped some.
 pub fn pipeline_state(p: &PipelineStatus) -> &'static str {
     let any = |f: fn(StateName) -> bool| p.components.iter().any(|c| f(c.state));
     let all = |f: fn(StateName) -> bool| p.components.iter().all(|c| f(c.state));
     if any(|s| s == StateName::Failed) {
         "failed"
+    } else if p.completed && all(|s| matches!(s, StateName::Exited | StateName::Stopped)) {
+        "completed"
     } else if any(|s| s == StateName::Stopping) {
         "stopping"
     } else if any(|s| {
@@ -142,6 +145,7 @@ mod tests {
     fn pipeline(states: &[StateName]) -> PipelineStatus {
         PipelineStatus {
             name: "p".into(),
+            completed: false,
             components: states
                 .iter()
                 .map(|&state| ComponentStatus {
@@ -167,5 +171,15 @@ mod tests {
         ] {
             assert_eq!(pipeline_state(&pipeline(&states)), want, "{states:?}");
         }
+        let done = PipelineStatus {
+            completed: true,
+            ..pipeline(&[Stopped, Stopped, Exited])
+        };
+        assert_eq!(pipeline_state(&done), "completed");
+        let draining = PipelineStatus {
+            completed: true,
+            ..pipeline(&[Stopping, Stopped, Exited])
+        };
+        assert_eq!(pipeline_state(&draining), "stopping");
     }
 }

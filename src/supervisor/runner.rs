@@ -278,6 +278,8 @@ struct Group {
     members: Vec<usize>,
     /// A reload removed the pipeline: it goes away once its components have stopped.
     removed: bool,
+    /// Every sink finished by itself: the rest is drained and the pipeline is done.
+    completed: bool,
 }
 
 /// The supervisor of one or more pipelines.
@@ -374,6 +376,7 @@ impl Supervisor {
             plan,
             members,
             removed: false,
+            completed: false,
         });
         self.link(self.pipelines.len() - 1);
     }
@@ -492,13 +495,30 @@ impl Supervisor {
         all_done && (self.shutting_down || self.options.exit_when_done)
     }
 
-    /// Whether a bounded run's ends are done: every component that nothing depends on (the
-    /// sinks) exited cleanly while something upstream is still serving. Sources and processors
-    /// are servers that never end on their own, so this is how a bounded pipeline finishes.
-    fn sinks_finished(&self) -> bool {
-        let mut ends = self.components.values().filter(|c| c.dependents.is_empty());
-        let upstream_running = self.components.values().any(|c| !c.state.is_final());
-        upstream_running && ends.all(|c| c.state == State::Exited)
+    /// Marks the pipelines whose ends are done: every component that nothing depends on (the
+    /// sinks) exited cleanly. Sources and processors are servers that never end on their own,
+    /// so this is how a bounded pipeline finishes: what is still running of it is drained.
+    fn note_completed_pipelines(&mut self) {
+        for group in self
+            .pipelines
+            .iter_mut()
+            .filter(|g| !g.completed && !g.removed)
+        {
+            let members: Vec<&Component> = group
+                .members
+                .iter()
+                .filter_map(|&i| self.components.get(i))
+                .filter(|c| !c.retiring)
+                .collect();
+            let mut ends = members
+                .iter()
+                .filter(|c| c.dependents.is_empty())
+                .peekable();
+            if ends.peek().is_some() && ends.all(|c| c.state == State::Exited) {
+                tracing::info!(pipeline = %group.plan.name, "every sink finished: the pipeline is complete, stopping the rest of it");
+                group.completed = true;
+            }
+        }
     }
 
     /// Starts what may start, drains what may stop.
@@ -512,37 +532,47 @@ impl Supervisor {
                 tracing::info!("a component failed for good: stopping the pipeline");
                 self.shutting_down = true;
             }
-            if !self.shutting_down && self.options.exit_when_done && self.sinks_finished() {
-                tracing::info!("every sink finished: stopping the pipeline");
-                self.shutting_down = true;
-            }
-            let mut changed = false;
+            self.note_completed_pipelines();
+            let completed: std::collections::HashSet<&str> = self
+                .pipelines
+                .iter()
+                .filter(|g| g.completed)
+                .map(|g| g.plan.name.as_str())
+                .collect();
+            let going = |c: &Component| {
+                self.shutting_down || c.retiring || completed.contains(&*c.pipeline)
+            };
+            let (mut stop, mut start) = (Vec::new(), Vec::new());
             for i in self.components.indices() {
                 let c = &self.components[i];
-                if self.shutting_down || c.retiring {
+                if going(c) {
                     // A component a reload removes waits only for inputs that go too; the
                     // others keep running.
                     let inputs_down = order::may_stop(
                         c.inputs
                             .iter()
                             .filter_map(|&d| self.components.get(d))
-                            .filter(|d| self.shutting_down || d.retiring)
+                            .filter(|d| going(d))
                             .map(|d| &d.state),
                     );
                     if !c.drained && (inputs_down || !c.state.is_running()) {
-                        self.components[i].drained = true;
-                        self.feed(i, Event::StopRequested);
-                        changed = true;
+                        stop.push(i);
                     }
                 } else if c.state == State::Pending
                     && order::may_start(c.deps.iter().map(|&d| &self.components[d].state))
                 {
-                    self.feed(i, Event::DepsReady);
-                    changed = true;
+                    start.push(i);
                 }
             }
-            if !changed {
+            if stop.is_empty() && start.is_empty() {
                 break;
+            }
+            for i in stop {
+                self.components[i].drained = true;
+                self.feed(i, Event::StopRequested);
+            }
+            for i in start {
+                self.feed(i, Event::DepsReady);
             }
         }
         self.release_retired();
@@ -869,6 +899,7 @@ impl Supervisor {
             plan,
             members,
             removed: false,
+            completed: false,
         };
         self.link(g);
     }
@@ -924,6 +955,7 @@ impl Supervisor {
                 .iter()
                 .map(|group| PipelineStatus {
                     name: group.plan.name.clone(),
+                    completed: group.completed,
                     components: group
                         .members
                         .iter()
@@ -1164,9 +1196,14 @@ impl Supervisor {
         );
         let join = match &self.options.cgroups {
             Some(tree) => {
-                let cg = tree
-                    .component(&c.pipeline, &c.id)
-                    .map_err(|e| format!("cannot create its cgroup: {e}"))?;
+                let cg = tree.component(&c.pipeline, &c.id).map_err(|e| match &e {
+                    // Out of fds making the cgroup is as passing as out of fds forking.
+                    crate::systemd::cgroup::CgroupError::Io { source, .. } => StartFailure {
+                        message: format!("cannot create its cgroup: {e}"),
+                        lacks_resources: lacks_resources(source),
+                    },
+                    _ => format!("cannot create its cgroup: {e}").into(),
+                })?;
                 for missing in cg
                     .apply_limits(&c.plan.resources)
                     .map_err(|e| format!("cannot set its cgroup limits: {e}"))?

@@ -133,6 +133,8 @@ pub struct StatusLine {
     pub components: usize,
     pub ready: usize,
     pub failed: usize,
+    /// Pipelines whose bounded run completed.
+    pub completed: usize,
     /// Ledgers per second over all sources; `None` until a component has reported it.
     pub ledgers_per_sec: Option<f64>,
 }
@@ -145,6 +147,9 @@ impl fmt::Display for StatusLine {
             "{} pipeline{plural}, {}/{} ready, {} failed",
             self.pipelines, self.ready, self.components, self.failed
         )?;
+        if self.completed > 0 {
+            write!(f, ", {} completed", self.completed)?;
+        }
         if let Some(rate) = self.ledgers_per_sec {
             write!(f, ", {} ledgers/s", thousands(rate.round().max(0.0) as u64))?;
         }
@@ -175,6 +180,7 @@ mod tests {
             components: 6,
             ready: 6,
             failed: 0,
+            completed: 0,
             ledgers_per_sec: Some(1204.4),
         };
         assert_eq!(
@@ -186,9 +192,22 @@ mod tests {
             components: 3,
             ready: 1,
             failed: 1,
+            completed: 0,
             ledgers_per_sec: None,
         };
         assert_eq!(one.to_string(), "1 pipeline, 1/3 ready, 1 failed");
+        let done = StatusLine {
+            pipelines: 2,
+            components: 6,
+            ready: 3,
+            failed: 0,
+            completed: 1,
+            ledgers_per_sec: None,
+        };
+        assert_eq!(
+            done.to_string(),
+            "2 pipelines, 3/6 ready, 0 failed, 1 completed"
+        );
     }
 
     #[test]

@@ -254,6 +254,34 @@ spec:
     )
 }
 
+/// [`synthetic_pipeline`] with its range in `spec.range` instead of the components' env,
+/// writing JSONL to `DIR/NAME.jsonl`.
+pub fn ranged_pipeline(dir: &Path, name: &str, from: u32, to: u32) -> std::path::PathBuf {
+    let out = dir.join(format!("{name}.jsonl"));
+    let text = synthetic_pipeline(
+        name,
+        from,
+        to,
+        0.0,
+        &format!(
+            "        SINK: jsonl\n        OUTPUT_FILE: \"{}\"",
+            out.display()
+        ),
+    );
+    let text: String = text
+        .lines()
+        .filter(|l| !l.contains("START_LEDGER") && !l.contains("END_LEDGER"))
+        .map(|l| {
+            if l == "spec:" {
+                format!("spec:\n  range: {{from_ledger: {from}, to_ledger: {to}}}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    pipeline(dir, name, &text)
+}
+
 /// The events of synthetic ledgers `start..=end` as the pipeline writes them undisturbed:
 /// the reference the disturbed runs are compared with.
 pub fn reference_events(start: u32, end: u32) -> Vec<serde_json::Value> {
