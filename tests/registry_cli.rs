@@ -99,6 +99,7 @@ async fn cli_lists_services_and_pipeline_runs_and_resolves_run_prefixes() {
             pipeline_name: name.into(),
             config_yaml: String::new(),
             component_ids: vec!["ttp-processor".into()],
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -359,6 +359,7 @@ async fn runs_persist_across_a_registry_restart() {
             pipeline_name: "ttp".into(),
             config_yaml: "apiVersion: flowctl/v1\nkind: Pipeline\n".into(),
             component_ids: vec!["source".into(), "sink".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -381,6 +382,7 @@ async fn runs_persist_across_a_registry_restart() {
             pipeline_name: "ttp".into(),
             config_yaml: String::new(),
             component_ids: vec!["sink".into()],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -36,6 +36,7 @@ fn run(id: &str, config_yaml: String) -> CreatePipelineRunRequest {
         pipeline_name: "big".into(),
         config_yaml,
         component_ids: vec!["source".into()],
+        ..Default::default()
     }
 }
 

@@ -36,6 +36,7 @@ async fn pipeline_run_reads_show_no_password_of_the_pipeline_file() {
             pipeline_name: "ttp".into(),
             config_yaml: FILE.into(),
             component_ids: vec!["db".into()],
+            ..Default::default()
         })
         .await
         .unwrap()
