@@ -1,0 +1,200 @@
+//! `flowctl.v1.DeadLetterService` on a real registry over real sockets: who may report,
+//! read, resolve and purge dead letters, and what the store makes of repeated failures.
+
+mod registry_support;
+
+use flowctl::registry::client::{connect, ClientOptions, RegistryClient};
+use flowctl::registry::{Registry, RegistryConfig, ServerOptions, SupervisedComponent};
+use flowctl_proto::flowctl::v1::{
+    DeadLetterStatus, GetDeadLetterRequest, ListDeadLettersRequest, PurgeDeadLettersRequest,
+    ReportDeadLetterRequest, ResolveDeadLetterRequest,
+};
+use tonic::Code;
+
+async fn client(endpoint: &str, token: Option<&str>) -> RegistryClient {
+    let mut options = ClientOptions::from_env(endpoint);
+    options.token = token.map(str::to_string);
+    connect(&options).await.expect("connect")
+}
+
+fn report(pipeline: &str, component: &str, ledger: u32) -> ReportDeadLetterRequest {
+    ReportDeadLetterRequest {
+        pipeline: pipeline.into(),
+        component: component.into(),
+        ledger,
+        reason: format!("ledger {ledger}: cannot decode LedgerCloseMeta"),
+        payload: b"garbage".to_vec(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_standalone_registry_takes_reports_from_local_callers_but_resolves_and_purges_only_for_the_operator(
+) {
+    let server = registry_support::start(RegistryConfig::default()).await;
+    let mut tcp = client(&server.endpoint(), None).await;
+    let first = tcp
+        .dlq
+        .report(report("ttp", "source", 998))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.created);
+    let again = tcp
+        .dlq
+        .report(report("ttp", "source", 998))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.created);
+    let letter = again.letter.unwrap();
+    assert_eq!(letter.id, first.letter.unwrap().id);
+    assert_eq!(letter.attempts, 2);
+
+    // Reads are open: the listing has no payload, Get has it.
+    let listed = tcp
+        .dlq
+        .list(ListDeadLettersRequest {
+            pipeline: "ttp".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.letters.len(), 1);
+    assert!(listed.letters[0].payload.is_empty());
+    assert!(!listed.truncated);
+    let got = tcp
+        .dlq
+        .get(GetDeadLetterRequest {
+            id: letter.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.payload, b"garbage");
+    assert_eq!(got.ledger, 998);
+    let missing = tcp
+        .dlq
+        .get(GetDeadLetterRequest { id: "777".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing}");
+
+    // A report must say whose letter it is.
+    let nameless = tcp.dlq.report(report("", "", 1)).await.unwrap_err();
+    assert_eq!(nameless.code(), Code::InvalidArgument, "{nameless}");
+
+    let resolve = tcp
+        .dlq
+        .resolve(ResolveDeadLetterRequest {
+            id: letter.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(resolve.code(), Code::PermissionDenied, "{resolve}");
+    assert!(resolve.message().contains("Resolve"), "{resolve}");
+    let purge = tcp
+        .dlq
+        .purge(PurgeDeadLettersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(purge.code(), Code::PermissionDenied, "{purge}");
+
+    let mut unix = client(&server.operator_endpoint(), None).await;
+    let resolved = unix
+        .dlq
+        .resolve(ResolveDeadLetterRequest { id: letter.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resolved.status(), DeadLetterStatus::Resolved);
+    let purged = unix
+        .dlq
+        .purge(PurgeDeadLettersRequest {
+            resolved_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(purged.purged, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn in_a_supervisor_a_component_reports_only_for_itself_and_strangers_not_at_all() {
+    let registry = Registry::open(RegistryConfig::default()).unwrap();
+    let runtime = tempfile::tempdir().unwrap();
+    let server = registry_support::serve(
+        registry.clone(),
+        Some(runtime.path()),
+        ServerOptions {
+            token: Some("op-s3cret".into()),
+            in_supervisor: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    // Not supervised (yet): a stranger on loopback.
+    let mut stranger = client(&server.endpoint(), None).await;
+    let err = stranger
+        .dlq
+        .report(report("ttp", "source", 5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("this supervisor started"), "{err}");
+    // The operator's token may report for anyone.
+    let mut operator = client(&server.endpoint(), Some("op-s3cret")).await;
+    operator.dlq.report(report("ttp", "sink", 5)).await.unwrap();
+
+    // This test process, taken for the supervisor's child `ttp/source`.
+    registry.process_started(
+        std::process::id(),
+        SupervisedComponent {
+            pipeline: "ttp".into(),
+            component: "source".into(),
+        },
+    );
+    let mut own = client(&server.endpoint(), None).await;
+    // Leaving pipeline and component out reports for its own.
+    let mine = own
+        .dlq
+        .report(report("", "", 998))
+        .await
+        .unwrap()
+        .into_inner()
+        .letter
+        .unwrap();
+    assert_eq!(
+        (mine.pipeline.as_str(), mine.component.as_str()),
+        ("ttp", "source")
+    );
+    let err = own
+        .dlq
+        .report(report("ttp", "ttp-processor", 998))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("ttp/source"), "{err}");
+    let err = own
+        .dlq
+        .resolve(ResolveDeadLetterRequest {
+            id: mine.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    // It may read.
+    let all = own
+        .dlq
+        .list(ListDeadLettersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .letters;
+    assert_eq!(all.len(), 2);
+    registry.process_exited(std::process::id());
+    server.stop().await;
+}
