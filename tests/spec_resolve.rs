@@ -680,3 +680,21 @@ fn nul_bytes_in_values_are_errors() {
         "p.yaml:8:16: error: `env.A` contains a NUL byte, which no process argument or variable can hold"
     );
 }
+
+#[test]
+fn on_error_defaults_to_fail_and_dead_letter_is_per_component() {
+    let p = plan(
+        "  sources:
+    - id: src
+      command: src
+      on_error: dead-letter
+  sinks:
+    - id: snk
+      command: snk
+      inputs: [src]
+",
+        &opts_with(&[]),
+    );
+    assert_eq!(get(&p, "src").on_error, flowctl::plan::OnError::DeadLetter);
+    assert_eq!(get(&p, "snk").on_error, flowctl::plan::OnError::Fail);
+}
