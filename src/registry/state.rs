@@ -1253,6 +1253,49 @@ mod tests {
     }
 
     #[test]
+    fn a_completed_run_that_left_dead_letters_open_ends_completed_with_dead_letters() {
+        let r = Registry::open(RegistryConfig::default()).unwrap();
+        let new = || NewRun {
+            pipeline_name: "p".into(),
+            ..Default::default()
+        };
+        let (clean, with_letters) = (r.create_run(new()).unwrap(), r.create_run(new()).unwrap());
+        let report = super::super::dead_letters::NewDeadLetter {
+            pipeline: "p".into(),
+            component: "source".into(),
+            run_id: with_letters.run_id.clone(),
+            ledger: 998,
+            reason: "bad".into(),
+            ..Default::default()
+        };
+        r.dead_letters()
+            .report(report, std::time::SystemTime::now())
+            .unwrap();
+        let ended = |id: &str, status| r.end_run(id, status, None).unwrap().status();
+        assert_eq!(
+            ended(&clean.run_id, RunStatus::Completed),
+            RunStatus::Completed
+        );
+        assert_eq!(
+            ended(&with_letters.run_id, RunStatus::Completed),
+            RunStatus::CompletedWithDeadLetters
+        );
+        // A failed run stays failed, letters or not.
+        let failed = r.create_run(new()).unwrap();
+        let mut report = super::super::dead_letters::NewDeadLetter {
+            pipeline: "p".into(),
+            component: "sink".into(),
+            run_id: failed.run_id.clone(),
+            ..Default::default()
+        };
+        report.ledger = 1;
+        r.dead_letters()
+            .report(report, std::time::SystemTime::now())
+            .unwrap();
+        assert_eq!(ended(&failed.run_id, RunStatus::Failed), RunStatus::Failed);
+    }
+
+    #[test]
     fn orphaned_runs_from_a_previous_process_are_failed() {
         let dir = tempfile::tempdir().unwrap();
         let config = || RegistryConfig {
