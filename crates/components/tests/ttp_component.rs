@@ -29,7 +29,7 @@ async fn start_component(
     let config =
         ComponentConfig::from_env(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
             .unwrap();
-    let component = Component::bind(&config).await.unwrap();
+    let component = Component::bind(&config, None).await.unwrap();
     let addr = component.local_addr();
     let metrics = component.metrics();
     tokio::spawn(component.serve(flowctl_components::shutdown::Shutdown::never()));
