@@ -152,3 +152,44 @@ fn a_garbage_ledger_998_becomes_one_dead_letter_and_997_and_999_give_exactly_the
     // The payload is the object as read: "this" in hex.
     assert!(shown.contains("74686973"), "{shown}");
 }
+
+#[test]
+fn with_on_error_fail_the_same_garbage_ledger_fails_the_run_naming_ledger_998() {
+    let Some(root) = testdata() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_garbage_998(&root, dir.path());
+    let out_file = dir.path().join("events.jsonl");
+    let file = pipeline(
+        dir.path(),
+        "fail",
+        &datalake_pipeline(&lake, &out_file, "fail"),
+    );
+    let child = run_cmd(dir.path(), &file)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdout(std::fs::File::create(dir.path().join("flowctl.stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("flowctl.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let out = Running {
+        child: Some(child),
+        dir: dir.path().to_path_buf(),
+    }
+    .finish(Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The sink, told by the processor that the source cannot read 998, fails naming it.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("jsonl|") && l.contains("ledger 998")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("component `jsonl` of pipeline `testnet-dlq` failed"),
+        "{stderr}"
+    );
+    // What came before it was written; nothing after it.
+    let got = parse_jsonl(&std::fs::read_to_string(&out_file).unwrap_or_default());
+    assert!(got.iter().all(|e| ledger_of(e) == 997), "{got:?}");
+}

@@ -99,12 +99,23 @@ impl EventService for TtpService {
         let (jobs_tx, mut jobs) = mpsc::channel(PIPELINE);
         let producer = svc.clone();
         let shutdown = svc.shutdown.clone();
+        // Why the reader stopped early, when the source cannot go on: the stream's last word.
+        let fatal = Arc::new(std::sync::Mutex::new(None::<Status>));
+        let reader_fatal = fatal.clone();
         let reader = tokio::spawn(async move {
             loop {
                 let raw = tokio::select! {
                     _ = jobs_tx.closed() => return,
                     _ = shutdown.requested() => return,
                     raw = feed.next() => raw,
+                };
+                let raw = match raw {
+                    Ok(raw) => raw,
+                    Err(status) => {
+                        tracing::error!(%status, "the ledger source cannot go on");
+                        *reader_fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                        return;
+                    }
                 };
                 let seq = raw.sequence;
                 if end.is_some_and(|e| seq > e) {
@@ -138,6 +149,11 @@ impl EventService for TtpService {
                     next = jobs.recv() => next,
                 };
                 let Some((seq, started, job)) = next else {
+                    let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some(status) = fatal {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
                     // The reader is done: at the end of a bounded range the stream ends
                     // cleanly; stopped before it, it must not look complete.
                     let complete = end.is_some_and(|e| last.is_some_and(|l| l >= e));

@@ -129,7 +129,12 @@ impl DataLake {
                             .await?
                     }
                     None if !out.is_empty() => break,
-                    None => return Err(e),
+                    None => {
+                        return Err(SourceError::Unreadable {
+                            seq: start.max(from),
+                            message: e.to_string(),
+                        })
+                    }
                 },
             };
             for ledger in ledgers.into_iter().filter(|l| l.sequence <= last) {
@@ -170,7 +175,7 @@ impl DataLake {
         for sequence in start.max(from)..=end {
             let reason = format!("ledger {sequence}: {error}");
             if let Err(e) = letters.report(sequence, &reason, bytes).await {
-                return Err(SourceError::Ledger {
+                return Err(SourceError::Unreadable {
                     seq: sequence,
                     message: format!("{error}; {e}"),
                 });
