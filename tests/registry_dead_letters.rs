@@ -198,3 +198,80 @@ async fn in_a_supervisor_a_component_reports_only_for_itself_and_strangers_not_a
     registry.process_exited(std::process::id());
     server.stop().await;
 }
+
+/// `flowctl dlq ARGS` against `endpoint`.
+fn dlq(endpoint: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_flowctl"))
+        .arg("dlq")
+        .args(args)
+        .args(["--endpoint", endpoint])
+        .env_remove("FLOWCTL_TOKEN")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_ls_shows_open_letters_and_purge_over_the_socket_removes_resolved_then_all() {
+    let server = registry_support::start(RegistryConfig::default()).await;
+    let socket = server.operator_endpoint();
+    let mut c = client(&socket, None).await;
+    let a = c
+        .dlq
+        .report(report("ttp", "source", 998))
+        .await
+        .unwrap()
+        .into_inner()
+        .letter
+        .unwrap();
+    c.dlq.report(report("other", "ttp", 5)).await.unwrap();
+    c.dlq
+        .resolve(ResolveDeadLetterRequest { id: a.id.clone() })
+        .await
+        .unwrap();
+    c.dlq.report(report("ttp", "source", 999)).await.unwrap();
+
+    let ls = dlq(&socket, &["ls", "--pipeline", "ttp", "-o", "json"]);
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    let open: Vec<serde_json::Value> = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["ledger"], 999);
+    let all = dlq(&socket, &["ls", "--all"]);
+    let table = String::from_utf8_lossy(&all.stdout);
+    assert!(
+        table.contains("resolved") && table.contains("other"),
+        "{table}"
+    );
+    assert_eq!(
+        table.lines().count(),
+        4,
+        "a header and three letters:\n{table}"
+    );
+
+    let missing = dlq(&socket, &["show", "4242"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("4242"));
+
+    // Purging needs the operator: over loopback TCP a stranger is refused.
+    let refused = dlq(&server.endpoint(), &["purge"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Purge"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let resolved = dlq(&socket, &["purge", "--resolved"]);
+    assert_eq!(
+        String::from_utf8_lossy(&resolved.stdout).trim(),
+        "purged 1 dead letter(s)"
+    );
+    let rest = dlq(&socket, &["purge", "-o", "json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&rest.stdout).trim(),
+        r#"{"purged":2}"#
+    );
+    server.stop().await;
+}
