@@ -275,3 +275,73 @@ async fn dlq_ls_shows_open_letters_and_purge_over_the_socket_removes_resolved_th
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_sdk_records_a_dead_letter_cuts_a_large_payload_and_counts_it() {
+    let server = registry_support::start(RegistryConfig::default()).await;
+    let endpoint = server.endpoint();
+    let config = flowctl_sdk::Config::from_lookup("", |k| match k {
+        "ENABLE_FLOWCTL" => Some("true".into()),
+        "FLOWCTL_ENDPOINT" => Some(endpoint.clone()),
+        "FLOWCTL_COMPONENT_ID" => Some("ttp-processor".into()),
+        _ => None,
+    })
+    .unwrap();
+    let letters = flowctl_sdk::DeadLetters::new(&config).for_pipeline("ttp");
+    let big = vec![7u8; flowctl_sdk::dead_letters::MAX_PAYLOAD_BYTES + 100];
+    letters
+        .report(998, "ledger 998: not a valid LedgerCloseMeta", &big)
+        .await
+        .unwrap();
+    let mut c = client(&server.endpoint(), None).await;
+    let cut = c
+        .dlq
+        .get(GetDeadLetterRequest { id: "1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        cut.payload.len(),
+        flowctl_sdk::dead_letters::MAX_PAYLOAD_BYTES
+    );
+    assert!(cut.payload_truncated);
+    assert_eq!(cut.payload_size, big.len() as u64);
+    letters.report(998, "again", b"x").await.unwrap();
+    // Each report counts; the store holds one letter with two attempts.
+    assert_eq!(letters.total(), 2);
+    let listed = c
+        .dlq
+        .list(ListDeadLettersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .letters;
+    assert_eq!(listed.len(), 1);
+    let l = &listed[0];
+    assert_eq!(
+        (
+            l.pipeline.as_str(),
+            l.component.as_str(),
+            l.ledger,
+            l.attempts
+        ),
+        ("ttp", "ttp-processor", 998, 2)
+    );
+    assert_eq!(l.reason, "again");
+    let first = c
+        .dlq
+        .get(GetDeadLetterRequest { id: l.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.payload, b"x");
+    server.stop().await;
+
+    // A registry that is gone: the caller is told, nothing is counted.
+    let err = letters.report(999, "x", b"").await.unwrap_err();
+    assert!(
+        err.to_string().contains("cannot record a dead letter"),
+        "{err}"
+    );
+    assert_eq!(letters.total(), 2);
+}

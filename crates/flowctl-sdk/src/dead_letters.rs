@@ -86,6 +86,9 @@ pub struct DeadLetters {
     /// The client, or why there is none (a [`ReportError`]'s text).
     client: Result<DeadLetterServiceClient<Authed>, ReportError>,
     total: Arc<AtomicU64>,
+    /// Empty: the registry fills in the supervised caller's own.
+    pipeline: String,
+    component: String,
 }
 
 impl std::fmt::Debug for DeadLetters {
@@ -102,7 +105,16 @@ impl DeadLetters {
         DeadLetters {
             client: Self::client(config),
             total: Arc::new(AtomicU64::new(0)),
+            pipeline: String::new(),
+            component: config.component_id.clone().unwrap_or_default(),
         }
+    }
+
+    /// Names the pipeline, for a registry that did not start this process (a standalone
+    /// `flowctl server`); under a supervisor the registry knows it.
+    pub fn for_pipeline(mut self, pipeline: impl Into<String>) -> Self {
+        self.pipeline = pipeline.into();
+        self
     }
 
     fn client(config: &Config) -> Result<DeadLetterServiceClient<Authed>, ReportError> {
@@ -128,8 +140,8 @@ impl DeadLetters {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// Records that `ledger` could not be handled. The pipeline and component are the
-    /// caller's own (the registry knows which supervised process calls); the payload is cut
+    /// Records that `ledger` could not be handled, as `FLOWCTL_COMPONENT_ID` of the caller's
+    /// pipeline (which the registry knows for a process it supervises); the payload is cut
     /// to [`MAX_PAYLOAD_BYTES`]. An error means nothing was recorded: the caller must then
     /// fail rather than drop the ledger.
     pub async fn report(
@@ -144,6 +156,8 @@ impl DeadLetters {
         };
         let truncated = payload.len() > MAX_PAYLOAD_BYTES;
         let request = ReportDeadLetterRequest {
+            pipeline: self.pipeline.clone(),
+            component: self.component.clone(),
             ledger,
             reason: reason.to_string(),
             payload: payload[..payload.len().min(MAX_PAYLOAD_BYTES)].to_vec(),
