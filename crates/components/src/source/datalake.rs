@@ -125,8 +125,12 @@ impl DataLake {
                 Ok(ledgers) => ledgers,
                 Err((e, bytes)) => match &self.dead_letters {
                     Some(letters) => {
-                        self.set_aside(letters, start, from, last, &e, &bytes)
-                            .await?
+                        match self.set_aside(letters, start, from, last, &e, &bytes).await {
+                            Ok(markers) => markers,
+                            // As without dead letters: what came before is served first.
+                            Err(_) if !out.is_empty() => break,
+                            Err(e) => return Err(e),
+                        }
                     }
                     None if !out.is_empty() => break,
                     None => {
