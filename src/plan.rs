@@ -65,6 +65,7 @@ pub struct ComponentPlan {
     pub env: BTreeMap<String, String>,
     /// Pass the supervisor's whole environment through (default false).
     pub inherit_env: bool,
+    pub on_error: OnError,
     pub working_dir: Option<PathBuf>,
     pub user: Option<String>,
     pub group: Option<String>,
@@ -111,6 +112,26 @@ pub struct Resources {
     pub cpu_max: Option<f64>,
     /// Tasks, for `pids.max`.
     pub pids_max: Option<u64>,
+}
+
+/// What a component does with a ledger it cannot handle (`on_error`), handed to it as
+/// `FLOWCTL_ON_ERROR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Stop with an error naming the ledger.
+    #[default]
+    Fail,
+    /// Record it as a dead letter with the control plane and go on with the next ledger.
+    DeadLetter,
+}
+
+impl OnError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::Fail => "fail",
+            OnError::DeadLetter => "dead-letter",
+        }
+    }
 }
 
 /// systemd's `Restart=` vocabulary.

@@ -762,3 +762,21 @@ fn a_range_ending_before_it_starts_or_without_a_start_is_an_error_with_its_posit
         assert!(d.starts_with("p.yaml:5:"), "{range}: {d}");
     }
 }
+
+#[test]
+fn on_error_defaults_to_fail_and_dead_letter_is_per_component() {
+    let p = plan(
+        "  sources:
+    - id: src
+      command: src
+      on_error: dead-letter
+  sinks:
+    - id: snk
+      command: snk
+      inputs: [src]
+",
+        &opts_with(&[]),
+    );
+    assert_eq!(get(&p, "src").on_error, flowctl::plan::OnError::DeadLetter);
+    assert_eq!(get(&p, "snk").on_error, flowctl::plan::OnError::Fail);
+}

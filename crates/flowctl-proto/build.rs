@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "flowctl/control_plane.proto",
         "flowctl/v1/control_plane.proto",
+        "flowctl/v1/dead_letter.proto",
         "raw_ledger_service/raw_ledger_service.proto",
         "token_transfer_service/event_service.proto",
         "token_transfer/token_transfer_event.proto",

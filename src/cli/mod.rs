@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 pub mod apply;
 pub mod delete;
+pub mod dlq;
 pub mod get;
 pub mod list;
 pub mod logs;
@@ -39,6 +40,8 @@ pub enum Command {
     List(list::Args),
     /// Pipeline run history: list, runs NAME, get RUN_ID, stop RUN_ID.
     Pipelines(pipelines::Args),
+    /// Dead letters: the ledgers components set aside (ls, show ID, purge).
+    Dlq(dlq::Args),
     /// Show a kind of resource: pipelines or services.
     Get(get::Args),
     /// Install a pipeline file into the running daemon (validate, write, reload).
@@ -57,6 +60,7 @@ impl Command {
             Command::Server(args) => args.run(),
             Command::List(args) => args.run(),
             Command::Pipelines(args) => args.run(),
+            Command::Dlq(args) => args.run(),
             Command::Get(args) => args.run(),
             Command::Apply(args) => apply::run(args),
             Command::Delete(args) => delete::run(args),

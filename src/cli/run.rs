@@ -169,7 +169,10 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
     let socket = api::socket::socket_path(&runtime_dir);
     let listener = api::socket::bind(&socket)?;
     let name = plan.name.clone();
+    let pipeline = plan.name.clone();
     let mut sup_options = SupervisorOptions::new(&runtime_dir);
+    // Where `flowctl dlq --state-dir` finds this run's dead letters.
+    let mut letters_dir = None;
     let embedded = match options.registry {
         RegistryChoice::None => None,
         RegistryChoice::Remote(endpoint) => {
@@ -194,6 +197,7 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
             })?;
             sup_options.endpoint = Some(embedded.endpoint());
             sup_options.registry = Some(Arc::new(embedded.registry.clone()));
+            letters_dir = Some(state_dir);
             Some(embedded)
         }
     };
@@ -296,10 +300,28 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         };
         embedded.end_run(run_id, status, error);
     }
+    let letters = match (&embedded, &run_id) {
+        (Some(embedded), Some(run_id)) => embedded
+            .registry
+            .dead_letters()
+            .open_for_run(run_id)
+            .unwrap_or(0),
+        _ => 0,
+    };
     signals.abort();
     server.abort();
     let _ = std::fs::remove_file(&socket);
-    Ok(report(&summary?))
+    let code = report(&summary?);
+    if letters > 0 {
+        let dir = letters_dir
+            .map(|d| format!(" --state-dir {}", d.display()))
+            .unwrap_or_default();
+        eprintln!(
+            "flowctl: pipeline `{pipeline}` completed with {letters} dead letter(s); list them \
+             with `flowctl dlq ls --pipeline {pipeline}{dir}`"
+        );
+    }
+    Ok(code)
 }
 
 /// Says what each component used and what failed, and picks the exit code.

@@ -1,6 +1,6 @@
 //! Who may call what on the registry.
 //!
-//! | caller | reads | a component's own register / heartbeat / unregister | runs: create, update, stop |
+//! | caller | reads | a component's own register / heartbeat / unregister / dead letter | runs: create, update, stop; dead letters: resolve, purge |
 //! |---|---|---|---|
 //! | the unix socket (0660) or the operator token | yes | any component | yes |
 //! | a process the supervisor started (found by [`super::peer`]) | yes | only its own | no |
@@ -36,7 +36,7 @@ pub enum Caller {
     Anonymous,
 }
 
-/// The permission checks the two gRPC services make before acting.
+/// The permission checks the gRPC services make before acting.
 #[derive(Debug, Clone)]
 pub struct Access {
     registry: Registry,
@@ -127,6 +127,40 @@ impl Access {
                 Anonymous::ReadAndRegister => Ok(None),
                 Anonymous::Nothing => Err(missing_token()),
                 Anonymous::Read => Err(not_supervised("Register")),
+            },
+        }
+    }
+
+    /// A dead letter for `pipeline`/`component`. A supervised process reports for its own
+    /// component only (empty fields are filled in with it); the operator for any; anonymous
+    /// callers where they may register.
+    pub fn report_for<T>(
+        &self,
+        request: &Request<T>,
+        pipeline: &mut String,
+        component: &mut String,
+    ) -> Result<(), Status> {
+        match self.caller(request.extensions()) {
+            Caller::Operator => Ok(()),
+            Caller::Component(own) => {
+                for (field, value, owned) in [
+                    ("pipeline", &mut *pipeline, &own.pipeline),
+                    ("component", &mut *component, &own.component),
+                ] {
+                    if value.is_empty() {
+                        value.clone_from(owned);
+                    } else if *value != *owned {
+                        return Err(Status::permission_denied(format!(
+                            "this process belongs to component {own}, so it cannot report a                              dead letter for {field} {value:?}"
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            Caller::Anonymous => match self.anonymous {
+                Anonymous::ReadAndRegister => Ok(()),
+                Anonymous::Nothing => Err(missing_token()),
+                Anonymous::Read => Err(not_supervised("Report")),
             },
         }
     }

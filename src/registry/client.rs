@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use flowctl_proto::flowctl::control_plane_client::ControlPlaneClient;
 use flowctl_proto::flowctl::v1::control_plane_service_client::ControlPlaneServiceClient;
+use flowctl_proto::flowctl::v1::dead_letter_service_client::DeadLetterServiceClient;
 use hyper_util::rt::TokioIo;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -107,11 +108,12 @@ impl tonic::service::Interceptor for TokenInterceptor {
 
 pub type AuthChannel = InterceptedService<Channel, TokenInterceptor>;
 
-/// Clients of both APIs over one connection.
+/// Clients of every API over one connection.
 #[derive(Clone)]
 pub struct RegistryClient {
     pub v0: ControlPlaneClient<AuthChannel>,
     pub v1: ControlPlaneServiceClient<AuthChannel>,
+    pub dlq: DeadLetterServiceClient<AuthChannel>,
     pub channel: AuthChannel,
 }
 
@@ -191,6 +193,7 @@ pub async fn connect(options: &ClientOptions) -> Result<RegistryClient, ClientEr
     Ok(RegistryClient {
         v0: ControlPlaneClient::new(channel.clone()),
         v1: ControlPlaneServiceClient::new(channel.clone()),
+        dlq: DeadLetterServiceClient::new(channel.clone()),
         channel,
     })
 }

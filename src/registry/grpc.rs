@@ -19,6 +19,7 @@ use flowctl_proto::flowctl::{
 use tonic::{Request, Response, Status};
 
 use super::access::Access;
+use super::dead_letters::DeadLetterError;
 use super::health::HealthStatus;
 use super::limits;
 use super::state::{
@@ -46,6 +47,13 @@ impl From<RegistryError> for Status {
             RegistryError::StopFailed { .. } => Status::unavailable(message),
             RegistryError::Store(_) => {
                 tracing::error!(error = %message, "run store failed");
+                Status::internal(message)
+            }
+            RegistryError::DeadLetters(DeadLetterError::Full { .. }) => {
+                Status::resource_exhausted(message)
+            }
+            RegistryError::DeadLetters(_) => {
+                tracing::error!(error = %message, "dead-letter store failed");
                 Status::internal(message)
             }
         }

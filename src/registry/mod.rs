@@ -4,7 +4,9 @@
 //! - [`health`]: the pure rule deciding a component's health from its heartbeats.
 //! - [`state`]: [`Registry`], the one place the state lives, and the supervisor's API to it.
 //! - [`store`]: run history in SQLite under the state dir.
-//! - [`grpc`]: `flowctl.ControlPlane` and `flowctl.v1.ControlPlaneService` over the registry.
+//! - [`dead_letters`]: the ledgers and events components set aside, beside the run history.
+//! - [`grpc`]: `flowctl.ControlPlane` and `flowctl.v1.ControlPlaneService` over the registry,
+//!   and `flowctl.v1.DeadLetterService` over its dead-letter store.
 //! - [`server`]: TCP and unix-socket serving, bearer token and mutual TLS.
 //! - [`access`]: who may call what: the operator, the processes the supervisor started, anyone.
 //! - [`connections`]: capped TCP connections that must start talking promptly.
@@ -58,6 +60,8 @@
 pub mod access;
 pub mod client;
 pub mod connections;
+pub mod dead_letter_grpc;
+pub mod dead_letters;
 pub mod embedded;
 pub mod grpc;
 pub mod health;

@@ -1,5 +1,6 @@
 //! Serving the registry: one gRPC server with `flowctl.ControlPlane`,
-//! `flowctl.v1.ControlPlaneService` and `grpc.health.v1.Health`, on TCP and on a unix socket.
+//! `flowctl.v1.ControlPlaneService`, `flowctl.v1.DeadLetterService` and `grpc.health.v1.Health`,
+//! on TCP and on a unix socket.
 //!
 //! Security: the unix socket is guarded by file permissions (0660, in the runtime dir) and
 //! takes no token; it and the operator's bearer token may do everything. What a TCP caller
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use flowctl_proto::flowctl::control_plane_server::ControlPlaneServer;
 use flowctl_proto::flowctl::v1::control_plane_service_server::ControlPlaneServiceServer;
+use flowctl_proto::flowctl::v1::dead_letter_service_server::DeadLetterServiceServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::interceptor::InterceptedService;
@@ -22,6 +24,7 @@ use tonic_health::ServingStatus;
 
 use super::access::{Access, Anonymous, OperatorToken};
 use super::connections::ConnectionLimits;
+use super::dead_letter_grpc::DeadLetterServiceImpl;
 use super::grpc::{ControlPlaneV0, ControlPlaneV1};
 use super::limits::MAX_MESSAGE_BYTES;
 use super::state::Registry;
@@ -251,7 +254,12 @@ impl RegistryServer {
         let sweeper = tokio::spawn(self.registry.clone().sweep_forever());
 
         let (reporter, health) = tonic_health::server::health_reporter();
-        for name in ["", "flowctl.ControlPlane", "flowctl.v1.ControlPlaneService"] {
+        for name in [
+            "",
+            "flowctl.ControlPlane",
+            "flowctl.v1.ControlPlaneService",
+            "flowctl.v1.DeadLetterService",
+        ] {
             reporter
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
@@ -262,8 +270,14 @@ impl RegistryServer {
         let v0 =
             ControlPlaneServer::new(ControlPlaneV0::new(self.registry.clone(), access.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let v1 = ControlPlaneServiceServer::new(ControlPlaneV1::new(self.registry.clone(), access))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let v1 = ControlPlaneServiceServer::new(ControlPlaneV1::new(
+            self.registry.clone(),
+            access.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let dlq =
+            DeadLetterServiceServer::new(DeadLetterServiceImpl::new(self.registry.clone(), access))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(listener) = self.tcp {
@@ -281,6 +295,7 @@ impl RegistryServer {
             let router = builder
                 .add_service(InterceptedService::new(v0.clone(), auth.clone()))
                 .add_service(InterceptedService::new(v1.clone(), auth.clone()))
+                .add_service(InterceptedService::new(dlq.clone(), auth.clone()))
                 .add_service(InterceptedService::new(health.clone(), auth));
             // Heartbeats are small writes: `incoming` sets TCP_NODELAY, or Nagle and delayed
             // ACKs would add tens of milliseconds to some of them.
@@ -295,6 +310,7 @@ impl RegistryServer {
             let router = Server::builder()
                 .add_service(v0)
                 .add_service(v1)
+                .add_service(dlq)
                 .add_service(health);
             let incoming = UnixListenerStream::new(listener);
             let stop = stopped(stop_rx.clone());

@@ -14,6 +14,7 @@ use flowctl_proto::flowctl::v1::{ComponentInfo, ComponentType};
 use flowctl_proto::flowctl::{ComponentMetrics, PipelineRun, RunMetrics, RunStatus, ServiceType};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::dead_letters::{DeadLetterError, DeadLetterStore};
 use super::health::{self, HealthStatus, Liveness};
 use super::store::{system_time_timestamp, timestamp_ms, RunFilter, RunStore, StoreError};
 
@@ -83,6 +84,8 @@ pub enum RegistryError {
     StopFailed { run_id: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    DeadLetters(#[from] DeadLetterError),
 }
 
 /// A metric value as the component sent it: `flowctl.ControlPlane` sends numbers,
@@ -327,6 +330,7 @@ struct Inner {
     /// The live processes the supervisor started, by pid.
     supervised: RwLock<HashMap<u32, SupervisedComponent>>,
     runs: Mutex<Runs>,
+    dead_letters: Mutex<DeadLetterStore>,
     events: broadcast::Sender<RegistryEvent>,
 }
 
@@ -377,6 +381,10 @@ impl Registry {
                 )
             })
             .collect();
+        let dead_letters = match &config.state_dir {
+            Some(dir) => DeadLetterStore::open(dir)?,
+            None => DeadLetterStore::in_memory()?,
+        };
         let (events, _) = broadcast::channel(1024);
         Ok(Registry {
             inner: Arc::new(Inner {
@@ -385,6 +393,7 @@ impl Registry {
                 services: RwLock::new(HashMap::new()),
                 supervised: RwLock::new(HashMap::new()),
                 runs: Mutex::new(Runs { store, active }),
+                dead_letters: Mutex::new(dead_letters),
                 events,
             }),
         })
@@ -392,6 +401,22 @@ impl Registry {
 
     pub fn config(&self) -> &RegistryConfig {
         &self.inner.config
+    }
+
+    /// The id of the newest active run of `pipeline`, if any (dead letters reported without
+    /// a run id belong to it).
+    pub fn active_run_of(&self, pipeline: &str) -> Option<String> {
+        let runs = lock(&self.inner.runs);
+        runs.active
+            .values()
+            .filter(|a| a.run.pipeline_name == pipeline)
+            .max_by_key(|a| a.run.start_time.as_ref().map(timestamp_ms))
+            .map(|a| a.run.run_id.clone())
+    }
+
+    /// The dead-letter store, beside the run store.
+    pub fn dead_letters(&self) -> std::sync::MutexGuard<'_, DeadLetterStore> {
+        lock(&self.inner.dead_letters)
     }
 
     pub fn ttl(&self) -> Duration {
@@ -919,6 +944,13 @@ impl Registry {
                 super::store::status_word(status)
             )));
         }
+        // A run that completed leaving letters open says so.
+        let status = match status {
+            RunStatus::Completed if self.dead_letters().open_for_run(run_id)? > 0 => {
+                RunStatus::CompletedWithDeadLetters
+            }
+            other => other,
+        };
         self.update_run(
             run_id,
             RunUpdate {
@@ -1042,7 +1074,10 @@ const RUN_FLUSH_PERIOD: Duration = Duration::from_secs(10);
 fn is_terminal(status: RunStatus) -> bool {
     matches!(
         status,
-        RunStatus::Completed | RunStatus::Failed | RunStatus::Stopped
+        RunStatus::Completed
+            | RunStatus::CompletedWithDeadLetters
+            | RunStatus::Failed
+            | RunStatus::Stopped
     )
 }
 
@@ -1238,6 +1273,49 @@ mod tests {
         assert!(ended.end_time.is_some());
         let again = r.update_run(&run.run_id, RunUpdate::default()).unwrap_err();
         assert!(matches!(again, RegistryError::RunEnded { .. }));
+    }
+
+    #[test]
+    fn a_completed_run_that_left_dead_letters_open_ends_completed_with_dead_letters() {
+        let r = Registry::open(RegistryConfig::default()).unwrap();
+        let new = || NewRun {
+            pipeline_name: "p".into(),
+            ..Default::default()
+        };
+        let (clean, with_letters) = (r.create_run(new()).unwrap(), r.create_run(new()).unwrap());
+        let report = super::super::dead_letters::NewDeadLetter {
+            pipeline: "p".into(),
+            component: "source".into(),
+            run_id: with_letters.run_id.clone(),
+            ledger: 998,
+            reason: "bad".into(),
+            ..Default::default()
+        };
+        r.dead_letters()
+            .report(report, std::time::SystemTime::now())
+            .unwrap();
+        let ended = |id: &str, status| r.end_run(id, status, None).unwrap().status();
+        assert_eq!(
+            ended(&clean.run_id, RunStatus::Completed),
+            RunStatus::Completed
+        );
+        assert_eq!(
+            ended(&with_letters.run_id, RunStatus::Completed),
+            RunStatus::CompletedWithDeadLetters
+        );
+        // A failed run stays failed, letters or not.
+        let failed = r.create_run(new()).unwrap();
+        let mut report = super::super::dead_letters::NewDeadLetter {
+            pipeline: "p".into(),
+            component: "sink".into(),
+            run_id: failed.run_id.clone(),
+            ..Default::default()
+        };
+        report.ledger = 1;
+        r.dead_letters()
+            .report(report, std::time::SystemTime::now())
+            .unwrap();
+        assert_eq!(ended(&failed.run_id, RunStatus::Failed), RunStatus::Failed);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::model::{
 use super::node::{Node, Pos, Value};
 use super::reader::{scalar_text, suggest, Ctx, Obj};
 use super::units;
-use crate::plan::{Resources, RestartPolicy, Rlimits, Role};
+use crate::plan::{OnError, Resources, RestartPolicy, Rlimits, Role};
 
 const TOP: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 const METADATA: &[&str] = &["name", "namespace", "labels", "annotations", "description"];
@@ -59,6 +59,7 @@ const COMPONENT: &[&str] = &[
     "liveness",
     "stop",
     "watchdog",
+    "on_error",
 ];
 const PORT: &[&str] = &["name", "containerPort", "hostPort", "protocol"];
 const RESOURCES: &[&str] = &["requests", "limits"];
@@ -104,6 +105,7 @@ const STOP: &[&str] = &["signal", "timeout"];
 const DRIVERS: &[&str] = &["process", "local", "dag"];
 const CONTAINER_DRIVERS: &[&str] = &["docker", "container", "kubernetes", "k8s", "nomad"];
 const RESTART_POLICIES: &[&str] = &["no", "always", "on-failure", "unless-stopped"];
+const ON_ERROR: &[&str] = &["fail", "dead-letter"];
 
 pub const API_VERSION: &str = "flowctl/v1";
 
@@ -436,6 +438,7 @@ fn component(
         user: None,
         group: None,
         inherit_env: None,
+        on_error: None,
     };
 
     let (argv, implied_env) = program(ctx, &o, &c, &what);
@@ -527,6 +530,9 @@ fn component(
     }
     if let Some(n) = o.get("inherit_env") {
         c.inherit_env = ctx.bool(n, "inherit_env");
+    }
+    if let Some(n) = o.get("on_error") {
+        c.on_error = on_error(ctx, n);
     }
     if let Some(n) = o.get("replicas") {
         if let Some(r) = ctx.int(n, "replicas", i128::MIN, i128::MAX) {
@@ -972,6 +978,27 @@ fn ports(ctx: &mut Ctx, node: &Node) -> Vec<Port> {
         ports.push(port);
     }
     ports
+}
+
+fn on_error(ctx: &mut Ctx, n: &Node) -> Option<OnError> {
+    let s = ctx.string(n, "on_error")?;
+    match s.as_str() {
+        "fail" => Some(OnError::Fail),
+        "dead-letter" => Some(OnError::DeadLetter),
+        _ => {
+            let hint = suggest(&s, ON_ERROR)
+                .map(|h| format!("; did you mean `{h}`?"))
+                .unwrap_or_default();
+            ctx.error(
+                n.pos,
+                format!(
+                    "`on_error: {s}` is not known (known: {}){hint}",
+                    ON_ERROR.join(", ")
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn restart_policy(ctx: &mut Ctx, n: &Node, field: &str) -> Option<RestartPolicy> {

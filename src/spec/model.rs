@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::diag::Diagnostics;
 use super::node::Pos;
-use crate::plan::{Resources, RestartPolicy, Rlimits, Role};
+use crate::plan::{OnError, Resources, RestartPolicy, Rlimits, Role};
 
 /// A value and where it was written.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +89,7 @@ pub struct Component {
     pub user: Option<At<String>>,
     pub group: Option<At<String>>,
     pub inherit_env: Option<bool>,
+    pub on_error: Option<OnError>,
 }
 
 impl Component {

@@ -72,6 +72,10 @@ pub fn child_env(plan: &ComponentPlan, inputs: &EnvInputs<'_>) -> BTreeMap<Strin
         HEARTBEAT_INTERVAL.to_string(),
     );
     env.insert("HEALTH_PORT".to_string(), plan.health_port.to_string());
+    env.insert(
+        "FLOWCTL_ON_ERROR".to_string(),
+        plan.on_error.as_str().to_string(),
+    );
     if let Some(grpc) = plan.ports.iter().find(|p| p.name == "grpc") {
         env.insert("PORT".to_string(), grpc.port.to_string());
     }
@@ -125,6 +129,7 @@ mod tests {
             ("FLOWCTL_SERVICE_ID", "ttp"),
             ("FLOWCTL_HEARTBEAT_INTERVAL", "10s"),
             ("HEALTH_PORT", "8088"),
+            ("FLOWCTL_ON_ERROR", "fail"),
             ("PORT", "50051"),
         ]
         .into_iter()
@@ -151,9 +156,25 @@ mod tests {
         );
         assert_eq!(env["FLOWCTL_HEARTBEAT_INTERVAL"], "10000");
         assert_eq!(env["SECRET"], "x");
+        assert_eq!(env["FLOWCTL_ON_ERROR"], "fail");
         assert_eq!(env["HOME"], "/home/flowctl");
         assert_eq!(env["ENABLE_FLOWCTL"], "false");
         assert_eq!(env["NOTIFY_SOCKET"], "/run/n.sock");
         assert!(!env.contains_key("FLOWCTL_ENDPOINT"));
+    }
+
+    #[test]
+    fn on_error_is_handed_over_and_the_component_env_wins() {
+        let mut plan = component("c");
+        plan.on_error = crate::plan::OnError::DeadLetter;
+        let inputs = EnvInputs {
+            endpoint: None,
+            notify_socket: None,
+            user_home: None,
+            parent: &[],
+        };
+        assert_eq!(child_env(&plan, &inputs)["FLOWCTL_ON_ERROR"], "dead-letter");
+        plan.env.insert("FLOWCTL_ON_ERROR".into(), "fail".into());
+        assert_eq!(child_env(&plan, &inputs)["FLOWCTL_ON_ERROR"], "fail");
     }
 }

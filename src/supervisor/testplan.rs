@@ -19,6 +19,7 @@ pub fn component(id: &str) -> ComponentPlan {
         args: Vec::new(),
         env: BTreeMap::new(),
         inherit_env: false,
+        on_error: Default::default(),
         working_dir: None,
         user: None,
         group: None,

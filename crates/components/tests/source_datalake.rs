@@ -241,6 +241,49 @@ async fn a_corrupt_object_ends_the_stream_with_an_error_naming_it() {
     );
     assert!(err.message().contains(&key), "{}", err.message());
     assert!(err.message().contains("zstd"), "{}", err.message());
+    // Asking again will not help: consumers are told so, and which ledger it is.
+    assert_eq!(err.code(), tonic::Code::DataLoss, "{err}");
+    assert!(err.message().contains("ledger 16"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn with_dead_letters_but_no_control_plane_a_corrupt_object_still_ends_the_stream() {
+    let (dir, _gen, _ledgers) = synthetic_lake();
+    let m = Manifest {
+        network_passphrase: stellar_synth::DEFAULT_PASSPHRASE.into(),
+        version: "1.0".into(),
+        compression: "zstd".into(),
+        ledgers_per_batch: 4,
+        batches_per_partition: 2,
+    };
+    std::fs::write(dir.path().join(m.object_key(16)), b"not zstd at all").unwrap();
+    let (_p, port) = source(&[
+        ("DATALAKE_URL", dir.path().to_str().unwrap()),
+        ("FLOWCTL_ON_ERROR", "dead-letter"),
+        ("ENABLE_FLOWCTL", "false"),
+    ]);
+    let mut c = source_client(port).await;
+    let mut stream = c
+        .stream_raw_ledgers(StreamLedgersRequest { start_ledger: 12 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(l)) => seqs.push(l.sequence),
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(seqs, vec![12, 13, 14, 15]);
+    assert_eq!(err.code(), tonic::Code::DataLoss, "{err}");
+    assert!(err.message().contains("ledger 16"), "{}", err.message());
+    assert!(
+        err.message().contains("cannot record a dead letter"),
+        "{}",
+        err.message()
+    );
 }
 
 #[tokio::test]

@@ -21,6 +21,16 @@ async fn start_component(
     SocketAddr,
     Arc<flowctl_components::processor::metrics::Metrics>,
 ) {
+    start_component_with(upstream, None).await
+}
+
+async fn start_component_with(
+    upstream: SocketAddr,
+    dead_letters: Option<flowctl_sdk::DeadLetters>,
+) -> (
+    SocketAddr,
+    Arc<flowctl_components::processor::metrics::Metrics>,
+) {
     let vars = [
         ("PORT", "0".to_string()),
         ("SOURCE_SERVICE_ADDRESS", upstream.to_string()),
@@ -29,7 +39,7 @@ async fn start_component(
     let config =
         ComponentConfig::from_env(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
             .unwrap();
-    let component = Component::bind(&config).await.unwrap();
+    let component = Component::bind(&config, dead_letters).await.unwrap();
     let addr = component.local_addr();
     let metrics = component.metrics();
     tokio::spawn(component.serve(flowctl_components::shutdown::Shutdown::never()));
@@ -199,4 +209,47 @@ async fn a_ledger_that_cannot_be_processed_is_counted_and_the_stream_goes_on() {
     let m: std::collections::HashMap<_, _> = metrics.snapshot().into_iter().collect();
     assert_eq!(m["error_count"], 1.0);
     assert_eq!(m["success_count"], 9.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_dead_letters_a_ledger_that_cannot_be_recorded_ends_the_stream_naming_it() {
+    let Some(root) = shared() else { return };
+    let (mut ledgers, golden) = lighthorizon(&root);
+    ledgers.truncate(10);
+    ledgers[4].1.truncate(100);
+    let (_running, upstream) = RunningSource::start(
+        FixtureSource::new(Arc::new(ledgers)),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    // No control plane to record the letter in: the ledger must not be skipped silently.
+    let config = flowctl_sdk::Config::from_lookup("", |k| {
+        (k == "ENABLE_FLOWCTL").then(|| "false".to_string())
+    })
+    .unwrap();
+    let letters = flowctl_sdk::DeadLetters::new(&config);
+    let (addr, _metrics) = start_component_with(upstream, Some(letters.clone())).await;
+    let mut stream = events(addr, 1410048, 1410057).await;
+    let mut seen = Vec::new();
+    let err = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(e)) => seen.push(e.meta.unwrap().ledger_sequence),
+                Ok(None) => panic!("the stream ended cleanly past an unrecorded ledger"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    assert_eq!(err.code(), tonic::Code::DataLoss, "{err}");
+    assert!(err.message().contains("ledger 1410052"), "{err}");
+    assert!(
+        err.message().contains("cannot record a dead letter"),
+        "{err}"
+    );
+    // Everything before it came through.
+    let before = golden_between(&golden, 1410048, 1410051).len();
+    assert_eq!(seen.len(), before);
+    assert!(seen.iter().all(|l| *l < 1410052));
+    assert_eq!(letters.total(), 0);
 }

@@ -73,3 +73,18 @@ fn fee_event_is_oneof_field_6_and_operation_index_is_optional() {
         "an explicit 0 is still sent"
     );
 }
+
+#[test]
+fn dead_letter_report_ledger_is_varint_field_4_and_payload_is_bytes_field_6() {
+    use flowctl_proto::flowctl::v1::ReportDeadLetterRequest;
+    let report = ReportDeadLetterRequest {
+        ledger: 998,
+        payload: vec![7],
+        ..Default::default()
+    };
+    // 998 as a varint is 0xe6 0x07.
+    assert_eq!(
+        report.encode_to_vec(),
+        vec![4 << 3, 0xe6, 0x07, len_tag(6), 1, 7]
+    );
+}

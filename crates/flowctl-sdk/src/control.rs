@@ -43,7 +43,7 @@ impl Backoff {
 }
 
 #[derive(Clone)]
-struct Token(Option<MetadataValue<Ascii>>);
+pub(crate) struct Token(pub(crate) Option<MetadataValue<Ascii>>);
 
 impl tonic::service::Interceptor for Token {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
@@ -54,10 +54,10 @@ impl tonic::service::Interceptor for Token {
     }
 }
 
-type Authed = InterceptedService<Channel, Token>;
+pub(crate) type Authed = InterceptedService<Channel, Token>;
 
 /// A lazily connected channel: creating it never waits for the control plane.
-fn channel(endpoint: &str) -> Result<Channel, String> {
+pub(crate) fn channel(endpoint: &str) -> Result<Channel, String> {
     const RPC_TIMEOUT: Duration = Duration::from_secs(5);
     const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
     if let Some(path) = endpoint.strip_prefix("unix:") {

@@ -10,7 +10,9 @@
 //!   a `NOT_FOUND` answer (the registry restarted or forgot it) makes it register again;
 //! - `/health` (JSON: status, uptime, metrics), `/ready`, `/live` and `/metrics` (Prometheus
 //!   text) on `HEALTH_PORT`, bound to 127.0.0.1 unless `HEALTH_BIND_ADDRESS` says otherwise;
-//! - on [`Handle::shutdown`], an unregister (`flowctl.v1` `UnregisterComponent`).
+//! - on [`Handle::shutdown`], an unregister (`flowctl.v1` `UnregisterComponent`);
+//! - [`DeadLetters`]: ledgers it cannot handle recorded with the control plane, when
+//!   `FLOWCTL_ON_ERROR` ([`OnError`]) says `dead-letter`; counted as `dead_letters_total`.
 //!
 //! The control plane being absent never fails or blocks the component: `start` returns at
 //! once and registration goes on in the background, and `shutdown` takes at most
@@ -39,11 +41,13 @@
 
 mod component;
 mod control;
+pub mod dead_letters;
 pub mod env;
 mod http;
 pub mod metrics;
 
 pub use component::{Component, Handle, Health, ServiceType, StartError, SHUTDOWN_TIMEOUT};
 pub use control::Backoff;
+pub use dead_letters::{DeadLetters, OnError, ReportError};
 pub use env::{Config, ConfigError};
 pub use metrics::{Metrics, MetricsProvider, NoMetrics};

@@ -98,7 +98,13 @@ async fn main() {
 }
 
 /// The backend `kind` names, set up from `args` (a data lake's manifest is read here).
-async fn open_backend(args: &Args, kind: BackendKind) -> anyhow::Result<Backend> {
+/// With `on_error: dead-letter`, a data-lake object that does not decode is recorded in
+/// `letters` and skipped; otherwise it ends the stream.
+async fn open_backend(
+    args: &Args,
+    kind: BackendKind,
+    letters: Option<flowctl_sdk::DeadLetters>,
+) -> anyhow::Result<Backend> {
     Ok(match kind {
         BackendKind::Datalake => {
             let Some(url) = &args.datalake_url else {
@@ -117,7 +123,10 @@ async fn open_backend(args: &Args, kind: BackendKind) -> anyhow::Result<Backend>
                     "the data lake's network passphrase differs from NETWORK_PASSPHRASE"
                 );
             }
-            Backend::DataLake(lake)
+            match letters {
+                Some(letters) => Backend::DataLake(lake.with_dead_letters(letters)),
+                None => Backend::DataLake(lake),
+            }
         }
         BackendKind::Rpc => {
             let Some(url) = &args.rpc_endpoint else {
@@ -159,9 +168,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         BackendKind::Synthetic
     });
     let end = (args.end_ledger != 0).then_some(args.end_ledger);
+    let on_error = flowctl_sdk::OnError::from_env("STELLAR_LIVE_SOURCE")?;
+    let letters =
+        flowctl_sdk::DeadLetters::new(&flowctl_sdk::Config::from_env("STELLAR_LIVE_SOURCE")?);
+    let set_aside = (on_error == flowctl_sdk::OnError::DeadLetter).then(|| letters.clone());
     // A data lake that does not answer must not hold up a stop during start-up either.
     let backend = tokio::select! {
-        b = open_backend(&args, kind) => b?,
+        b = open_backend(&args, kind, set_aside) => b?,
         _ = shutdown.requested() => return Ok(()),
     };
     let default_start = match kind {
@@ -194,7 +207,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_event_types(&[], &["raw_ledger_service.RawLedger"])
             .with_metadata("backend", format!("{kind:?}").to_lowercase())
             .with_metadata("network_passphrase", args.network_passphrase.clone())
-            .with_metrics(move || sdk_metrics.snapshot())
+            .with_metrics(move || {
+                let mut m = sdk_metrics.snapshot();
+                m.insert("dead_letters_total".into(), letters.total() as f64);
+                m
+            })
             .start()
             .await?;
     sdk.set_ready(true);

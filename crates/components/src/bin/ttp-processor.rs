@@ -8,7 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use flowctl_components::processor::{
-    config::ComponentConfig, extract, registration::Registration, server::Component,
+    config::ComponentConfig,
+    extract,
+    registration::{Registration, ENV_PREFIX},
+    server::Component,
 };
 use flowctl_components::shutdown::Shutdown;
 use stellar_ledgers::LedgerRange;
@@ -113,8 +116,12 @@ fn run_component() -> ExitCode {
     };
     let result = rt.block_on(async {
         let shutdown = Shutdown::on_signals()?;
-        let component = Component::bind(&config).await?;
-        let registration = Registration::start(component.metrics(), &component.readiness()).await?;
+        let on_error = flowctl_sdk::OnError::from_env(ENV_PREFIX)?;
+        let letters = flowctl_sdk::DeadLetters::new(&flowctl_sdk::Config::from_env(ENV_PREFIX)?);
+        let set_aside = (on_error == flowctl_sdk::OnError::DeadLetter).then(|| letters.clone());
+        let component = Component::bind(&config, set_aside).await?;
+        let registration =
+            Registration::start(component.metrics(), &component.readiness(), letters).await?;
         tracing::info!(
             listen = %component.local_addr(),
             upstream = %config.upstream,

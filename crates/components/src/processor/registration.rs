@@ -20,7 +20,12 @@ impl Registration {
     /// Starts the integration (health endpoints on `HEALTH_PORT`; with `ENABLE_FLOWCTL`,
     /// registration and heartbeats in the background). Readiness follows the upstream
     /// source: while it is away the component is not ready and reports itself degraded.
-    pub async fn start(metrics: Arc<Metrics>, readiness: &Readiness) -> Result<Self, StartError> {
+    /// `letters` counts the ledgers set aside: `dead_letters_total`.
+    pub async fn start(
+        metrics: Arc<Metrics>,
+        readiness: &Readiness,
+        letters: flowctl_sdk::DeadLetters,
+    ) -> Result<Self, StartError> {
         let handle = SdkComponent::from_env(ENV_PREFIX, ServiceType::Processor)?
             .with_event_types(
                 &["raw_ledger_service.RawLedger"],
@@ -31,6 +36,7 @@ impl Registration {
                     .snapshot()
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v))
+                    .chain([("dead_letters_total".to_string(), letters.total() as f64)])
                     .collect::<flowctl_sdk::Metrics>()
             })
             .start()

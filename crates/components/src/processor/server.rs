@@ -26,7 +26,12 @@ pub struct Component {
 }
 
 impl Component {
-    pub async fn bind(config: &ComponentConfig) -> anyhow::Result<Self> {
+    /// `dead_letters`: with `on_error: dead-letter`, where ledgers that cannot be processed
+    /// are recorded (otherwise they are logged and skipped).
+    pub async fn bind(
+        config: &ComponentConfig,
+        dead_letters: Option<flowctl_sdk::DeadLetters>,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -44,6 +49,7 @@ impl Component {
             metrics: Arc::new(Metrics::default()),
             readiness,
             shutdown: Shutdown::never(),
+            dead_letters,
         };
         Ok(Component {
             listener,

@@ -48,6 +48,8 @@ pub struct TtpService {
     /// When it fires, streams stop reading upstream, send the ledgers already processed and
     /// end with UNAVAILABLE.
     pub shutdown: Shutdown,
+    /// With `on_error: dead-letter`: ledgers that cannot be processed are recorded here.
+    pub dead_letters: Option<flowctl_sdk::DeadLetters>,
 }
 
 /// The inclusive end of a request, or `None` for a live stream (0 or below the start).
@@ -97,12 +99,23 @@ impl EventService for TtpService {
         let (jobs_tx, mut jobs) = mpsc::channel(PIPELINE);
         let producer = svc.clone();
         let shutdown = svc.shutdown.clone();
+        // Why the reader stopped early, when the source cannot go on: the stream's last word.
+        let fatal = Arc::new(std::sync::Mutex::new(None::<Status>));
+        let reader_fatal = fatal.clone();
         let reader = tokio::spawn(async move {
             loop {
                 let raw = tokio::select! {
                     _ = jobs_tx.closed() => return,
                     _ = shutdown.requested() => return,
                     raw = feed.next() => raw,
+                };
+                let raw = match raw {
+                    Ok(raw) => raw,
+                    Err(status) => {
+                        tracing::error!(%status, "the ledger source cannot go on");
+                        *reader_fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                        return;
+                    }
                 };
                 let seq = raw.sequence;
                 if end.is_some_and(|e| seq > e) {
@@ -111,7 +124,13 @@ impl EventService for TtpService {
                 let processor = producer.processor.clone();
                 let started = Instant::now();
                 let xdr = raw.ledger_close_meta_xdr;
-                let job = tokio::task::spawn_blocking(move || process_raw(&processor, &xdr));
+                // The source set this ledger aside (it recorded the dead letter): it has no
+                // events, and it is not a gap.
+                let set_aside = xdr.is_empty();
+                let job = tokio::task::spawn_blocking(move || match set_aside {
+                    true => Ok(Vec::new()),
+                    false => process_raw(&processor, &xdr).map_err(|e| (e, xdr)),
+                });
                 if jobs_tx.send((seq, started, job)).await.is_err() {
                     return;
                 }
@@ -130,6 +149,11 @@ impl EventService for TtpService {
                     next = jobs.recv() => next,
                 };
                 let Some((seq, started, job)) = next else {
+                    let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some(status) = fatal {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
                     // The reader is done: at the end of a bounded range the stream ends
                     // cleanly; stopped before it, it must not look complete.
                     let complete = end.is_some_and(|e| last.is_some_and(|l| l >= e));
@@ -140,9 +164,9 @@ impl EventService for TtpService {
                     return;
                 };
                 last = Some(seq);
-                let result = job
-                    .await
-                    .unwrap_or_else(|e| Err(format!("processing task failed: {e}")));
+                let result = job.await.unwrap_or_else(|e| {
+                    Err((format!("processing task failed: {e}"), Default::default()))
+                });
                 match result {
                     Ok(events) => {
                         svc.metrics
@@ -151,9 +175,20 @@ impl EventService for TtpService {
                             return;
                         }
                     }
-                    Err(e) => {
+                    Err((e, xdr)) => {
                         svc.metrics.record_error();
-                        tracing::error!(ledger = seq, error = %e, "skipping a ledger that cannot be processed");
+                        let Some(letters) = &svc.dead_letters else {
+                            tracing::error!(ledger = seq, error = %e, "skipping a ledger that cannot be processed");
+                            continue;
+                        };
+                        let reason = format!("ledger {seq}: {e}");
+                        if let Err(report) = letters.report(seq, &reason, &xdr).await {
+                            // Not recorded: the stream must not go on as if it were.
+                            let status = Status::data_loss(format!("{reason}; {report}"));
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                        tracing::warn!(ledger = seq, error = %e, "ledger set aside as a dead letter");
                     }
                 }
             }

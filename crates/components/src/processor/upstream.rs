@@ -64,8 +64,9 @@ impl LedgerFeed {
 
     /// The next ledger in sequence. Waits (reconnecting as needed) until there is one;
     /// ledgers the source repeats after a reconnect are dropped, and one past the expected
-    /// ledger is refused.
-    pub async fn next(&mut self) -> RawLedger {
+    /// ledger is refused. A ledger the source says it cannot read (DATA_LOSS) is an error:
+    /// asking again would not help.
+    pub async fn next(&mut self) -> Result<RawLedger, tonic::Status> {
         loop {
             let stream = match &mut self.stream {
                 Some(s) => s,
@@ -94,7 +95,7 @@ impl LedgerFeed {
                     }
                     self.next = ledger.sequence.saturating_add(1);
                     self.backoff.reset();
-                    return ledger;
+                    return Ok(ledger);
                 }
                 Ok(None) => {
                     tracing::warn!(
@@ -103,6 +104,7 @@ impl LedgerFeed {
                     );
                     self.lost().await;
                 }
+                Err(status) if status.code() == tonic::Code::DataLoss => return Err(status),
                 Err(status) => {
                     tracing::warn!(next = self.next, %status, "lost the ledger source; reconnecting");
                     self.lost().await;

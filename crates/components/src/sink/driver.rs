@@ -190,6 +190,15 @@ impl Driver {
                             }
                         }
                         Ok(None) => break Ended::Clean,
+                        // Upstream cannot read a ledger: keep what is complete and fail,
+                        // naming it, rather than ask again forever.
+                        Err(status) if status.code() == tonic::Code::DataLoss => {
+                            self.flush(&mut pending, &mut next, &mut summary).await?;
+                            return Err(SinkError::Upstream {
+                                addr: self.addr.clone(),
+                                message: status.message().to_string(),
+                            });
+                        }
                         Err(status) => {
                             tracing::warn!(code = ?status.code(), message = status.message(), "event stream broke");
                             break Ended::Broken;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowctl_proto::raw_ledger_service::RawLedger;
+use flowctl_sdk::DeadLetters;
 use futures::StreamExt;
 use object_store::aws::AmazonS3ConfigKey;
 use object_store::path::Path as ObjectPath;
@@ -31,6 +32,16 @@ pub struct DataLake {
     root: ObjectPath,
     manifest: DataLakeConfig,
     prefetch: usize,
+    /// Set with `on_error: dead-letter`: where the ledgers of an object that does not decode
+    /// are recorded before the stream goes on past them.
+    dead_letters: Option<Box<DeadLetters>>,
+}
+
+/// One object as read: its ledgers, or why they could not be decoded and its bytes.
+struct Object {
+    key: String,
+    start: u32,
+    ledgers: Result<Vec<RawLedger>, (SourceError, Vec<u8>)>,
 }
 
 impl DataLake {
@@ -60,7 +71,15 @@ impl DataLake {
             root,
             manifest,
             prefetch: prefetch.max(1),
+            dead_letters: None,
         })
+    }
+
+    /// Ledgers of an object that does not decode become dead letters in `letters` instead
+    /// of ending the stream; downstream they arrive as markers (see [`is_dead_letter`]).
+    pub fn with_dead_letters(mut self, letters: DeadLetters) -> Self {
+        self.dead_letters = Some(Box::new(letters));
+        self
     }
 
     pub fn manifest(&self) -> &DataLakeConfig {
@@ -90,13 +109,37 @@ impl DataLake {
         let mut out = Vec::new();
         let mut continuity = Continuity::starting_at(from);
         while let Some(object) = objects.next().await {
-            let (key, ledgers) = match object {
+            let Object {
+                key,
+                start,
+                ledgers,
+            } = match object {
                 Ok(Some(object)) => object,
                 // A missing object is the lake's tip: later ones cannot be served in order.
                 Ok(None) => break,
                 // Serve what came before a bad object; the next call reports it.
                 Err(_) if !out.is_empty() => break,
                 Err(e) => return Err(e),
+            };
+            let ledgers = match ledgers {
+                Ok(ledgers) => ledgers,
+                Err((e, bytes)) => match &self.dead_letters {
+                    Some(letters) => {
+                        match self.set_aside(letters, start, from, last, &e, &bytes).await {
+                            Ok(markers) => markers,
+                            // As without dead letters: what came before is served first.
+                            Err(_) if !out.is_empty() => break,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    None if !out.is_empty() => break,
+                    None => {
+                        return Err(SourceError::Unreadable {
+                            seq: start.max(from),
+                            message: e.to_string(),
+                        })
+                    }
+                },
             };
             for ledger in ledgers.into_iter().filter(|l| l.sequence <= last) {
                 match continuity.check(ledger.sequence) {
@@ -116,12 +159,40 @@ impl DataLake {
         Ok(out)
     }
 
+    /// Records every ledger of the undecodable object at `start` (within `from..=last`) as
+    /// a dead letter and returns their markers, so the stream stays gap-free and the
+    /// processor knows they were set aside, not lost. When a letter cannot be recorded the
+    /// object's error stands: nothing is dropped unrecorded.
+    async fn set_aside(
+        &self,
+        letters: &DeadLetters,
+        start: u32,
+        from: u32,
+        last: u32,
+        error: &SourceError,
+        bytes: &[u8],
+    ) -> Result<Vec<RawLedger>, SourceError> {
+        let end = start
+            .saturating_add(self.manifest.ledgers_per_batch.max(1) - 1)
+            .min(last);
+        let mut markers = Vec::new();
+        for sequence in start.max(from)..=end {
+            let reason = format!("ledger {sequence}: {error}");
+            if let Err(e) = letters.report(sequence, &reason, bytes).await {
+                return Err(SourceError::Unreadable {
+                    seq: sequence,
+                    message: format!("{error}; {e}"),
+                });
+            }
+            tracing::warn!(ledger = sequence, error = %error, "ledger set aside as a dead letter");
+            markers.push(dead_letter_marker(sequence));
+        }
+        Ok(markers)
+    }
+
     /// The ledgers of the object starting at `start`, or `None` when it does not exist yet.
     /// The ledgers come with the object's name, for errors.
-    async fn read_object(
-        &self,
-        start: u32,
-    ) -> Result<Option<(String, Vec<RawLedger>)>, SourceError> {
+    async fn read_object(&self, start: u32) -> Result<Option<Object>, SourceError> {
         let key = self.manifest.object_key(start);
         let path = child(&self.root, &key);
         let Some(compressed) = get_with_retry(self.store.as_ref(), &path).await? else {
@@ -130,14 +201,34 @@ impl DataLake {
         let display = format!("{}/{key}", self.url.trim_end_matches('/'));
         let manifest = self.manifest.clone();
         let name = display.clone();
-        tokio::task::spawn_blocking(move || decode_batch(&manifest, &display, &compressed))
-            .await
-            .map_err(|e| SourceError::Object {
-                key: key.clone(),
-                message: format!("decode task failed: {e}"),
-            })?
-            .map(|ledgers| Some((name, ledgers)))
+        let ledgers = tokio::task::spawn_blocking(move || {
+            decode_batch(&manifest, &display, &compressed).map_err(|e| (e, compressed))
+        })
+        .await
+        .map_err(|e| SourceError::Object {
+            key: key.clone(),
+            message: format!("decode task failed: {e}"),
+        })?;
+        Ok(Some(Object {
+            key: name,
+            start,
+            ledgers,
+        }))
     }
+}
+
+/// The stand-in for a ledger set aside as a dead letter: its sequence and no XDR (a real
+/// ledger's XDR is never empty).
+pub fn dead_letter_marker(sequence: u32) -> RawLedger {
+    RawLedger {
+        sequence,
+        ledger_close_meta_xdr: Default::default(),
+    }
+}
+
+/// Whether `ledger` is a [`dead_letter_marker`].
+pub fn is_dead_letter(ledger: &RawLedger) -> bool {
+    ledger.ledger_close_meta_xdr.is_empty()
 }
 
 /// Unpacks one zstd `LedgerCloseMetaBatch` into raw ledgers, inflating it no further than

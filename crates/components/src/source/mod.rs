@@ -20,6 +20,9 @@ pub enum SourceError {
     Rpc { endpoint: String, message: String },
     #[error("ledger {seq}: {message}")]
     Ledger { seq: u32, message: String },
+    /// The ledger's data is there but does not decode: asking again will not help.
+    #[error("ledger {seq}: {message}")]
+    Unreadable { seq: u32, message: String },
     #[error("the backend returned ledger {got} where {due} was due")]
     Order { got: u32, due: u32 },
     #[error("synthetic generator: {0}")]

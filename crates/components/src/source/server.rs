@@ -76,6 +76,8 @@ impl LedgerService {
 fn status(e: SourceError) -> Status {
     match e {
         SourceError::Ledger { .. } => Status::out_of_range(e.to_string()),
+        // Consumers must not retry forever what will never decode.
+        SourceError::Unreadable { .. } => Status::data_loss(e.to_string()),
         SourceError::Order { .. } => Status::internal(e.to_string()),
         _ => Status::unavailable(e.to_string()),
     }

@@ -1,0 +1,195 @@
+//! `on_error: dead-letter` through the whole pipeline under `flowctl run`: a data-lake object
+//! that does not decode becomes a dead letter, the rest of the range is delivered whole, and
+//! `flowctl dlq` lists the letter.
+
+mod e2e_common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use e2e_common::*;
+
+/// The testnet lake (ledgers 997–999) copied to `dir`, with ledger 998's object garbage.
+fn lake_with_garbage_998(root: &Path, dir: &Path) -> std::path::PathBuf {
+    let from = root.join("testnet/datastore");
+    let lake = dir.join("datastore");
+    let partition = "FFFFFFFF--0-63999";
+    std::fs::create_dir_all(lake.join(partition)).unwrap();
+    std::fs::copy(from.join(".config.json"), lake.join(".config.json")).unwrap();
+    for entry in std::fs::read_dir(from.join(partition)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), lake.join(partition).join(entry.file_name())).unwrap();
+    }
+    std::fs::write(
+        lake.join(partition).join("FFFFFC19--998.xdr.zstd"),
+        b"this is not a zstd frame",
+    )
+    .unwrap();
+    lake
+}
+
+fn datalake_pipeline(lake: &Path, out: &Path, on_error: &str) -> String {
+    format!(
+        "apiVersion: flowctl/v1
+kind: Pipeline
+metadata:
+  name: testnet-dlq
+spec:
+  sources:
+    - id: datalake
+      command: stellar-live-source
+      on_error: {on_error}
+      env:
+        BACKEND: datalake
+        DATALAKE_URL: \"{lake}\"
+        NETWORK_PASSPHRASE: \"{TESTNET}\"
+        START_LEDGER: \"997\"
+        END_LEDGER: \"999\"
+  processors:
+    - id: ttp
+      command: ttp-processor
+      inputs: [datalake]
+      on_error: {on_error}
+      env:
+        NETWORK_PASSPHRASE: \"{TESTNET}\"
+  sinks:
+    - id: jsonl
+      command: ttp-sink
+      inputs: [ttp]
+      env:
+        SINK: jsonl
+        OUTPUT_FILE: \"{out}\"
+        START_LEDGER: \"997\"
+        END_LEDGER: \"999\"
+",
+        lake = lake.display(),
+        out = out.display()
+    )
+}
+
+#[test]
+fn a_garbage_ledger_998_becomes_one_dead_letter_and_997_and_999_give_exactly_their_golden_events() {
+    let Some(root) = testdata() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_garbage_998(&root, dir.path());
+    let out_file = dir.path().join("events.jsonl");
+    let state = dir.path().join("state");
+    let file = pipeline(
+        dir.path(),
+        "dlq",
+        &datalake_pipeline(&lake, &out_file, "dead-letter"),
+    );
+    let child = run_cmd(dir.path(), &file)
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(std::fs::File::create(dir.path().join("flowctl.stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("flowctl.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let out = Running {
+        child: Some(child),
+        dir: dir.path().to_path_buf(),
+    }
+    .finish(Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("1 dead letter") && last.contains("flowctl dlq ls --pipeline testnet-dlq"),
+        "{stderr}"
+    );
+
+    let got = parse_jsonl(&std::fs::read_to_string(&out_file).unwrap());
+    let golden: Vec<_> = golden_997_999(&root)
+        .into_iter()
+        .filter(|e| ledger_of(e) != 998)
+        .collect();
+    assert!(!golden.is_empty());
+    assert_eq!(got, golden, "997 and 999 exactly, nothing of 998");
+
+    let dlq = std::process::Command::new(flowctl())
+        .args([
+            "dlq",
+            "ls",
+            "--pipeline",
+            "testnet-dlq",
+            "-o",
+            "json",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        dlq.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dlq.stderr)
+    );
+    let letters: Vec<serde_json::Value> = serde_json::from_slice(&dlq.stdout).unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter["ledger"], 998);
+    assert_eq!(letter["component"], "datalake");
+    assert_eq!(letter["status"], "open");
+    let reason = letter["reason"].as_str().unwrap();
+    assert!(reason.contains("FFFFFC19--998.xdr.zstd"), "{reason}");
+    assert!(reason.to_lowercase().contains("zstd"), "{reason}");
+    assert_eq!(letter["payload_size"], b"this is not a zstd frame".len());
+
+    let runs = std::process::Command::new(flowctl())
+        .args(["dlq", "show"])
+        .arg(letter["id"].as_str().unwrap())
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&runs.stdout);
+    assert!(
+        runs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&runs.stderr)
+    );
+    // The payload is the object as read: "this" in hex.
+    assert!(shown.contains("74686973"), "{shown}");
+}
+
+#[test]
+fn with_on_error_fail_the_same_garbage_ledger_fails_the_run_naming_ledger_998() {
+    let Some(root) = testdata() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_garbage_998(&root, dir.path());
+    let out_file = dir.path().join("events.jsonl");
+    let file = pipeline(
+        dir.path(),
+        "fail",
+        &datalake_pipeline(&lake, &out_file, "fail"),
+    );
+    let child = run_cmd(dir.path(), &file)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdout(std::fs::File::create(dir.path().join("flowctl.stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("flowctl.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let out = Running {
+        child: Some(child),
+        dir: dir.path().to_path_buf(),
+    }
+    .finish(Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The sink, told by the processor that the source cannot read 998, fails naming it.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("jsonl|") && l.contains("ledger 998")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("component `jsonl` of pipeline `testnet-dlq` failed"),
+        "{stderr}"
+    );
+    // What came before it was written; nothing after it.
+    let got = parse_jsonl(&std::fs::read_to_string(&out_file).unwrap_or_default());
+    assert!(got.iter().all(|e| ledger_of(e) == 997), "{got:?}");
+}
