@@ -25,7 +25,7 @@ fn a_bounded_pipeline_completes_under_the_daemon_and_a_live_one_keeps_running() 
     bin_dir();
     let dir = tempfile::tempdir().unwrap();
     let (config, pipelines) = write_config(dir.path(), "");
-    let bounded = ranged_pipeline(dir.path(), "backfill", 2, 31);
+    let bounded = ranged_pipeline(dir.path(), "backfill", 2, 31, 0.0);
     std::fs::copy(&bounded, pipelines.join("backfill.yaml")).unwrap();
     std::fs::write(
         pipelines.join("live.yaml"),

@@ -5,6 +5,7 @@
 mod e2e_common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use e2e_common::*;
 use flowctl_proto::flowctl::RunStatus;
@@ -38,7 +39,7 @@ fn last_run(dir: &Path) -> flowctl_proto::flowctl::PipelineRun {
 #[test]
 fn spec_range_bounds_the_run_and_the_run_record_carries_it() {
     let dir = tempfile::tempdir().unwrap();
-    let file = ranged_pipeline(dir.path(), "ranged", 2, 41);
+    let file = ranged_pipeline(dir.path(), "ranged", 2, 41, 0.0);
     run_to_end(dir.path(), &file, &[]);
     let events = parse_jsonl(&std::fs::read_to_string(dir.path().join("ranged.jsonl")).unwrap());
     assert_eq!(events, reference_events(2, 41));
@@ -51,7 +52,7 @@ fn spec_range_bounds_the_run_and_the_run_record_carries_it() {
 #[test]
 fn from_and_to_ledger_on_the_command_line_replace_spec_range_for_one_run() {
     let dir = tempfile::tempdir().unwrap();
-    let file = ranged_pipeline(dir.path(), "ranged", 2, 41);
+    let file = ranged_pipeline(dir.path(), "ranged", 2, 41, 0.0);
     run_to_end(
         dir.path(),
         &file,
@@ -75,4 +76,38 @@ fn from_and_to_ledger_on_the_command_line_replace_spec_range_for_one_run() {
         stderr.contains("--to-ledger 20 is before --from-ledger 30"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_bounded_run_killed_with_kill_9_and_started_again_writes_every_event_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = ranged_pipeline(dir.path(), "ranged", 2, 301, 100.0);
+    let out = dir.path().join("ranged.jsonl");
+    let mut first = run_cmd(dir.path(), &file)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the first run to write events",
+        Duration::from_secs(60),
+        || lines_so_far(&out) > 200,
+    );
+    // flowctl run and, through their parent-death signal, its components die mid-range.
+    kill9(first.id() as i32);
+    first.wait().unwrap();
+    let written = lines_so_far(&out);
+    assert!(written > 0);
+
+    run_to_end(dir.path(), &file, &[]);
+    let events = parse_jsonl(&std::fs::read_to_string(&out).unwrap());
+    let reference = reference_events(2, 301);
+    assert!(
+        written < reference.len(),
+        "the kill came after the end ({written} lines)"
+    );
+    assert_eq!(events.len(), reference.len(), "duplicates or gaps");
+    assert_eq!(events, reference);
 }

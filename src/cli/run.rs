@@ -181,8 +181,22 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         }
         RegistryChoice::InProcess { state_dir } => {
             let state_dir = state_dir.unwrap_or_else(registry::server::default_state_dir);
+            // The plan's free ports were found and let go of, so the kernel may hand one of
+            // them out again for a port 0: pick the control plane's port apart from them.
+            let planned: std::collections::HashSet<u16> = plan
+                .components
+                .iter()
+                .flat_map(|c| c.ports.iter().map(|p| p.port).chain([c.health_port]))
+                .collect();
+            let port = (0..20)
+                .find_map(|_| {
+                    let probe = std::net::TcpListener::bind(("127.0.0.1", 0)).ok()?;
+                    let port = probe.local_addr().ok()?.port();
+                    (!planned.contains(&port)).then_some(port)
+                })
+                .unwrap_or(0);
             let embedded = EmbeddedRegistry::start(
-                SocketAddr::from(([127, 0, 0, 1], 0)),
+                SocketAddr::from(([127, 0, 0, 1], port)),
                 &runtime_dir,
                 &state_dir,
                 false,

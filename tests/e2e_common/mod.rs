@@ -255,14 +255,20 @@ spec:
 }
 
 /// [`synthetic_pipeline`] with its range in `spec.range` instead of the components' env,
-/// writing JSONL to `DIR/NAME.jsonl`.
-pub fn ranged_pipeline(dir: &Path, name: &str, from: u32, to: u32) -> std::path::PathBuf {
+/// at `rate` ledgers/s (0: as fast as it can), writing JSONL to `DIR/NAME.jsonl`.
+pub fn ranged_pipeline(
+    dir: &Path,
+    name: &str,
+    from: u32,
+    to: u32,
+    rate: f64,
+) -> std::path::PathBuf {
     let out = dir.join(format!("{name}.jsonl"));
     let text = synthetic_pipeline(
         name,
         from,
         to,
-        0.0,
+        rate,
         &format!(
             "        SINK: jsonl\n        OUTPUT_FILE: \"{}\"",
             out.display()
