@@ -228,12 +228,6 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
     use tokio::signal::unix::{signal, SignalKind};
     let interrupts = signal(SignalKind::interrupt());
     let terminates = signal(SignalKind::terminate());
-    let sinks: Vec<String> = plan
-        .components
-        .iter()
-        .filter(|c| c.role == crate::plan::Role::Sink)
-        .map(|c| c.id.clone())
-        .collect();
     let (supervisor, handle) = Supervisor::new(vec![plan], sup_options)?;
     let server = tokio::spawn(api::server::serve(listener, handle.clone()));
     crate::stderr_line!(
@@ -294,20 +288,16 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
                     .map(|_| format!("{}: SIGKILLed after its stop timeout", c.id))
             }))
             .collect();
-        // Done when every sink ended by itself: upstream components stopped because of that
-        // are part of completing, not an interruption.
-        let sinks_done = summary
-            .components
-            .iter()
-            .filter(|c| sinks.contains(&c.id))
-            .all(|c| c.state == StateName::Exited);
+        // Components stopped because every sink finished are part of completing, not an
+        // interruption.
+        let completed = summary.completed.contains(&pipeline);
         let stopped = summary
             .components
             .iter()
             .any(|c| c.state == StateName::Stopped);
         let (status, error) = if !failed.is_empty() {
             (RunStatus::Failed, Some(failed.join("; ")))
-        } else if stopped && !sinks_done {
+        } else if stopped && !completed {
             (RunStatus::Stopped, None)
         } else {
             (RunStatus::Completed, None)
@@ -330,7 +320,7 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         let dir = letters_dir
             .map(|d| format!(" --state-dir {}", d.display()))
             .unwrap_or_default();
-        eprintln!(
+        crate::stderr_line!(
             "flowctl: pipeline `{pipeline}` completed with {letters} dead letter(s); list them \
              with `flowctl dlq ls --pipeline {pipeline}{dir}`"
         );

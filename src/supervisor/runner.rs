@@ -90,6 +90,8 @@ pub enum SupervisorError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSummary {
     pub components: Vec<FinalState>,
+    /// The pipelines that completed: every sink finished by itself and the rest was drained.
+    pub completed: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -486,6 +488,12 @@ impl Supervisor {
                     spawns: c.spawns,
                     killed_after: c.killed_after,
                 })
+                .collect(),
+            completed: self
+                .pipelines
+                .iter()
+                .filter(|g| g.completed)
+                .map(|g| g.plan.name.clone())
                 .collect(),
         })
     }
