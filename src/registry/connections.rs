@@ -9,7 +9,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -62,18 +62,40 @@ pub struct TcpPeer {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     component: Arc<OnceLock<SupervisedComponent>>,
+    /// [`Registry::supervised_starts`] at the last lookup that found nobody, plus one (0: none
+    /// yet).
+    missed_at: Arc<AtomicU64>,
 }
 
 impl TcpPeer {
+    fn new(local: SocketAddr, remote: SocketAddr) -> Self {
+        TcpPeer {
+            local,
+            remote,
+            component: Arc::default(),
+            missed_at: Arc::default(),
+        }
+    }
+
     /// The supervised component whose process holds the other end. Found once per
-    /// connection; a miss is looked up again next time (the child may just have started).
+    /// connection; after a miss `/proc` is searched again only once the supervisor has
+    /// started another process (the child may have connected before it was recorded), so a
+    /// stranger's requests cannot each cost a search.
     pub fn component(&self, registry: &Registry) -> Option<SupervisedComponent> {
         if let Some(found) = self.component.get() {
             return Some(found.clone());
         }
-        let found =
-            peer::component_behind(self.local, self.remote, &registry.supervised_processes())?;
-        Some(self.component.get_or_init(|| found).clone())
+        let starts = registry.supervised_starts();
+        if self.missed_at.load(Ordering::Relaxed) == starts + 1 {
+            return None;
+        }
+        match peer::component_behind(self.local, self.remote, &registry.supervised_processes()) {
+            Some(found) => Some(self.component.get_or_init(|| found).clone()),
+            None => {
+                self.missed_at.store(starts + 1, Ordering::Relaxed);
+                None
+            }
+        }
     }
 }
 
@@ -211,11 +233,7 @@ async fn accept_loop(
         };
         let _ = io.set_nodelay(true);
         let Ok(local) = io.local_addr() else { continue };
-        let peer = TcpPeer {
-            local,
-            remote,
-            component: Arc::default(),
-        };
+        let peer = TcpPeer::new(local, remote);
         if open.load(Ordering::Relaxed) >= most_open && peer.component(&registry).is_none() {
             refused.note(&format!(
                 "{most_open} open, the most allowed; {remote} is not a supervised component"

@@ -329,6 +329,9 @@ struct Inner {
     services: RwLock<HashMap<String, Entry>>,
     /// The live processes the supervisor started, by pid.
     supervised: RwLock<HashMap<u32, SupervisedComponent>>,
+    /// Counts the starts in `supervised`: a connection no supervised process held can only
+    /// come to belong to one after a start.
+    supervised_starts: std::sync::atomic::AtomicU64,
     runs: Mutex<Runs>,
     dead_letters: Mutex<DeadLetterStore>,
     events: broadcast::Sender<RegistryEvent>,
@@ -392,6 +395,7 @@ impl Registry {
                 config,
                 services: RwLock::new(HashMap::new()),
                 supervised: RwLock::new(HashMap::new()),
+                supervised_starts: Default::default(),
                 runs: Mutex::new(Runs { store, active }),
                 dead_letters: Mutex::new(dead_letters),
                 events,
@@ -546,6 +550,16 @@ impl Registry {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(pid, component);
+        self.inner
+            .supervised_starts
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How many supervised processes have been started so far.
+    pub fn supervised_starts(&self) -> u64 {
+        self.inner
+            .supervised_starts
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn process_exited(&self, pid: u32) {
