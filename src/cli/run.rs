@@ -56,7 +56,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "LEDGER")]
     pub from_ledger: Option<u32>,
 
-    /// ...up to and including this one (END_LEDGER); without it the run follows the tip.
+    /// The last ledger of the run, included (END_LEDGER); without it the run follows the tip.
     #[arg(long, value_name = "LEDGER", requires = "from_ledger")]
     pub to_ledger: Option<u32>,
 }
