@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod plan;
 pub mod probe;
 pub mod registry;
+pub mod replay;
 pub mod spec;
 pub mod stderr;
 pub mod supervisor;

@@ -17,6 +17,7 @@ fn quiet(dir: &std::path::Path) -> RunOptions {
         registry: RegistryChoice::None,
         log_sink: Arc::new(CaptureSink::default()),
         cgroups: None,
+        ..Default::default()
     }
 }
 

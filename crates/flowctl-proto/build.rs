@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "flowctl/control_plane.proto",
         "flowctl/v1/control_plane.proto",
         "flowctl/v1/dead_letter.proto",
+        "flowctl/v1/replay.proto",
         "raw_ledger_service/raw_ledger_service.proto",
         "token_transfer_service/event_service.proto",
         "token_transfer/token_transfer_event.proto",

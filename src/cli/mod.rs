@@ -10,6 +10,7 @@ pub mod get;
 pub mod list;
 pub mod logs;
 pub mod pipelines;
+pub mod replay;
 pub mod run;
 pub mod server;
 pub mod text;
@@ -32,6 +33,9 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Run one pipeline in the foreground until it finishes or Ctrl-C stops it.
     Run(run::RunArgs),
+    /// Replay a range of ledgers: a bounded copy of a pipeline, beside the live one (daemon)
+    /// or in the foreground (-f FILE).
+    Replay(replay::ReplayArgs),
     /// Show a component's output from the journal.
     Logs(logs::LogsArgs),
     /// Run the registry (control plane) alone, for components that run elsewhere.
@@ -56,6 +60,7 @@ impl Command {
         match self {
             Command::Validate(args) => validate::run(args),
             Command::Run(args) => run::run(args),
+            Command::Replay(args) => replay::run(args),
             Command::Logs(a) => a.run(),
             Command::Server(args) => args.run(),
             Command::List(args) => args.run(),

@@ -115,6 +115,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 crate::systemd::cgroup::Containment::Cgroups(tree) => Some(Arc::new(tree)),
                 crate::systemd::cgroup::Containment::ProcessGroups { .. } => None,
             },
+            ..Default::default()
         },
     )
 }
@@ -129,6 +130,11 @@ pub struct RunOptions {
     /// One cgroup per component (a delegated subtree, or one made in flowctl's own cgroup,
     /// removed at the end); `None`: process groups only.
     pub cgroups: Option<Arc<CgroupTree>>,
+    /// A replay: exit 1 unless the range completed (a stop before its end is a failure).
+    pub must_complete: bool,
+    /// Dead letters this run replays: resolved when it completes without failing on them
+    /// again (in-process control plane only).
+    pub resolve_dead_letters: Vec<String>,
 }
 
 /// Which control plane a run uses.
@@ -149,6 +155,8 @@ impl Default for RunOptions {
             registry: RegistryChoice::None,
             log_sink: Arc::new(StderrSink),
             cgroups: None,
+            must_complete: false,
+            resolve_dead_letters: Vec::new(),
         }
     }
 }
@@ -279,6 +287,14 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
     if let Some(task) = remote_stop {
         task.abort();
     }
+    let letters = match (&embedded, &run_id) {
+        (Some(embedded), Some(run_id)) => embedded
+            .registry
+            .dead_letters()
+            .open_for_run(run_id)
+            .unwrap_or(0),
+        _ => 0,
+    };
     if let (Some(embedded), Some(run_id), Ok(summary)) = (&embedded, &run_id, &summary) {
         let failed: Vec<String> = summary
             .failed()
@@ -299,30 +315,50 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
             (RunStatus::Failed, Some(failed.join("; ")))
         } else if stopped && !completed {
             (RunStatus::Stopped, None)
+        } else if letters > 0 {
+            (RunStatus::CompletedWithDeadLetters, None)
         } else {
             (RunStatus::Completed, None)
         };
         embedded.end_run(run_id, status, error);
+        if completed && !options.resolve_dead_letters.is_empty() {
+            let open = embedded.registry.dead_letters().resolve_replayed(
+                &options.resolve_dead_letters,
+                run_id,
+                std::time::SystemTime::now(),
+            );
+            match open {
+                Ok(open) if open.is_empty() => crate::stderr_line!(
+                    "flowctl: dead letter(s) {} resolved",
+                    options.resolve_dead_letters.join(", ")
+                ),
+                Ok(open) => crate::stderr_line!(
+                    "flowctl: the replay failed on the ledgers of dead letter(s) {} again; they stay open",
+                    open.join(", ")
+                ),
+                Err(e) => crate::stderr_line!("flowctl: cannot resolve the dead letters: {e}"),
+            }
+        }
     }
-    let letters = match (&embedded, &run_id) {
-        (Some(embedded), Some(run_id)) => embedded
-            .registry
-            .dead_letters()
-            .open_for_run(run_id)
-            .unwrap_or(0),
-        _ => 0,
-    };
     signals.abort();
     server.abort();
     let _ = std::fs::remove_file(&socket);
-    let code = report(&summary?);
+    let summary = summary?;
+    let mut code = report(&summary);
+    if options.must_complete && code == 0 && !summary.completed.contains(&pipeline) {
+        code = 1;
+        crate::stderr_line!(
+            "flowctl: `{pipeline}` stopped before its end ledger; the same command resumes it"
+        );
+    }
     if letters > 0 {
         let dir = letters_dir
             .map(|d| format!(" --state-dir {}", d.display()))
             .unwrap_or_default();
         crate::stderr_line!(
             "flowctl: pipeline `{pipeline}` completed with {letters} dead letter(s); list them \
-             with `flowctl dlq ls --pipeline {pipeline}{dir}`"
+             with `flowctl dlq ls --pipeline {}{dir}`",
+            crate::replay::base_name(&pipeline)
         );
     }
     Ok(code)

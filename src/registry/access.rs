@@ -151,7 +151,8 @@ impl Access {
                         value.clone_from(owned);
                     } else if *value != *owned {
                         return Err(Status::permission_denied(format!(
-                            "this process belongs to component {own}, so it cannot report a                              dead letter for {field} {value:?}"
+                            "this process belongs to component {own}, so it cannot report a \
+                             dead letter for {field} {value:?}"
                         )));
                     }
                 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use flowctl_proto::flowctl::control_plane_client::ControlPlaneClient;
 use flowctl_proto::flowctl::v1::control_plane_service_client::ControlPlaneServiceClient;
 use flowctl_proto::flowctl::v1::dead_letter_service_client::DeadLetterServiceClient;
+use flowctl_proto::flowctl::v1::replay_service_client::ReplayServiceClient;
 use hyper_util::rt::TokioIo;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -114,6 +115,7 @@ pub struct RegistryClient {
     pub v0: ControlPlaneClient<AuthChannel>,
     pub v1: ControlPlaneServiceClient<AuthChannel>,
     pub dlq: DeadLetterServiceClient<AuthChannel>,
+    pub replay: ReplayServiceClient<AuthChannel>,
     pub channel: AuthChannel,
 }
 
@@ -194,6 +196,7 @@ pub async fn connect(options: &ClientOptions) -> Result<RegistryClient, ClientEr
         v0: ControlPlaneClient::new(channel.clone()),
         v1: ControlPlaneServiceClient::new(channel.clone()),
         dlq: DeadLetterServiceClient::new(channel.clone()),
+        replay: ReplayServiceClient::new(channel.clone()),
         channel,
     })
 }

@@ -96,8 +96,10 @@ impl DeadLetterService for DeadLetterServiceImpl {
         } else {
             report.run_id
         };
+        // A replay's letter is its pipeline's: the same ledger failing again in a replay
+        // updates the letter it replays.
         let new = NewDeadLetter {
-            pipeline,
+            pipeline: crate::replay::base_name(&pipeline).to_string(),
             component,
             run_id,
             ledger: report.ledger,

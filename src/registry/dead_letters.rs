@@ -399,6 +399,32 @@ impl DeadLetterStore {
         self.get(id)
     }
 
+    /// After a replay run `run_id` completed: resolves each letter of `ids` that is still
+    /// open and that the replay did not report again (a ledger failing again in the replay
+    /// makes the replay its letter's last run). Returns the ids that stay open.
+    pub fn resolve_replayed(
+        &self,
+        ids: &[String],
+        run_id: &str,
+        now: SystemTime,
+    ) -> Result<Vec<String>, DeadLetterError> {
+        let mut still_open = Vec::new();
+        for id in ids {
+            let Some(letter) = self.get(id)? else {
+                continue;
+            };
+            if letter.status() != DeadLetterStatus::Open {
+                continue;
+            }
+            if letter.run_id == run_id {
+                still_open.push(id.clone());
+            } else {
+                self.resolve(id, now)?;
+            }
+        }
+        Ok(still_open)
+    }
+
     /// Deletes resolved letters (or all of them), of one pipeline or all; returns how many.
     pub fn purge(
         &self,

@@ -7,6 +7,7 @@
 //! - [`dead_letters`]: the ledgers and events components set aside, beside the run history.
 //! - [`grpc`]: `flowctl.ControlPlane` and `flowctl.v1.ControlPlaneService` over the registry,
 //!   and `flowctl.v1.DeadLetterService` over its dead-letter store.
+//! - [`replay_grpc`]: `flowctl.v1.ReplayService`, handing replays to the daemon.
 //! - [`server`]: TCP and unix-socket serving, bearer token and mutual TLS.
 //! - [`access`]: who may call what: the operator, the processes the supervisor started, anyone.
 //! - [`connections`]: capped TCP connections that must start talking promptly.
@@ -69,6 +70,7 @@ pub mod limits;
 mod peer;
 mod probe;
 pub mod redact;
+pub mod replay_grpc;
 pub mod server;
 pub mod state;
 pub mod store;
@@ -77,6 +79,6 @@ pub use health::HealthStatus;
 pub use server::{RegistryServer, ServerError, ServerOptions, TlsFiles, REGISTRY_SOCKET};
 pub use state::{
     ComponentRegistration, MetricValue, NewRun, Registry, RegistryConfig, RegistryError,
-    RegistryEvent, RunOwner, RunUpdate, StopRequest, SupervisedComponent,
+    RegistryEvent, ReplayRequest, Replayer, RunOwner, RunUpdate, StopRequest, SupervisedComponent,
 };
 pub use store::RunFilter;

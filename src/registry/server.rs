@@ -1,6 +1,6 @@
 //! Serving the registry: one gRPC server with `flowctl.ControlPlane`,
-//! `flowctl.v1.ControlPlaneService`, `flowctl.v1.DeadLetterService` and `grpc.health.v1.Health`,
-//! on TCP and on a unix socket.
+//! `flowctl.v1.ControlPlaneService`, `flowctl.v1.DeadLetterService`, `flowctl.v1.ReplayService`
+//! and `grpc.health.v1.Health`, on TCP and on a unix socket.
 //!
 //! Security: the unix socket is guarded by file permissions (0660, in the runtime dir) and
 //! takes no token; it and the operator's bearer token may do everything. What a TCP caller
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use flowctl_proto::flowctl::control_plane_server::ControlPlaneServer;
 use flowctl_proto::flowctl::v1::control_plane_service_server::ControlPlaneServiceServer;
 use flowctl_proto::flowctl::v1::dead_letter_service_server::DeadLetterServiceServer;
+use flowctl_proto::flowctl::v1::replay_service_server::ReplayServiceServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::interceptor::InterceptedService;
@@ -27,6 +28,7 @@ use super::connections::ConnectionLimits;
 use super::dead_letter_grpc::DeadLetterServiceImpl;
 use super::grpc::{ControlPlaneV0, ControlPlaneV1};
 use super::limits::MAX_MESSAGE_BYTES;
+use super::replay_grpc::ReplayServiceImpl;
 use super::state::Registry;
 
 /// The socket file the registry listens on inside the runtime dir.
@@ -259,6 +261,7 @@ impl RegistryServer {
             "flowctl.ControlPlane",
             "flowctl.v1.ControlPlaneService",
             "flowctl.v1.DeadLetterService",
+            "flowctl.v1.ReplayService",
         ] {
             reporter
                 .set_service_status(name, ServingStatus::Serving)
@@ -275,8 +278,13 @@ impl RegistryServer {
             access.clone(),
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let dlq =
-            DeadLetterServiceServer::new(DeadLetterServiceImpl::new(self.registry.clone(), access))
+        let dlq = DeadLetterServiceServer::new(DeadLetterServiceImpl::new(
+            self.registry.clone(),
+            access.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let replay =
+            ReplayServiceServer::new(ReplayServiceImpl::new(self.registry.clone(), access))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
         let mut tasks = tokio::task::JoinSet::new();
@@ -296,6 +304,7 @@ impl RegistryServer {
                 .add_service(InterceptedService::new(v0.clone(), auth.clone()))
                 .add_service(InterceptedService::new(v1.clone(), auth.clone()))
                 .add_service(InterceptedService::new(dlq.clone(), auth.clone()))
+                .add_service(InterceptedService::new(replay.clone(), auth.clone()))
                 .add_service(InterceptedService::new(health.clone(), auth));
             // Heartbeats are small writes: `incoming` sets TCP_NODELAY, or Nagle and delayed
             // ACKs would add tens of milliseconds to some of them.
@@ -311,6 +320,7 @@ impl RegistryServer {
                 .add_service(v0)
                 .add_service(v1)
                 .add_service(dlq)
+                .add_service(replay)
                 .add_service(health);
             let incoming = UnixListenerStream::new(listener);
             let stop = stopped(stop_rx.clone());

@@ -218,6 +218,20 @@ pub struct StopRequest {
 /// The channel on which a run's owner receives [`StopRequest`]s.
 pub type RunOwner = mpsc::Sender<StopRequest>;
 
+/// Asks the supervisor that runs the pipelines (the daemon) to start a replay. It answers on
+/// `reply` with the replay's run id and instance name, or with why it cannot.
+#[derive(Debug)]
+pub struct ReplayRequest {
+    pub pipeline: String,
+    pub range: crate::replay::ReplayRange,
+    /// Dead letters to resolve when the replay completes without failing on them again.
+    pub resolve_dead_letters: Vec<String>,
+    pub reply: oneshot::Sender<Result<(String, String), tonic::Status>>,
+}
+
+/// The channel on which the daemon receives [`ReplayRequest`]s.
+pub type Replayer = mpsc::Sender<ReplayRequest>;
+
 /// A run to create.
 #[derive(Debug, Default)]
 pub struct NewRun {
@@ -334,6 +348,8 @@ struct Inner {
     supervised_starts: std::sync::atomic::AtomicU64,
     runs: Mutex<Runs>,
     dead_letters: Mutex<DeadLetterStore>,
+    /// Set by a daemon that runs pipelines; without it replays are refused.
+    replayer: Mutex<Option<Replayer>>,
     events: broadcast::Sender<RegistryEvent>,
 }
 
@@ -398,6 +414,7 @@ impl Registry {
                 supervised_starts: Default::default(),
                 runs: Mutex::new(Runs { store, active }),
                 dead_letters: Mutex::new(dead_letters),
+                replayer: Mutex::new(None),
                 events,
             }),
         })
@@ -405,6 +422,16 @@ impl Registry {
 
     pub fn config(&self) -> &RegistryConfig {
         &self.inner.config
+    }
+
+    /// Replays asked for through the control plane go to `replayer` from now on.
+    pub fn set_replayer(&self, replayer: Replayer) {
+        *lock(&self.inner.replayer) = Some(replayer);
+    }
+
+    /// Who starts replays, if anyone does here.
+    pub fn replayer(&self) -> Option<Replayer> {
+        lock(&self.inner.replayer).clone()
     }
 
     /// The id of the newest active run of `pipeline`, if any (dead letters reported without

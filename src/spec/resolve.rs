@@ -31,6 +31,10 @@ pub struct ResolveOptions {
     pub held_ports: HeldPorts,
     /// Replaces `spec.range` for this run (`flowctl run --from-ledger A --to-ledger B`).
     pub range: Option<crate::plan::LedgerRange>,
+    /// A replay's copy, run beside the original: every port is allocated, the fixed ones too
+    /// (its components find each other through the allocated ports), and `range` wins over
+    /// the components' own START_LEDGER/END_LEDGER.
+    pub replay_copy: bool,
 }
 
 /// The variable names the seeds' components read their upstream address from, by the role of
@@ -123,6 +127,10 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
         // Sources and sinks learn the run's range as the seeds' components read it; their
         // own env wins.
         if let (Some(range), Role::Source | Role::Sink) = (range, c.role) {
+            if opts.replay_copy {
+                env.remove(super::decode::START_LEDGER);
+                env.remove(super::decode::END_LEDGER);
+            }
             env.entry(super::decode::START_LEDGER.to_string())
                 .or_insert_with(|| range.from.to_string());
             if let Some(to) = range.to {
@@ -251,8 +259,13 @@ fn allocate_ports(
         let declared = c
             .ports
             .iter()
+            .filter(|_| !opts.replay_copy)
             .filter_map(|port| port.port.map(|n| (n, port.protocol.as_str(), port.pos)));
-        let health = c.health_port.iter().map(|h| (h.value, "tcp", h.pos));
+        let health = c
+            .health_port
+            .iter()
+            .filter(|_| !opts.replay_copy)
+            .map(|h| (h.value, "tcp", h.pos));
         for (n, proto, pos) in declared.chain(health) {
             match fixed.get(&(n, proto)) {
                 Some((other, other_pos)) if *other != c.id => ctx.error(
@@ -281,9 +294,9 @@ fn allocate_ports(
         let auto = c
             .ports
             .iter()
-            .filter(|port| port.port.is_none())
+            .filter(|port| port.port.is_none() || opts.replay_copy)
             .map(|port| Some(port.name.as_str()))
-            .chain(c.health_port.is_none().then_some(None));
+            .chain((c.health_port.is_none() || opts.replay_copy).then_some(None));
         for name in auto {
             if let Some(n) = opts.held_ports.get(&p.name, &c.id, name) {
                 if n != 0 && taken.insert(n) {
@@ -298,7 +311,7 @@ fn allocate_ports(
     for c in &p.components {
         let mut ports = Vec::new();
         for port in &c.ports {
-            let n = match port.port {
+            let n = match port.port.filter(|_| !opts.replay_copy) {
                 Some(n) => n,
                 None => match held(&c.id, Some(&port.name))
                     .map_or_else(|| alloc.allocate(&port.protocol), Ok)
@@ -319,7 +332,7 @@ fn allocate_ports(
                 protocol: port.protocol.clone(),
             });
         }
-        let health_port = match &c.health_port {
+        let health_port = match c.health_port.as_ref().filter(|_| !opts.replay_copy) {
             Some(h) => h.value,
             None => match held(&c.id, None) {
                 Some(n) => n,

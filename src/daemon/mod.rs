@@ -27,6 +27,8 @@ use crate::systemd::journal;
 use crate::systemd::notify::{Notifier, StatusLine};
 use crate::systemd::SystemdEdge;
 
+mod replays;
+
 /// How `flowctl-sup run` was asked to run.
 #[derive(Debug, Clone)]
 pub struct DaemonArgs {
@@ -120,8 +122,10 @@ async fn run_async(
     let (supervisor, handle) = Supervisor::new(plans.clone(), options)?;
     let mut runs = PipelineRuns::default();
     for plan in &plans {
-        runs.begin(&embedded, plan, &handle)?;
+        runs.begin(&embedded, plan, &handle, Vec::new())?;
     }
+    let (replay_tx, mut replay_rx) = tokio::sync::mpsc::channel(8);
+    embedded.registry.set_replayer(replay_tx);
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
     let server = tokio::spawn(api::server::serve_with_reload(
         listener,
@@ -154,7 +158,8 @@ async fn run_async(
                 let Some(status) = handle.status().await else {
                     break;
                 };
-                runs.end_completed(&embedded, &status);
+                let ended = runs.end_finished(&embedded, &status);
+                replays::take_out(&handle, &ended).await;
                 let line = status_line(&status);
                 let text = line.to_string();
                 if !ready_sent && settled(&status) {
@@ -177,6 +182,11 @@ async fn run_async(
             Some(reply) = reload_rx.recv() => {
                 let response = reloader.reload(&handle, &embedded, &mut runs, ready_sent).await;
                 let _ = reply.send(response);
+            }
+            Some(request) = replay_rx.recv() => {
+                let defaults = reloader.current_config().spec_defaults();
+                let answer = replays::start(&request, &defaults, &handle, &embedded, &mut runs).await;
+                let _ = request.reply.send(answer);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -209,56 +219,117 @@ async fn run_async(
     Ok(0)
 }
 
-/// The run record of each running pipeline in the embedded registry, and the task that
-/// answers `flowctl pipelines stop` for it.
+/// A run the daemon records: its id, the task answering `flowctl pipelines stop` for it, and
+/// for a replay the dead letters it resolves when it completes.
+struct ActiveRun {
+    run_id: String,
+    stop_task: tokio::task::JoinHandle<()>,
+    resolves: Vec<String>,
+}
+
+/// The run record of each running pipeline in the embedded registry.
 #[derive(Default)]
-struct PipelineRuns(BTreeMap<String, (String, tokio::task::JoinHandle<()>)>);
+struct PipelineRuns(BTreeMap<String, ActiveRun>);
 
 impl PipelineRuns {
     fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Records the start of `plan`; returns its run id.
     fn begin(
         &mut self,
         embedded: &EmbeddedRegistry,
         plan: &PipelinePlan,
         handle: &SupervisorHandle,
-    ) -> anyhow::Result<()> {
+        resolves: Vec<String>,
+    ) -> anyhow::Result<String> {
         let (run_id, requests) = embedded.begin_run(plan)?;
         let ids = plan.components.iter().map(|c| c.id.clone()).collect();
-        let task =
+        let stop_task =
             EmbeddedRegistry::serve_stop_requests(requests, plan.name.clone(), ids, handle.clone());
-        if let Some((old, task)) = self.0.insert(plan.name.clone(), (run_id, task)) {
-            task.abort();
-            embedded.end_run(&old, RunStatus::Stopped, None);
+        let new = ActiveRun {
+            run_id: run_id.clone(),
+            stop_task,
+            resolves,
+        };
+        if let Some(old) = self.0.insert(plan.name.clone(), new) {
+            old.stop_task.abort();
+            embedded.end_run(&old.run_id, RunStatus::Stopped, None);
         }
-        Ok(())
+        Ok(run_id)
     }
 
     fn end(&mut self, embedded: &EmbeddedRegistry, pipeline: &str) {
-        if let Some((run_id, task)) = self.0.remove(pipeline) {
-            task.abort();
-            embedded.end_run(&run_id, RunStatus::Stopped, None);
+        if let Some(run) = self.0.remove(pipeline) {
+            run.stop_task.abort();
+            embedded.end_run(&run.run_id, RunStatus::Stopped, None);
         }
     }
 
-    /// A bounded pipeline that completed ends its run as completed, once.
-    fn end_completed(&mut self, embedded: &EmbeddedRegistry, status: &SupervisorStatus) {
-        for p in status.pipelines.iter().filter(|p| p.completed) {
+    /// The run of `pipeline`, while it is recorded as active.
+    fn run_of(&self, pipeline: &str) -> Option<&str> {
+        self.0.get(pipeline).map(|r| r.run_id.as_str())
+    }
+
+    /// Ends the runs that are over: a bounded pipeline that completed (once drained), and a
+    /// replay with a component failed for good. Returns the replays that ended, for the
+    /// daemon to take out of the supervisor.
+    fn end_finished(
+        &mut self,
+        embedded: &EmbeddedRegistry,
+        status: &SupervisorStatus,
+    ) -> Vec<String> {
+        let mut ended_replays = Vec::new();
+        for p in &status.pipelines {
             let drained = p
                 .components
                 .iter()
                 .all(|c| matches!(c.state, StateName::Exited | StateName::Stopped));
-            if !drained {
+            let failed: Vec<String> = p
+                .components
+                .iter()
+                .filter(|c| c.state == StateName::Failed)
+                .map(|c| format!("{}: {}", c.id, c.reason.as_deref().unwrap_or("failed")))
+                .collect();
+            let replay = crate::replay::is_instance(&p.name);
+            let outcome = if p.completed && drained {
+                Ok(())
+            } else if replay && !failed.is_empty() {
+                Err(failed.join("; "))
+            } else {
                 continue;
+            };
+            let Some(run) = self.0.remove(&p.name) else {
+                continue;
+            };
+            run.stop_task.abort();
+            match outcome {
+                Ok(()) => {
+                    let letters = embedded
+                        .registry
+                        .dead_letters()
+                        .open_for_run(&run.run_id)
+                        .unwrap_or(0);
+                    let status = if letters > 0 {
+                        RunStatus::CompletedWithDeadLetters
+                    } else {
+                        RunStatus::Completed
+                    };
+                    tracing::info!(pipeline = %p.name, run = %run.run_id, dead_letters = letters, "bounded run completed");
+                    embedded.end_run(&run.run_id, status, None);
+                    replays::resolve_letters(embedded, &run.run_id, &run.resolves);
+                }
+                Err(error) => {
+                    tracing::warn!(pipeline = %p.name, run = %run.run_id, "replay failed: {error}");
+                    embedded.end_run(&run.run_id, RunStatus::Failed, Some(error));
+                }
             }
-            if let Some((run_id, task)) = self.0.remove(&p.name) {
-                task.abort();
-                tracing::info!(pipeline = %p.name, run = %run_id, "bounded run completed");
-                embedded.end_run(&run_id, RunStatus::Completed, None);
+            if replay {
+                ended_replays.push(p.name.clone());
             }
         }
+        ended_replays
     }
 
     fn end_all(&mut self, embedded: &EmbeddedRegistry) {
@@ -284,7 +355,7 @@ impl PipelineRuns {
                     let Some(plan) = plans.iter().find(|p| p.name == change.name) else {
                         continue;
                     };
-                    if let Err(e) = self.begin(embedded, plan, handle) {
+                    if let Err(e) = self.begin(embedded, plan, handle, Vec::new()) {
                         tracing::warn!(pipeline = %plan.name, "cannot record its run: {e:#}");
                     }
                 }
@@ -310,6 +381,12 @@ struct Reloader {
 }
 
 impl Reloader {
+    /// The configuration file as it is now (the one the daemon started with when it no
+    /// longer loads): what a replay is resolved with.
+    fn current_config(&self) -> Config {
+        Config::load(&self.config_path).unwrap_or_else(|_| self.started_with.clone())
+    }
+
     /// Reloads, telling systemd (`RELOADING=1`, then `READY=1`) once startup is over.
     async fn reload(
         &self,
@@ -393,6 +470,13 @@ impl Reloader {
             });
             plans.extend(kept);
         }
+        // Replays come from no file: they run on to their end ledger.
+        plans.extend(
+            running
+                .iter()
+                .filter(|p| crate::replay::is_instance(&p.name))
+                .cloned(),
+        );
         let diff = match handle.reload(plans.clone()).await {
             Ok(diff) => diff,
             Err(e) => {
