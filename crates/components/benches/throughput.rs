@@ -260,6 +260,7 @@ async fn sink_pipeline(pg: &PgCluster) {
         flush_events: 5000,
         flush_interval: Duration::from_millis(200),
         max_backoff: Duration::from_secs(1),
+        dead_letters: None,
     };
     let t0 = Instant::now();
     let s = driver.run().await.unwrap();
