@@ -162,6 +162,81 @@ fn a_ledger_the_table_rejects_becomes_one_sink_dead_letter_and_every_other_ledge
 }
 
 #[test]
+fn a_live_sink_heartbeats_dead_letters_total_once_it_set_a_ledger_aside() {
+    let Some(pg) = PgCluster::start(Durability::Off) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let setup = pg_pipeline(dir.path(), "pg-setup", &pg, "dead-letter");
+    tables_with_a_constraint(dir.path(), &setup, &pg);
+    // A live run (no END_LEDGER) at 50 ledgers/s, its sink heartbeating often.
+    let sink_env = format!(
+        "        SINK: postgres\n        DATABASE_URL: \"{}\"\n        SINK_ID: pg\n        \
+         FLOWCTL_HEARTBEAT_INTERVAL: 200ms",
+        pg.url()
+    );
+    let text: String = synthetic_pipeline("pg-live", FROM, 0, 50.0, &sink_env)
+        .lines()
+        .map(|l| match l {
+            "      command: ttp-sink" => format!("{l}\n      on_error: dead-letter\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let file = pipeline(dir.path(), "pg-live", &text);
+    let mut cmd = run_cmd(dir.path(), &file);
+    let child = cmd
+        .arg("--state-dir")
+        .arg(dir.path().join("live-state"))
+        .stdout(std::fs::File::create(dir.path().join("flowctl.stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("flowctl.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let running = Running {
+        child: Some(child),
+        dir: dir.path().to_path_buf(),
+    };
+    let pid = running.ready_pid("sink", Duration::from_secs(60));
+    // The control plane the supervisor handed the sink.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let endpoint = environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix("FLOWCTL_ENDPOINT="))
+        .expect("the sink has FLOWCTL_ENDPOINT")
+        .to_string();
+    let sink_metric = |name: &str| -> Option<f64> {
+        let out = std::process::Command::new(flowctl())
+            .args(["list", "-o", "json", "--endpoint", &endpoint])
+            .output()
+            .ok()?;
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        // Heartbeat values are listed as text.
+        list.as_array()?
+            .iter()
+            .find(|c| c["component_id"] == "sink")?["metrics"][name]
+            .as_str()?
+            .parse()
+            .ok()
+    };
+    // The letter is counted as it is recorded, the ledgers written just after.
+    wait_for(
+        "the sink's heartbeat to count the dead letter and the ledgers past it",
+        Duration::from_secs(60),
+        || {
+            sink_metric("dead_letters_total") == Some(1.0)
+                && sink_metric("last_ledger_written") >= Some(f64::from(REJECTED + 1))
+        },
+    );
+    assert_eq!(
+        pg.query(&format!(
+            "SELECT count(*) FROM ttp_events WHERE ledger_sequence = {REJECTED}"
+        ))
+        .as_deref(),
+        Some("0")
+    );
+}
+
+#[test]
 fn with_on_error_fail_a_ledger_the_table_rejects_fails_the_run_naming_the_ledger() {
     let Some(pg) = PgCluster::start(Durability::Off) else {
         return;
