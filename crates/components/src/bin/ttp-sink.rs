@@ -24,7 +24,10 @@ enum SinkKind {
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Writes token-transfer events to the console, a JSON-lines file or PostgreSQL"
+    about = "Writes token-transfer events to the console, a JSON-lines file or PostgreSQL",
+    after_help = "FLOWCTL_ON_ERROR=dead-letter (set by flowctl from `on_error`): a ledger whose \
+                  events PostgreSQL rejects (SQLSTATE class 22 or 23) is recorded as a dead \
+                  letter and passed over; with `fail` (the default) the sink stops naming it."
 )]
 struct Args {
     #[arg(
