@@ -144,7 +144,7 @@ spec:
     run_to_end(dir.path(), &file);
     assert_eq!(count(&pg), golden_997_999(&root).len());
     assert_eq!(
-        pg.query("SELECT last_ledger FROM ttp_sink_checkpoints WHERE sink_id = 'pg'")
+        pg.query("SELECT last_ledger FROM ttp_sink_checkpoints WHERE sink_id = 'pg@997-999'")
             .as_deref(),
         Some("999"),
         "checkpoint at the last ledger"
@@ -206,8 +206,10 @@ fn postgres_sink_killed_mid_stream_is_restarted_and_stores_every_event_exactly_o
         .collect();
     assert_eq!(got, want);
     assert_eq!(
-        pg.query("SELECT last_ledger FROM ttp_sink_checkpoints WHERE sink_id = 'e2e'")
-            .as_deref(),
+        pg.query(&format!(
+            "SELECT last_ledger FROM ttp_sink_checkpoints WHERE sink_id = 'e2e@{START}-{END}'"
+        ))
+        .as_deref(),
         Some(END.to_string().as_str())
     );
 }

@@ -356,6 +356,36 @@ fn a_checkpoint_beyond_the_end_of_its_output_is_an_error_naming_both_files() {
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "{}\n");
 }
 
+#[test]
+fn a_bounded_run_into_a_file_that_already_holds_later_ledgers_writes_nothing_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    std::fs::write(&out, "{}\n").unwrap();
+    let ckpt = checkpoint::path_for(&out);
+    std::fs::write(&ckpt, r#"{"last_ledger":500,"offset":3}"#).unwrap();
+    // No processor listens there: the sink must not even ask.
+    let o = Command::new(env!("CARGO_BIN_EXE_ttp-sink"))
+        .env_clear()
+        .env("SINK", "jsonl")
+        .env("OUTPUT_FILE", &out)
+        .env("START_LEDGER", "100")
+        .env("END_LEDGER", "119")
+        .env("TTP_SERVICE_ADDRESS", "127.0.0.1:1")
+        .env("ENABLE_FLOWCTL", "false")
+        .env("HEALTH_PORT", support::free_port().to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("nothing to write"), "{err}");
+    assert!(err.contains("another OUTPUT_FILE"), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "{}\n");
+    assert_eq!(
+        checkpoint::load(&ckpt).unwrap().map(|c| c.last_ledger),
+        Some(500)
+    );
+}
+
 /// Streams its events to every request, then keeps the stream open, as a processor at the
 /// tip does.
 #[derive(Clone)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use flowctl_components::sink::driver::{Driver, Target};
 use flowctl_components::sink::health::Readiness;
-use flowctl_components::sink::postgres::PgSink;
+use flowctl_components::sink::postgres::{checkpoint_id, PgSink};
 use flowctl_components::sink::LedgerEvents;
 use flowctl_proto::asset::{asset::AssetType, Asset};
 use flowctl_proto::token_transfer::token_transfer_event::Event;
@@ -205,6 +205,7 @@ async fn serve(feed: Feed) -> SocketAddr {
     addr
 }
 
+/// A bounded run of sink `id`, with the checkpoint row `ttp-sink` gives it: `ID@START-END`.
 fn driver(addr: SocketAddr, pg: &Pg, id: &str, start: u32, end: u32) -> Driver {
     let readiness = Readiness::default();
     Driver {
@@ -212,14 +213,19 @@ fn driver(addr: SocketAddr, pg: &Pg, id: &str, start: u32, end: u32) -> Driver {
         start,
         end: Some(end),
         target: Target::Postgres(
-            PgSink::new(&pg.url(), id, readiness.clone())
-                .with_max_backoff(Duration::from_millis(200)),
+            PgSink::new(
+                &pg.url(),
+                &checkpoint_id(id, start, Some(end)),
+                readiness.clone(),
+            )
+            .with_max_backoff(Duration::from_millis(200)),
         ),
         readiness,
         metrics: Default::default(),
         flush_events: 10,
         flush_interval: Duration::from_millis(20),
         max_backoff: Duration::from_millis(200),
+        dead_letters: None,
     }
 }
 
@@ -248,7 +254,7 @@ async fn schema_is_created_on_start_and_a_bounded_run_writes_every_event() {
         .collect();
     assert_eq!(tables, vec!["ttp_events", "ttp_sink_checkpoints"]);
     assert_eq!(pg.count().await, 120);
-    assert_eq!(pg.checkpoint("sink-a").await, Some(119));
+    assert_eq!(pg.checkpoint("sink-a@100-119").await, Some(119));
     let row = c
         .query_one(
             "SELECT event_type, operation_index, amount::text, event->'meta'->>'ledgerSequence'
@@ -281,7 +287,83 @@ async fn writing_the_same_ledger_twice_keeps_one_copy() {
 }
 
 #[tokio::test]
-async fn restart_resumes_after_the_checkpoint() {
+async fn a_replay_restores_a_row_altered_by_hand_and_an_identical_replay_rewrites_nothing() {
+    let Some(pg) = Pg::start() else { return };
+    let mut sink = PgSink::new(&pg.url(), "sink-r", Readiness::default());
+    let batch = vec![LedgerEvents {
+        ledger: 300,
+        events: ledger_events(300),
+    }];
+    sink.write(&batch, 300).await.unwrap();
+    let c = pg.client().await;
+    let key = "ledger_sequence = 300 AND event_index = 4";
+    let row = format!("FROM ttp_events WHERE {key}");
+    let original: String = c
+        .query_one(&format!("SELECT amount::text {row}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    // As an older, buggy processor would have written it.
+    c.execute(
+        &format!("UPDATE ttp_events SET amount = 1, event = '{{}}' WHERE {key}"),
+        &[],
+    )
+    .await
+    .unwrap();
+    sink.write(&batch, 300).await.unwrap();
+    let (amount, ledger): (String, String) = c
+        .query_one(
+            &format!("SELECT amount::text, event->'meta'->>'ledgerSequence' {row}"),
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(
+        (amount.as_str(), ledger.as_str()),
+        (original.as_str(), "300")
+    );
+    assert_eq!(pg.count().await, 6);
+    // Replaying what is stored leaves every row version as it was.
+    let versions = "SELECT string_agg(xmin::text, ',' ORDER BY event_index) FROM ttp_events";
+    let before: String = c.query_one(versions, &[]).await.unwrap().get(0);
+    sink.write(&batch, 300).await.unwrap();
+    let after: String = c.query_one(versions, &[]).await.unwrap().get(0);
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn a_ledger_the_table_rejects_fails_the_sink_naming_it_after_writing_the_ledgers_before_it() {
+    let Some(pg) = Pg::start() else { return };
+    let feed = Feed {
+        ledgers: (100..=119).collect(),
+        ..Default::default()
+    };
+    let addr = serve(feed).await;
+    // The schema first, then a constraint that ledger 105's events break.
+    PgSink::new(&pg.url(), "setup", Readiness::default())
+        .checkpoint()
+        .await
+        .unwrap();
+    pg.client()
+        .await
+        .batch_execute(
+            "ALTER TABLE ttp_events ADD CONSTRAINT not_105 CHECK (ledger_sequence <> 105)",
+        )
+        .await
+        .unwrap();
+    let mut d = driver(addr, &pg, "sink-f", 100, 119);
+    d.flush_events = 1000;
+    d.flush_interval = Duration::from_secs(30);
+    let e = d.run().await.unwrap_err().to_string();
+    assert!(e.contains("ledger 105"), "{e}");
+    assert!(e.contains("not_105"), "{e}");
+    assert_eq!(pg.count().await, 30, "ledgers 100-104 are kept");
+    assert_eq!(pg.checkpoint("sink-f@100-119").await, Some(104));
+}
+
+#[tokio::test]
+async fn a_bounded_run_started_again_resumes_after_its_own_checkpoint() {
     let Some(pg) = Pg::start() else { return };
     let feed = Feed {
         ledgers: (100..=119).collect(),
@@ -289,9 +371,19 @@ async fn restart_resumes_after_the_checkpoint() {
     };
     let requests = feed.requests.clone();
     let addr = serve(feed).await;
-    driver(addr, &pg, "sink-c", 100, 109).run().await.unwrap();
-    assert_eq!(pg.checkpoint("sink-c").await, Some(109));
-    // A restarted sink configured from the same START_LEDGER goes on after the checkpoint.
+    // What a run of 100–119 killed after ledger 109 left behind.
+    let mut killed = PgSink::new(
+        &pg.url(),
+        &checkpoint_id("sink-c", 100, Some(119)),
+        Readiness::default(),
+    );
+    let first: Vec<LedgerEvents> = (100..=109)
+        .map(|l| LedgerEvents {
+            ledger: l,
+            events: ledger_events(l),
+        })
+        .collect();
+    killed.write(&first, 109).await.unwrap();
     let s = driver(addr, &pg, "sink-c", 100, 119).run().await.unwrap();
     assert_eq!(s.events, 60);
     let starts: Vec<u32> = requests
@@ -300,8 +392,45 @@ async fn restart_resumes_after_the_checkpoint() {
         .iter()
         .map(|r| r.start_ledger)
         .collect();
-    assert_eq!(starts, vec![100, 110]);
+    assert_eq!(starts, vec![110]);
     assert_eq!(pg.count().await, 120);
+    assert_eq!(pg.checkpoint("sink-c@100-119").await, Some(119));
+}
+
+#[tokio::test]
+async fn a_bounded_run_after_a_live_run_writes_its_range_and_leaves_the_live_checkpoint_alone() {
+    let Some(pg) = Pg::start() else { return };
+    let feed = Feed {
+        ledgers: (100..=119).collect(),
+        ..Default::default()
+    };
+    let requests = feed.requests.clone();
+    let addr = serve(feed).await;
+    // The live run of the same sink is far ahead.
+    let mut live = PgSink::new(
+        &pg.url(),
+        &checkpoint_id("sink-e", 0, None),
+        Readiness::default(),
+    );
+    live.write(&[], 500).await.unwrap();
+    let s = driver(addr, &pg, "sink-e", 100, 119).run().await.unwrap();
+    assert_eq!((s.events, s.through), (120, 119));
+    assert_eq!(pg.count().await, 120);
+    assert_eq!(pg.checkpoint("sink-e").await, Some(500));
+    assert_eq!(pg.checkpoint("sink-e@100-119").await, Some(119));
+    // The same range asked for again (a replay) is written again from its start, and adds
+    // nothing twice.
+    let again = driver(addr, &pg, "sink-e", 100, 119).run().await.unwrap();
+    assert_eq!(again.events, 120);
+    let starts: Vec<u32> = requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.start_ledger)
+        .collect();
+    assert_eq!(starts, vec![100, 100]);
+    assert_eq!(pg.count().await, 120);
+    assert_eq!(pg.checkpoint("sink-e@100-119").await, Some(119));
 }
 
 #[tokio::test]
@@ -423,5 +552,5 @@ async fn database_down_then_up_reports_not_ready_and_loses_no_event() {
     assert!(status.success());
     assert!(healthy_again, "/health never recovered");
     assert_eq!(pg.count().await, 240);
-    assert_eq!(pg.checkpoint("ttp-sink").await, Some(139));
+    assert_eq!(pg.checkpoint("ttp-sink@100-139").await, Some(139));
 }

@@ -12,7 +12,7 @@ use flowctl_components::sink::health::Readiness;
 use flowctl_components::sink::jsonl_file::JsonlFile;
 use flowctl_components::sink::metrics::SinkMetrics;
 use flowctl_components::sink::output::Output;
-use flowctl_components::sink::postgres::PgSink;
+use flowctl_components::sink::postgres::{checkpoint_id, PgSink};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 enum SinkKind {
@@ -24,7 +24,10 @@ enum SinkKind {
 #[derive(Parser, Debug)]
 #[command(
     version,
-    about = "Writes token-transfer events to the console, a JSON-lines file or PostgreSQL"
+    about = "Writes token-transfer events to the console, a JSON-lines file or PostgreSQL",
+    after_help = "FLOWCTL_ON_ERROR=dead-letter (set by flowctl from `on_error`): a ledger whose \
+                  events PostgreSQL rejects (SQLSTATE class 22 or 23) is recorded as a dead \
+                  letter and passed over; with `fail` (the default) the sink stops naming it."
 )]
 struct Args {
     #[arg(
@@ -50,7 +53,8 @@ struct Args {
     /// PostgreSQL connection string (URL or key=value form).
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
-    /// Name of this sink's checkpoint row, so several sinks can share a database.
+    /// Name of this sink's checkpoint row, so several sinks can share a database; a bounded
+    /// run (END_LEDGER set) keeps its own row, SINK_ID@START_LEDGER-END_LEDGER.
     #[arg(long, env = "SINK_ID")]
     sink_id: Option<String>,
     #[arg(long, env = "FLUSH_EVENTS", default_value_t = 5000)]
@@ -84,6 +88,11 @@ async fn main() {
 async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals()?;
     let readiness = Readiness::not_ready("starting");
+    let end = (args.end_ledger != 0).then_some(args.end_ledger);
+    // With `on_error: dead-letter`, a ledger the store rejects is recorded and passed over.
+    let on_error = flowctl_sdk::OnError::from_env("TTP_SINK")?;
+    let letters = flowctl_sdk::DeadLetters::new(&flowctl_sdk::Config::from_env("TTP_SINK")?);
+    let set_aside = (on_error == flowctl_sdk::OnError::DeadLetter).then(|| letters.clone());
     let target = match args.sink {
         SinkKind::Console => Target::Output(Output::Console),
         SinkKind::Jsonl => match &args.output_file {
@@ -101,6 +110,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 // Under flowctl each sink's checkpoint is its component id.
                 .or_else(|| std::env::var("FLOWCTL_COMPONENT_ID").ok())
                 .unwrap_or_else(|| "ttp-sink".into());
+            let id = checkpoint_id(&id, args.start_ledger, end);
             Target::Postgres(
                 PgSink::new(url, &id, readiness.clone()).with_max_backoff(args.max_backoff),
             )
@@ -113,20 +123,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_name("ttp-sink")
         .with_event_types(&["token_transfer.TokenTransferEvent"], &[])
         .with_metadata("sink", format!("{:?}", args.sink).to_lowercase())
-        .with_metrics(move || sdk_metrics.snapshot())
+        .with_metrics(move || {
+            let mut m = sdk_metrics.snapshot();
+            m.insert("dead_letters_total".into(), letters.total() as f64);
+            m
+        })
         .start()
         .await?;
     readiness.attach(sdk);
     let driver = Driver {
         addr: args.ttp_service_address.clone(),
         start: args.start_ledger,
-        end: (args.end_ledger != 0).then_some(args.end_ledger),
+        end,
         target,
         readiness: readiness.clone(),
         metrics,
         flush_events: args.flush_events.max(1),
         flush_interval: args.flush_interval,
         max_backoff: args.max_backoff,
+        dead_letters: set_aside,
     };
     // On SIGTERM the driver writes the complete ledgers it holds and returns; a write that
     // cannot finish in the grace period (a database that does not answer) is given up, and
@@ -140,7 +155,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     readiness.shutdown().await;
     if let Some(summary) = result? {
-        tracing::info!(events = summary.events, through = summary.through, "done");
+        tracing::info!(
+            events = summary.events,
+            through = summary.through,
+            dead_letters = summary.dead_letters,
+            "done"
+        );
     }
     Ok(())
 }

@@ -2,6 +2,11 @@
 //! when an event of a later ledger arrives, or when a bounded stream ends cleanly. When the
 //! stream breaks, the incomplete ledger is dropped and the sink reconnects with backoff
 //! from the ledger after the last one written, so nothing is skipped or written twice.
+//!
+//! When the store rejects a batch (a value or a constraint of its table), the batch is
+//! written again ledger by ledger: the rejected ledger fails the sink naming it, or, with
+//! `on_error: dead-letter`, is recorded as a dead letter (its events as a JSON array) and
+//! passed over, the checkpoint moving past it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +47,43 @@ impl Target {
         }
     }
 
+    /// A bounded run found its checkpoint at or past its end: the range was written before.
+    /// PostgreSQL writes it again from `start` (idempotent, correcting rows that changed);
+    /// a file is only appended to in ledger order, so it writes nothing. Returns the new
+    /// checkpoint.
+    async fn range_already_written(
+        &mut self,
+        checkpoint: u32,
+        start: u32,
+        end: u32,
+    ) -> Result<u32, SinkError> {
+        match self {
+            Target::Postgres(p) => {
+                let before = start.saturating_sub(1);
+                tracing::info!(
+                    checkpoint,
+                    start,
+                    end,
+                    "this range was written before: writing it again from START_LEDGER \
+                     (rows that did not change are left as they are)"
+                );
+                p.reset_checkpoint(before).await?;
+                Ok(before)
+            }
+            Target::File(_) | Target::Output(_) => {
+                tracing::warn!(
+                    checkpoint,
+                    start,
+                    end,
+                    "OUTPUT_FILE already holds every ledger through its checkpoint, at or \
+                     past END_LEDGER: nothing to write (a file is appended to in ledger \
+                     order; write a replay of older ledgers to another OUTPUT_FILE)"
+                );
+                Ok(checkpoint)
+            }
+        }
+    }
+
     /// Called every flush interval: a file checkpoints what it wrote once that is due.
     fn tick(&mut self) -> Result<(), SinkError> {
         match self {
@@ -73,6 +115,8 @@ pub struct Driver {
     /// …or this long after the first of them arrived.
     pub flush_interval: Duration,
     pub max_backoff: Duration,
+    /// With `on_error: dead-letter`: where the ledgers the store rejects are recorded.
+    pub dead_letters: Option<flowctl_sdk::DeadLetters>,
 }
 
 /// What a finished run did.
@@ -81,6 +125,8 @@ pub struct Summary {
     pub events: u64,
     /// The last complete ledger written (0 when none).
     pub through: u32,
+    /// Ledgers the store rejected, recorded as dead letters.
+    pub dead_letters: u64,
 }
 
 struct Pending {
@@ -119,13 +165,25 @@ impl Driver {
             r = self.target.checkpoint() => r?,
             _ = &mut stop => return Ok(Summary::default()),
         };
+        let resume = match self.end {
+            Some(end) if resume >= end && resume > 0 => {
+                self.target
+                    .range_already_written(resume, self.start, end)
+                    .await?
+            }
+            _ => resume,
+        };
         let mut next = if resume > 0 {
             self.start.max(resume + 1)
         } else {
             self.start
         };
-        if resume > 0 {
-            tracing::info!(checkpoint = resume, next, "resuming after the checkpoint");
+        if resume > 0 && resume >= self.start {
+            tracing::info!(
+                checkpoint = resume,
+                next,
+                "resuming after the checkpoint: ledgers up to it are taken as written"
+            );
         }
         let endpoint = if self.addr.contains("://") {
             self.addr.clone()
@@ -135,6 +193,7 @@ impl Driver {
         let mut summary = Summary {
             events: 0,
             through: resume,
+            dead_letters: 0,
         };
         let mut delay = Duration::from_millis(100);
         loop {
@@ -249,9 +308,19 @@ impl Driver {
         let Some(through) = pending.through else {
             return Ok(());
         };
-        self.target.write(&pending.ledgers, through).await?;
-        summary.events += pending.events as u64;
-        self.metrics.written(pending.events as u64, through);
+        let mut written = pending.events as u64;
+        match self.target.write(&pending.ledgers, through).await {
+            Ok(()) => {}
+            Err(SinkError::Rejected { message, .. }) => {
+                tracing::warn!(error = %message, "writing the batch again ledger by ledger");
+                let (set_aside, events) = self.write_each(&pending.ledgers, through).await?;
+                summary.dead_letters += set_aside;
+                written -= events;
+            }
+            Err(e) => return Err(e),
+        }
+        summary.events += written;
+        self.metrics.written(written, through);
         summary.through = through;
         *next = through + 1;
         pending.ledgers.clear();
@@ -260,6 +329,62 @@ impl Driver {
         pending.since = None;
         Ok(())
     }
+}
+
+impl Driver {
+    /// Writes `ledgers` one at a time after the store rejected them together, then moves
+    /// the checkpoint to `through`. A ledger still rejected fails the sink naming it, or is
+    /// recorded as a dead letter and passed over. Returns the ledgers and events set aside.
+    async fn write_each(
+        &mut self,
+        ledgers: &[LedgerEvents],
+        through: u32,
+    ) -> Result<(u64, u64), SinkError> {
+        let (mut letters, mut events) = (0, 0);
+        for l in ledgers {
+            let message = match self.target.write(std::slice::from_ref(l), l.ledger).await {
+                Ok(()) => continue,
+                Err(SinkError::Rejected { message, .. }) => message,
+                Err(e) => return Err(e),
+            };
+            let Some(dead_letters) = &self.dead_letters else {
+                return Err(SinkError::Rejected {
+                    ledger: Some(l.ledger),
+                    message,
+                });
+            };
+            let reason = format!(
+                "ledger {}: PostgreSQL rejected its events: {message}",
+                l.ledger
+            );
+            if let Err(e) = dead_letters
+                .report(l.ledger, &reason, &events_json(l).into_bytes())
+                .await
+            {
+                // Not recorded: passing over the ledger would lose it.
+                return Err(SinkError::DeadLetter(format!("{reason}; {e}")));
+            }
+            tracing::warn!(ledger = l.ledger, error = %message, "ledger set aside as a dead letter");
+            self.target.write(&[], l.ledger).await?;
+            letters += 1;
+            events += l.events.len() as u64;
+        }
+        self.target.write(&[], through).await?;
+        Ok((letters, events))
+    }
+}
+
+/// The events of a ledger as a JSON array, in the shape of the JSON-lines output.
+fn events_json(l: &LedgerEvents) -> String {
+    let mut text = String::from("[");
+    for (i, ev) in l.events.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        stellar_ttp::write_json(&mut text, ev);
+    }
+    text.push(']');
+    text
 }
 
 /// Files one event; returns an error when the stream's order cannot be trusted.

@@ -3,6 +3,11 @@
 //! they hold; the checkpoint is only moved after the output is fsynced, and only to a ledger
 //! boundary. On open, a tail written after the checkpoint (a kill mid-batch) is cut off and
 //! the sink resumes from the ledger after the checkpointed one.
+//!
+//! The file is only appended to, in ledger order: a bounded run whose `START_LEDGER` is at
+//! or before the checkpoint takes the ledgers up to it as written and appends the rest, and
+//! one whose `END_LEDGER` is at or before it writes nothing and logs a warning saying so
+//! (a replay of older ledgers goes to another `OUTPUT_FILE`). No line is ever written twice.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};

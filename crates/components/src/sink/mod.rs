@@ -33,6 +33,23 @@ pub enum SinkError {
     Checkpoint { path: String, message: String },
     #[error("PostgreSQL: {0}")]
     Postgres(String),
+    /// The store refused the events (a value or a constraint of the table): writing them
+    /// again cannot succeed.
+    #[error("PostgreSQL rejected the events{}: {message}", of_ledger(*.ledger))]
+    Rejected {
+        /// The ledger whose events were refused, once the batch was tried ledger by ledger.
+        ledger: Option<u32>,
+        message: String,
+    },
+    /// A ledger to set aside could not be recorded as a dead letter.
+    #[error("{0}")]
+    DeadLetter(String),
     #[error("event service {addr}: {message}")]
     Upstream { addr: String, message: String },
+}
+
+fn of_ledger(ledger: Option<u32>) -> String {
+    ledger
+        .map(|l| format!(" of ledger {l}"))
+        .unwrap_or_default()
 }

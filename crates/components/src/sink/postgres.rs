@@ -1,8 +1,20 @@
 //! The PostgreSQL sink: one row per event, keyed by its natural key (ledger, transaction
 //! index, operation index, event index in the ledger) so replays never duplicate, and a
 //! checkpoint (the last complete ledger) committed in the same transaction as the events.
+//! A row already stored is replaced only when the replayed event differs from it, so a replay
+//! after a processor fix corrects it and an identical replay writes nothing.
+//!
+//! The checkpoint row of a live run (no `END_LEDGER`) is named by the sink id; a bounded run
+//! has its own, `SINK_ID@FROM-TO` (see [`checkpoint_id`]), so a backfill or a replay of an old
+//! range is neither skipped because of the live checkpoint nor moves it. A bounded run
+//! started again after a kill resumes from its own row; one whose row says the range is
+//! complete writes it again from `FROM` (a new replay; rows that did not change stay as they
+//! are).
+//!
 //! While the database is unreachable it retries with backoff and reports not-ready; the
-//! batch stays in memory, so no event is lost.
+//! batch stays in memory, so no event is lost. A data error (SQLSTATE class 22 or 23: a
+//! value or a constraint of the table rejects an event) is [`SinkError::Rejected`], never
+//! retried.
 
 use std::time::Duration;
 
@@ -46,13 +58,38 @@ FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[], $5::text[], $6::text[
             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
             $13::text[])
     AS u(l, t, o, e, c, h, ca, k, f, tt, a, am, ev)
-ON CONFLICT DO NOTHING";
+ON CONFLICT (ledger_sequence, transaction_index, operation_index, event_index) DO UPDATE
+SET closed_at = EXCLUDED.closed_at, tx_hash = EXCLUDED.tx_hash,
+    contract_address = EXCLUDED.contract_address, event_type = EXCLUDED.event_type,
+    from_address = EXCLUDED.from_address, to_address = EXCLUDED.to_address,
+    asset = EXCLUDED.asset, amount = EXCLUDED.amount, event = EXCLUDED.event
+WHERE (ttp_events.closed_at, ttp_events.tx_hash, ttp_events.contract_address,
+       ttp_events.event_type, ttp_events.from_address, ttp_events.to_address,
+       ttp_events.asset, ttp_events.amount, ttp_events.event)
+    IS DISTINCT FROM
+      (EXCLUDED.closed_at, EXCLUDED.tx_hash, EXCLUDED.contract_address,
+       EXCLUDED.event_type, EXCLUDED.from_address, EXCLUDED.to_address,
+       EXCLUDED.asset, EXCLUDED.amount, EXCLUDED.event)";
 
 const CHECKPOINT: &str = "
 INSERT INTO ttp_sink_checkpoints (sink_id, last_ledger) VALUES ($1, $2)
 ON CONFLICT (sink_id) DO UPDATE
 SET last_ledger = GREATEST(ttp_sink_checkpoints.last_ledger, EXCLUDED.last_ledger),
     updated_at = now()";
+
+/// Sets the checkpoint as given, also backwards: a completed range written again.
+const RESET_CHECKPOINT: &str = "
+INSERT INTO ttp_sink_checkpoints (sink_id, last_ledger) VALUES ($1, $2)
+ON CONFLICT (sink_id) DO UPDATE SET last_ledger = EXCLUDED.last_ledger, updated_at = now()";
+
+/// The name of a sink's checkpoint row: the sink id for a live run, `SINK_ID@FROM-TO` for a
+/// bounded one, so that each range keeps its own progress.
+pub fn checkpoint_id(sink_id: &str, start: u32, end: Option<u32>) -> String {
+    match end {
+        None => sink_id.to_string(),
+        Some(end) => format!("{sink_id}@{start}-{end}"),
+    }
+}
 
 /// Rows per INSERT statement.
 const CHUNK: usize = 5000;
@@ -126,6 +163,12 @@ impl PgSink {
                     self.client = None;
                     self.wait(what, &e, &mut delay).await;
                 }
+                Err(e) if rejected(&e) => {
+                    return Err(SinkError::Rejected {
+                        ledger: None,
+                        message: format!("{what}: {}", describe(&e)),
+                    })
+                }
                 Err(e) => return Err(SinkError::Postgres(format!("{what}: {}", describe(&e)))),
             }
         }
@@ -157,6 +200,20 @@ impl PgSink {
             })
             .await?;
         Ok(last.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32)
+    }
+
+    /// Moves the checkpoint to `ledger`, also backwards.
+    pub async fn reset_checkpoint(&mut self, ledger: u32) -> Result<(), SinkError> {
+        let id = self.sink_id.clone();
+        self.with_retry("resetting the checkpoint", move |c| {
+            let id = id.clone();
+            Box::pin(async move {
+                c.execute(RESET_CHECKPOINT, &[&id, &i64::from(ledger)])
+                    .await
+                    .map(drop)
+            })
+        })
+        .await
     }
 
     /// Writes the events of complete ledgers and moves the checkpoint to `through`, in one
@@ -288,6 +345,13 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
             matches!(class, "08" | "57" | "53" | "40")
         }
     }
+}
+
+/// A value or a constraint of the table refuses the data (SQLSTATE class 22 data exception,
+/// 23 integrity constraint violation): the same events would fail again.
+fn rejected(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|code| matches!(&code.code()[..2], "22" | "23"))
 }
 
 fn describe(e: &tokio_postgres::Error) -> String {
