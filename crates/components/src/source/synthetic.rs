@@ -21,6 +21,10 @@ pub struct Synthetic {
     cfg: Config,
     /// Ledgers per second; 0 = as fast as possible.
     rate: f64,
+    /// With a rate, the ledger that closes as the source starts: the network began at
+    /// `cfg.first_ledger`, but a source started at a later ledger does not wait for the
+    /// ones before it to close.
+    clock_from: u32,
     started: Instant,
     state: Arc<Mutex<State>>,
 }
@@ -36,6 +40,7 @@ impl Synthetic {
     pub fn new(cfg: Config, rate: f64) -> Result<Self, SourceError> {
         let generator = Generator::new(cfg.clone())?;
         Ok(Synthetic {
+            clock_from: cfg.first_ledger,
             cfg,
             rate,
             started: Instant::now(),
@@ -47,11 +52,17 @@ impl Synthetic {
         })
     }
 
+    /// With a rate, ledgers close from `ledger` on (not from the network's first one).
+    pub fn closing_from(mut self, ledger: u32) -> Self {
+        self.clock_from = ledger.max(self.cfg.first_ledger);
+        self
+    }
+
     /// The newest ledger that exists now: with a rate, ledgers "close" on a schedule.
     pub fn latest(&self) -> u32 {
         if self.rate > 0.0 {
             let closed = (self.started.elapsed().as_secs_f64() * self.rate) as u64;
-            self.cfg.first_ledger + closed.min(u64::from(u32::MAX - self.cfg.first_ledger)) as u32
+            self.clock_from + closed.min(u64::from(u32::MAX - self.clock_from)) as u32
         } else {
             let state = self.state.lock().expect("generator lock");
             state.generator.next_sequence().saturating_sub(1)
@@ -70,7 +81,9 @@ impl Synthetic {
         }
         let mut count = max.max(1);
         if self.rate > 0.0 {
-            let due = Duration::from_secs_f64(f64::from(from - self.cfg.first_ledger) / self.rate);
+            let due = Duration::from_secs_f64(
+                f64::from(from.saturating_sub(self.clock_from)) / self.rate,
+            );
             let elapsed = self.started.elapsed();
             if due > elapsed {
                 tokio::time::sleep(due - elapsed).await;

@@ -1,0 +1,261 @@
+//! `flowctl replay`: a bounded copy of a pipeline over a range, run by the daemon beside the
+//! live pipeline (which keeps its processes) or in the foreground. Overlapping replays into
+//! PostgreSQL leave every event of their ranges exactly once.
+
+mod daemon_common;
+mod e2e_common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use daemon_common::{sup_status, write_config, SUP};
+use e2e_common::{
+    bin_dir, flowctl, ledger_of, parse_jsonl, pipeline, reference_events, synthetic_pipeline,
+};
+use flowctl_testkit::postgres::{Durability, PgCluster};
+
+/// The live pipeline follows the tip from above the replayed ranges, so every row of those
+/// ranges is a replay's. Its synthetic network begins at ledger 2 (`SYNTHETIC_GENESIS`), as
+/// the reference's does, so a ledger is the same in every run.
+const LIVE_FROM: u32 = 200;
+
+fn flowctl_at(dir: &Path, args: &[&str]) -> Output {
+    let endpoint = format!("unix:{}", dir.join("run/registry.sock").display());
+    Command::new(flowctl())
+        .args(args)
+        .args(["--endpoint", &endpoint])
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Rows per ledger in `ttp_events` among `from..=to`.
+fn stored(pg: &PgCluster, from: u32, to: u32) -> BTreeMap<u64, usize> {
+    let rows = pg
+        .query(&format!(
+            "SELECT string_agg(ledger_sequence || ':' || n, ',' ORDER BY ledger_sequence) FROM \
+             (SELECT ledger_sequence, count(*) n FROM ttp_events \
+              WHERE ledger_sequence BETWEEN {from} AND {to} GROUP BY 1) t"
+        ))
+        .unwrap_or_default();
+    rows.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            let (l, n) = pair.split_once(':').unwrap();
+            (l.parse().unwrap(), n.parse().unwrap())
+        })
+        .collect()
+}
+
+fn per_ledger(events: &[serde_json::Value]) -> BTreeMap<u64, usize> {
+    let mut counts = BTreeMap::new();
+    for e in events {
+        *counts.entry(ledger_of(e)).or_default() += 1;
+    }
+    counts
+}
+
+fn live_pids(status: &serde_json::Value) -> Vec<i64> {
+    let live = status["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "live")
+        .unwrap_or_else(|| panic!("no live pipeline: {status}"));
+    live["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["pid"].as_i64().unwrap_or(0))
+        .collect()
+}
+
+#[test]
+fn overlapping_replays_under_the_daemon_write_each_event_once_and_the_live_pipeline_keeps_its_processes(
+) {
+    bin_dir();
+    let Some(pg) = PgCluster::start(Durability::Off) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (config, pipelines) = write_config(dir.path(), "");
+    let sink_env = format!(
+        "        SINK: postgres\n        DATABASE_URL: \"{}\"\n        SINK_ID: live",
+        pg.url()
+    );
+    let live = synthetic_pipeline("live", LIVE_FROM, 0, 20.0, &sink_env).replace(
+        "        SYNTHETIC_RATE:",
+        "        SYNTHETIC_GENESIS: \"2\"\n        SYNTHETIC_RATE:",
+    );
+    assert!(live.contains("SYNTHETIC_GENESIS"));
+    std::fs::write(pipelines.join("live.yaml"), live).unwrap();
+    let mut daemon = Command::new(SUP)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+    let socket = dir.path().join("run/flowctl.sock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        if socket.exists() {
+            let pids = live_pids(&sup_status(&socket));
+            if pids.iter().all(|p| *p > 0) {
+                break pids;
+            }
+        }
+        assert!(Instant::now() < deadline, "live never ran:\n{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let first = flowctl_at(
+        dir.path(),
+        &[
+            "replay",
+            "--pipeline",
+            "live",
+            "--from-ledger",
+            "2",
+            "--to-ledger",
+            "31",
+            "--wait",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(first.status.success(), "{}\n{}", text(&first), log());
+    let run: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["pipeline_name"], "live@2-31");
+    assert_eq!(run["from_ledger"], 2);
+    assert_eq!(run["to_ledger"], 31);
+
+    // Overlapping the first: ledgers 20..=31 are written again, and stay once.
+    let second = flowctl_at(
+        dir.path(),
+        &[
+            "replay",
+            "--pipeline",
+            "live",
+            "--from-ledger",
+            "20",
+            "--to-ledger",
+            "45",
+            "--wait",
+        ],
+    );
+    assert!(second.status.success(), "{}\n{}", text(&second), log());
+    assert!(
+        text(&second).contains("replay live@20-45 completed"),
+        "{}",
+        text(&second)
+    );
+    assert_eq!(stored(&pg, 2, 45), per_ledger(&reference_events(2, 45)));
+
+    // The live pipeline ran on, the same processes; the replays left the supervisor.
+    let status = sup_status(&socket);
+    assert_eq!(live_pids(&status), before, "{status}");
+    let names: Vec<&str> = status["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["live"], "{status}");
+
+    let runs = flowctl_at(
+        dir.path(),
+        &["pipelines", "runs", "live@20-45", "-o", "json"],
+    );
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "completed", "{runs}");
+    assert_eq!(runs[0]["last_ledger_done"], 45, "{runs}");
+
+    // A pipeline that is not installed is named in the refusal.
+    let unknown = flowctl_at(
+        dir.path(),
+        &[
+            "replay",
+            "--pipeline",
+            "nope",
+            "--from-ledger",
+            "2",
+            "--to-ledger",
+            "3",
+        ],
+    );
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown).contains("no pipeline named \"nope\""),
+        "{}",
+        text(&unknown)
+    );
+
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = daemon.wait();
+}
+
+#[test]
+fn a_foreground_replay_writes_its_range_whatever_ledgers_the_file_names() {
+    bin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("replayed.jsonl");
+    let file = pipeline(
+        dir.path(),
+        "backfill",
+        &synthetic_pipeline(
+            "backfill",
+            900_000,
+            0,
+            0.0,
+            &format!(
+                "        SINK: jsonl\n        OUTPUT_FILE: \"{}\"",
+                out.display()
+            ),
+        ),
+    );
+    let run = Command::new(flowctl())
+        .arg("replay")
+        .arg("-f")
+        .arg(&file)
+        .args(["--from-ledger", "5", "--to-ledger", "14", "--no-cgroups"])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--runtime-dir")
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(text(&run).contains("backfill@5-14"), "{}", text(&run));
+    let events = parse_jsonl(&std::fs::read_to_string(&out).unwrap());
+    assert_eq!(events, reference_events(5, 14));
+
+    // An empty or reversed range is refused before anything starts.
+    let reversed = Command::new(flowctl())
+        .arg("replay")
+        .arg("-f")
+        .arg(&file)
+        .args(["--from-ledger", "14", "--to-ledger", "5"])
+        .output()
+        .unwrap();
+    assert!(!reversed.status.success());
+    assert!(
+        text(&reversed).contains("to_ledger 5 is before from_ledger 14"),
+        "{}",
+        text(&reversed)
+    );
+}
