@@ -259,3 +259,88 @@ fn a_foreground_replay_writes_its_range_whatever_ledgers_the_file_names() {
         text(&reversed)
     );
 }
+
+#[test]
+fn a_replay_whose_component_fails_for_good_ends_failed_naming_it_and_leaves_the_supervisor() {
+    bin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, pipelines) = write_config(dir.path(), "");
+    let out = dir.path().join("live.jsonl");
+    // The network begins at 100: a replay of 2..=31 asks for ledgers it never had, so its
+    // source fails at every start until its start limit.
+    let live = synthetic_pipeline(
+        "live",
+        LIVE_FROM,
+        0,
+        20.0,
+        &format!(
+            "        SINK: jsonl\n        OUTPUT_FILE: \"{}\"",
+            out.display()
+        ),
+    )
+    .replace(
+        "        SYNTHETIC_RATE:",
+        "        SYNTHETIC_GENESIS: \"100\"\n        SYNTHETIC_RATE:",
+    )
+    .replace(
+        "      restart:\n        initial_delay: 100ms\n  processors:",
+        "      restart:\n        initial_delay: 100ms\n        start_limit_burst: 2\n  processors:",
+    );
+    assert!(live.contains("start_limit_burst: 2"), "{live}");
+    std::fs::write(pipelines.join("live.yaml"), live).unwrap();
+    let mut daemon = Command::new(SUP)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+    let socket = dir.path().join("run/flowctl.sock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        if socket.exists() {
+            let pids = live_pids(&sup_status(&socket));
+            if pids.iter().all(|p| *p > 0) {
+                break pids;
+            }
+        }
+        assert!(Instant::now() < deadline, "live never ran:\n{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let replay = flowctl_at(
+        dir.path(),
+        &[
+            "replay",
+            "--pipeline",
+            "live",
+            "--from-ledger",
+            "2",
+            "--to-ledger",
+            "31",
+            "--wait",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(
+        replay.status.code(),
+        Some(1),
+        "{}\n{}",
+        text(&replay),
+        log()
+    );
+    let run: serde_json::Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(run["status"], "failed", "{run}");
+    let error = run["error"].as_str().unwrap();
+    assert!(error.starts_with("ledgers: "), "{run}");
+    let status = sup_status(&socket);
+    assert_eq!(live_pids(&status), before, "{status}");
+    assert_eq!(status["pipelines"].as_array().unwrap().len(), 1, "{status}");
+
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = daemon.wait();
+}
