@@ -282,3 +282,56 @@ async fn a_standalone_registry_lets_local_components_register_but_manages_runs_o
         .unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn replays_are_for_the_operator_and_a_control_plane_without_pipelines_refuses_them_saying_where_to_replay(
+) {
+    use flowctl_proto::flowctl::v1::StartReplayRequest;
+    let registry = Registry::open(RegistryConfig::default()).unwrap();
+    let runtime = tempfile::tempdir().unwrap();
+    let server = registry_support::serve(
+        registry,
+        Some(runtime.path()),
+        ServerOptions {
+            token: Some("op-s3cret".into()),
+            in_supervisor: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let replay = |from, to| StartReplayRequest {
+        pipeline: "ttp".into(),
+        from_ledger: from,
+        to_ledger: to,
+        resolve_dead_letters: vec![],
+    };
+    let mut without = client(&server.endpoint(), None).await;
+    let err = without.replay.start_replay(replay(2, 9)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(
+        err.message().contains("StartReplay is for operators"),
+        "{err}"
+    );
+
+    let mut operator = client(&server.endpoint(), Some("op-s3cret")).await;
+    let err = operator
+        .replay
+        .start_replay(replay(9, 2))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(
+        err.message()
+            .contains("to_ledger 2 is before from_ledger 9"),
+        "{err}"
+    );
+    // No daemon answers replays here.
+    let err = operator
+        .replay
+        .start_replay(replay(2, 9))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("flowctl replay -f FILE"), "{err}");
+    server.stop().await;
+}
