@@ -80,7 +80,7 @@ fn live_pids(status: &serde_json::Value) -> Vec<i64> {
 }
 
 #[test]
-fn overlapping_replays_under_the_daemon_write_each_event_once_and_the_live_pipeline_keeps_its_processes(
+fn overlapping_replays_under_the_daemon_write_each_event_once_run_on_through_a_reload_and_leave_the_live_pipelines_processes_alone(
 ) {
     bin_dir();
     let Some(pg) = PgCluster::start(Durability::Off) else {
@@ -141,20 +141,38 @@ fn overlapping_replays_under_the_daemon_write_each_event_once_and_the_live_pipel
     assert_eq!(run["from_ledger"], 2);
     assert_eq!(run["to_ledger"], 31);
 
-    // Overlapping the first: ledgers 20..=31 are written again, and stay once.
-    let second = flowctl_at(
-        dir.path(),
-        &[
-            "replay",
-            "--pipeline",
-            "live",
-            "--from-ledger",
-            "20",
-            "--to-ledger",
-            "45",
-            "--wait",
-        ],
-    );
+    // Overlapping the first: ledgers 20..=31 are written again, and stay once. A reload while
+    // it runs leaves it running: a replay comes from no file.
+    let endpoint = format!("unix:{}", dir.path().join("run/registry.sock").display());
+    let second = Command::new(flowctl())
+        .args(["replay", "--pipeline", "live", "--from-ledger", "20"])
+        .args(["--to-ledger", "45", "--wait", "--endpoint", &endpoint])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sup_status(&socket)["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "live@20-45")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the replay never started:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let reload = Command::new(SUP)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("reload")
+        .output()
+        .unwrap();
+    assert!(reload.status.success(), "{}", text(&reload));
+    let second = second.wait_with_output().unwrap();
     assert!(second.status.success(), "{}\n{}", text(&second), log());
     assert!(
         text(&second).contains("replay live@20-45 completed"),
