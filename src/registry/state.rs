@@ -750,6 +750,20 @@ impl Registry {
             .map(|(k, _)| k.clone())
     }
 
+    /// [`Self::key_for`] among the registrations that can be `pipeline`'s: a component the
+    /// supervisor started counts only for its own pipeline's runs (a replay's `sink` is not
+    /// the live pipeline's), one it did not start for any.
+    fn key_for_run(services: &HashMap<String, Entry>, pipeline: &str, id: &str) -> Option<String> {
+        let ours = |e: &Entry| e.owner.as_ref().is_none_or(|o| o.pipeline == pipeline);
+        if services.get(id).is_some_and(ours) {
+            return Some(id.to_string());
+        }
+        services
+            .iter()
+            .find(|(_, e)| !id.is_empty() && e.registration.component_id == id && ours(e))
+            .map(|(k, _)| k.clone())
+    }
+
     /// Whether a component with this component id (or service id) is registered.
     pub fn is_registered(&self, id: &str) -> bool {
         Self::key_for(&self.services_read(), id).is_some()
@@ -799,7 +813,11 @@ impl Registry {
         let component_id = entry.registration.component_id.clone();
         {
             let mut runs = lock(&self.inner.runs);
+            let pipeline = entry.owner.as_ref().map(|o| o.pipeline.as_str());
             for active in runs.active.values_mut() {
+                if pipeline.is_some_and(|p| p != active.run.pipeline_name) {
+                    continue;
+                }
                 for cid in [&component_id, &service_id] {
                     if active.run.component_ids.iter().any(|c| c == cid) {
                         active.saw(cid, &entry);
@@ -906,7 +924,8 @@ impl Registry {
             {
                 let services = self.services_read();
                 for cid in active.run.component_ids.clone() {
-                    if let Some(key) = Self::key_for(&services, &cid) {
+                    let pipeline = &active.run.pipeline_name;
+                    if let Some(key) = Self::key_for_run(&services, pipeline, &cid) {
                         active.saw(&cid, &services[&key]);
                     }
                 }
@@ -1314,6 +1333,55 @@ mod tests {
         assert!(ended.end_time.is_some());
         let again = r.update_run(&run.run_id, RunUpdate::default()).unwrap_err();
         assert!(matches!(again, RegistryError::RunEnded { .. }));
+    }
+
+    #[test]
+    fn a_replays_run_counts_its_own_components_not_the_live_pipelines_of_the_same_ids() {
+        let r = Registry::open(RegistryConfig::default()).unwrap();
+        let owned = |pipeline: &str| {
+            r.register_owned(
+                reg("sink"),
+                Some(SupervisedComponent {
+                    pipeline: pipeline.into(),
+                    component: "sink".into(),
+                }),
+            )
+            .unwrap()
+        };
+        let (live_id, replay_id) = (owned("live"), owned("live@2-31"));
+        assert_eq!(
+            (live_id.as_str(), replay_id.as_str()),
+            ("sink", "live@2-31/sink")
+        );
+        let run = |pipeline: &str| {
+            r.create_run(NewRun {
+                pipeline_name: pipeline.into(),
+                component_ids: vec!["sink".into()],
+                ..Default::default()
+            })
+            .unwrap()
+            .run_id
+        };
+        let (live, replay) = (run("live"), run("live@2-31"));
+        for (id, events) in [(&live_id, 1000.0), (&replay_id, 30.0)] {
+            r.heartbeat(
+                id,
+                HealthStatus::Unknown,
+                num(&[("events_processed", events)]),
+            )
+            .unwrap();
+        }
+        let events = |run: &str| r.get_run(run).unwrap().metrics.unwrap().events_processed;
+        assert_eq!((events(&live), events(&replay)), (1000, 30));
+        // The replay's last word, at its unregistration, is not credited to the live run.
+        r.heartbeat(
+            &replay_id,
+            HealthStatus::Unknown,
+            num(&[("events_processed", 31.0)]),
+        )
+        .unwrap();
+        r.unregister(&replay_id);
+        assert_eq!((events(&live), events(&replay)), (1000, 31));
     }
 
     #[test]
