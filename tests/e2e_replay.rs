@@ -79,6 +79,61 @@ fn live_pids(status: &serde_json::Value) -> Vec<i64> {
         .collect()
 }
 
+/// `flowctl-sup run` on a config of [`write_config`], stopped with SIGTERM when dropped.
+struct Daemon {
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Daemon {
+    fn start(dir: &Path, config: &Path) -> Daemon {
+        let child = Command::new(SUP)
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon {
+            dir: dir.to_path_buf(),
+            child,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        self.dir.join("run/flowctl.sock")
+    }
+
+    /// The pids of the `live` pipeline's components, once they all run.
+    fn live_pids_once_running(&self) -> Vec<i64> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.socket().exists() {
+                let pids = live_pids(&sup_status(&self.socket()));
+                if pids.iter().all(|p| *p > 0) {
+                    return pids;
+                }
+            }
+            assert!(Instant::now() < deadline, "live never ran:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn overlapping_replays_under_the_daemon_write_each_event_once_run_on_through_a_reload_and_leave_the_live_pipelines_processes_alone(
 ) {
@@ -98,26 +153,10 @@ fn overlapping_replays_under_the_daemon_write_each_event_once_run_on_through_a_r
     );
     assert!(live.contains("SYNTHETIC_GENESIS"));
     std::fs::write(pipelines.join("live.yaml"), live).unwrap();
-    let mut daemon = Command::new(SUP)
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
-        .spawn()
-        .unwrap();
-    let log = || std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
-    let socket = dir.path().join("run/flowctl.sock");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let before = loop {
-        if socket.exists() {
-            let pids = live_pids(&sup_status(&socket));
-            if pids.iter().all(|p| *p > 0) {
-                break pids;
-            }
-        }
-        assert!(Instant::now() < deadline, "live never ran:\n{}", log());
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let daemon = Daemon::start(dir.path(), &config);
+    let log = || daemon.log();
+    let socket = daemon.socket();
+    let before = daemon.live_pids_once_running();
 
     let first = flowctl_at(
         dir.path(),
@@ -220,11 +259,7 @@ fn overlapping_replays_under_the_daemon_write_each_event_once_run_on_through_a_r
         text(&unknown)
     );
 
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = daemon.wait();
+    drop(daemon);
 }
 
 #[test]
@@ -306,26 +341,10 @@ fn a_replay_whose_component_fails_for_good_ends_failed_naming_it_and_leaves_the_
     );
     assert!(live.contains("start_limit_burst: 2"), "{live}");
     std::fs::write(pipelines.join("live.yaml"), live).unwrap();
-    let mut daemon = Command::new(SUP)
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
-        .spawn()
-        .unwrap();
-    let log = || std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
-    let socket = dir.path().join("run/flowctl.sock");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let before = loop {
-        if socket.exists() {
-            let pids = live_pids(&sup_status(&socket));
-            if pids.iter().all(|p| *p > 0) {
-                break pids;
-            }
-        }
-        assert!(Instant::now() < deadline, "live never ran:\n{}", log());
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let daemon = Daemon::start(dir.path(), &config);
+    let log = || daemon.log();
+    let socket = daemon.socket();
+    let before = daemon.live_pids_once_running();
     let replay = flowctl_at(
         dir.path(),
         &[
@@ -356,9 +375,5 @@ fn a_replay_whose_component_fails_for_good_ends_failed_naming_it_and_leaves_the_
     assert_eq!(live_pids(&status), before, "{status}");
     assert_eq!(status["pipelines"].as_array().unwrap().len(), 1, "{status}");
 
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = daemon.wait();
+    drop(daemon);
 }
