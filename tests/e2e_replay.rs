@@ -30,6 +30,26 @@ fn flowctl_at(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `flowctl replay --pipeline live --from-ledger FROM --to-ledger TO --wait -o json`.
+fn replay_and_wait(dir: &Path, from: u32, to: u32) -> Output {
+    let (from, to) = (from.to_string(), to.to_string());
+    flowctl_at(
+        dir,
+        &[
+            "replay",
+            "--pipeline",
+            "live",
+            "--from-ledger",
+            &from,
+            "--to-ledger",
+            &to,
+            "--wait",
+            "-o",
+            "json",
+        ],
+    )
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -158,21 +178,7 @@ fn overlapping_replays_under_the_daemon_write_each_event_once_run_on_through_a_r
     let socket = daemon.socket();
     let before = daemon.live_pids_once_running();
 
-    let first = flowctl_at(
-        dir.path(),
-        &[
-            "replay",
-            "--pipeline",
-            "live",
-            "--from-ledger",
-            "2",
-            "--to-ledger",
-            "31",
-            "--wait",
-            "-o",
-            "json",
-        ],
-    );
+    let first = replay_and_wait(dir.path(), 2, 31);
     assert!(first.status.success(), "{}\n{}", text(&first), log());
     let run: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(run["status"], "completed", "{run}");
@@ -345,21 +351,7 @@ fn a_replay_whose_component_fails_for_good_ends_failed_naming_it_and_leaves_the_
     let log = || daemon.log();
     let socket = daemon.socket();
     let before = daemon.live_pids_once_running();
-    let replay = flowctl_at(
-        dir.path(),
-        &[
-            "replay",
-            "--pipeline",
-            "live",
-            "--from-ledger",
-            "2",
-            "--to-ledger",
-            "31",
-            "--wait",
-            "-o",
-            "json",
-        ],
-    );
+    let replay = replay_and_wait(dir.path(), 2, 31);
     assert_eq!(
         replay.status.code(),
         Some(1),

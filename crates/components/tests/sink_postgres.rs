@@ -134,6 +134,24 @@ fn ledger_events(ledger: u32) -> Vec<TokenTransferEvent> {
     out
 }
 
+/// A feed of the events of `ledgers`.
+fn feed_of(ledgers: std::ops::RangeInclusive<u32>) -> Feed {
+    Feed {
+        ledgers: ledgers.collect(),
+        ..Default::default()
+    }
+}
+
+/// The events of `ledgers` as the sink writes them.
+fn written(ledgers: std::ops::RangeInclusive<u32>) -> Vec<LedgerEvents> {
+    ledgers
+        .map(|l| LedgerEvents {
+            ledger: l,
+            events: ledger_events(l),
+        })
+        .collect()
+}
+
 #[derive(Clone, Default)]
 struct Feed {
     ledgers: Vec<u32>,
@@ -232,10 +250,7 @@ fn driver(addr: SocketAddr, pg: &Pg, id: &str, start: u32, end: u32) -> Driver {
 #[tokio::test]
 async fn schema_is_created_on_start_and_a_bounded_run_writes_every_event() {
     let Some(pg) = Pg::start() else { return };
-    let feed = Feed {
-        ledgers: (100..=119).collect(),
-        ..Default::default()
-    };
+    let feed = feed_of(100..=119);
     let addr = serve(feed).await;
     let summary = driver(addr, &pg, "sink-a", 100, 119).run().await.unwrap();
     assert_eq!(summary.events, 120);
@@ -335,10 +350,7 @@ async fn a_replay_restores_a_row_altered_by_hand_and_an_identical_replay_rewrite
 #[tokio::test]
 async fn a_ledger_the_table_rejects_fails_the_sink_naming_it_after_writing_the_ledgers_before_it() {
     let Some(pg) = Pg::start() else { return };
-    let feed = Feed {
-        ledgers: (100..=119).collect(),
-        ..Default::default()
-    };
+    let feed = feed_of(100..=119);
     let addr = serve(feed).await;
     // The schema first, then a constraint that ledger 105's events break.
     PgSink::new(&pg.url(), "setup", Readiness::default())
@@ -365,10 +377,7 @@ async fn a_ledger_the_table_rejects_fails_the_sink_naming_it_after_writing_the_l
 #[tokio::test]
 async fn a_bounded_run_started_again_resumes_after_its_own_checkpoint() {
     let Some(pg) = Pg::start() else { return };
-    let feed = Feed {
-        ledgers: (100..=119).collect(),
-        ..Default::default()
-    };
+    let feed = feed_of(100..=119);
     let requests = feed.requests.clone();
     let addr = serve(feed).await;
     // What a run of 100–119 killed after ledger 109 left behind.
@@ -377,12 +386,7 @@ async fn a_bounded_run_started_again_resumes_after_its_own_checkpoint() {
         &checkpoint_id("sink-c", 100, Some(119)),
         Readiness::default(),
     );
-    let first: Vec<LedgerEvents> = (100..=109)
-        .map(|l| LedgerEvents {
-            ledger: l,
-            events: ledger_events(l),
-        })
-        .collect();
+    let first: Vec<LedgerEvents> = written(100..=109);
     killed.write(&first, 109).await.unwrap();
     let s = driver(addr, &pg, "sink-c", 100, 119).run().await.unwrap();
     assert_eq!(s.events, 60);
@@ -400,10 +404,7 @@ async fn a_bounded_run_started_again_resumes_after_its_own_checkpoint() {
 #[tokio::test]
 async fn a_bounded_run_after_a_live_run_writes_its_range_and_leaves_the_live_checkpoint_alone() {
     let Some(pg) = Pg::start() else { return };
-    let feed = Feed {
-        ledgers: (100..=119).collect(),
-        ..Default::default()
-    };
+    let feed = feed_of(100..=119);
     let requests = feed.requests.clone();
     let addr = serve(feed).await;
     // The live run of the same sink is far ahead.
