@@ -1,6 +1,7 @@
 //! `on_error: dead-letter` through the whole pipeline under `flowctl run`: a data-lake object
-//! that does not decode becomes a dead letter, the rest of the range is delivered whole, and
-//! `flowctl dlq` lists the letter.
+//! that does not decode becomes a dead letter, the rest of the range is delivered whole,
+//! `flowctl dlq` lists the letter, and `flowctl dlq replay` recovers its ledger once the
+//! object is good again.
 
 mod e2e_common;
 
@@ -68,18 +69,22 @@ spec:
 }
 
 #[test]
-fn a_garbage_ledger_998_becomes_one_dead_letter_and_997_and_999_give_exactly_their_golden_events() {
+fn a_garbage_ledger_998_becomes_one_dead_letter_and_dlq_replay_writes_its_golden_events_once_restored(
+) {
     let Some(root) = testdata() else { return };
     let dir = tempfile::tempdir().unwrap();
     let lake = lake_with_garbage_998(&root, dir.path());
     let out_file = dir.path().join("events.jsonl");
     let state = dir.path().join("state");
+    // The output file comes from the environment, so each replay writes a file of its own (a
+    // JSONL sink appends only ledgers past its checkpoint).
     let file = pipeline(
         dir.path(),
         "dlq",
-        &datalake_pipeline(&lake, &out_file, "dead-letter"),
+        &datalake_pipeline(&lake, Path::new("${DLQ_OUTPUT_FILE}"), "dead-letter"),
     );
     let child = run_cmd(dir.path(), &file)
+        .env("DLQ_OUTPUT_FILE", &out_file)
         .arg("--state-dir")
         .arg(&state)
         .stdout(std::fs::File::create(dir.path().join("flowctl.stdout")).unwrap())
@@ -151,6 +156,99 @@ fn a_garbage_ledger_998_becomes_one_dead_letter_and_997_and_999_give_exactly_the
     );
     // The payload is the object as read: "this" in hex.
     assert!(shown.contains("74686973"), "{shown}");
+
+    let id = letter["id"].as_str().unwrap().to_string();
+    let dlq_replay = |out: &Path| {
+        let output = std::process::Command::new(flowctl())
+            .args(["dlq", "replay", "--id", &id, "--state-dir"])
+            .arg(&state)
+            .arg("--runtime-dir")
+            .arg(dir.path().join("run"))
+            .env("DLQ_OUTPUT_FILE", out)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), text)
+    };
+    let all_letters = || -> Vec<serde_json::Value> {
+        let ls = std::process::Command::new(flowctl())
+            .args(["dlq", "ls", "--all", "-o", "json", "--state-dir"])
+            .arg(&state)
+            .output()
+            .unwrap();
+        assert!(
+            ls.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ls.stderr)
+        );
+        serde_json::from_slice(&ls.stdout).unwrap()
+    };
+
+    // Still garbage: the replay fails on 998 again, the letter stays open with one more try.
+    let (code, text) = dlq_replay(&dir.path().join("still-garbage.jsonl"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("dead letter(s) {id} stay open")),
+        "{text}"
+    );
+    let letters = all_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["id"], id.as_str());
+    assert_eq!(letters[0]["status"], "open");
+    assert_eq!(letters[0]["attempts"], 2, "{text}");
+
+    // The object restored: the replay writes exactly 998's golden events and resolves it.
+    std::fs::copy(
+        root.join("testnet/datastore/FFFFFFFF--0-63999/FFFFFC19--998.xdr.zstd"),
+        lake.join("FFFFFFFF--0-63999/FFFFFC19--998.xdr.zstd"),
+    )
+    .unwrap();
+    let replayed_file = dir.path().join("replayed.jsonl");
+    let (code, text) = dlq_replay(&replayed_file);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("dead letter(s) {id} resolved")),
+        "{text}"
+    );
+    let replayed = parse_jsonl(&std::fs::read_to_string(&replayed_file).unwrap());
+    let golden_998: Vec<_> = golden_997_999(&root)
+        .into_iter()
+        .filter(|e| ledger_of(e) == 998)
+        .collect();
+    assert!(!golden_998.is_empty());
+    assert_eq!(replayed, golden_998, "998 exactly");
+    // Over both runs, every golden event of 997-999 exactly once.
+    let mut both = got;
+    both.extend(replayed);
+    let mut golden_all = golden_997_999(&root);
+    let key = |e: &serde_json::Value| e.to_string();
+    both.sort_by_key(key);
+    golden_all.sort_by_key(key);
+    assert_eq!(both, golden_all);
+
+    let letters = all_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["status"], "resolved", "{letters:?}");
+
+    // Replaying a resolved letter has nothing to do.
+    let (code, text) = dlq_replay(&dir.path().join("again.jsonl"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("already resolved"), "{text}");
+
+    // An id no letter has is an error naming it.
+    let unknown = std::process::Command::new(flowctl())
+        .args(["dlq", "replay", "--id", "no-such-letter", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("\"no-such-letter\""), "{stderr}");
 }
 
 #[test]
