@@ -3,6 +3,7 @@
 //! `flowctl dlq` lists the letter, and `flowctl dlq replay` recovers its ledger once the
 //! object is good again.
 
+mod daemon_common;
 mod e2e_common;
 
 use std::path::Path;
@@ -290,4 +291,128 @@ fn with_on_error_fail_the_same_garbage_ledger_fails_the_run_naming_ledger_998() 
     // What came before it was written; nothing after it.
     let got = parse_jsonl(&std::fs::read_to_string(&out_file).unwrap_or_default());
     assert!(got.iter().all(|e| ledger_of(e) == 997), "{got:?}");
+}
+
+/// `flowctl-sup run`, stopped with SIGTERM when the test ends (also when it fails).
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn under_the_daemon_dlq_replay_wait_replays_the_letters_ledger_and_the_daemon_resolves_it() {
+    let Some(root) = testdata() else { return };
+    bin_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_garbage_998(&root, dir.path());
+    let out_file = dir.path().join("events.jsonl");
+    let (config, pipelines) = daemon_common::write_config(dir.path(), "");
+    std::fs::write(
+        pipelines.join("testnet-dlq.yaml"),
+        datalake_pipeline(&lake, &out_file, "dead-letter"),
+    )
+    .unwrap();
+    let _daemon = Daemon(
+        std::process::Command::new(daemon_common::SUP)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("daemon.stderr")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let registry = format!("unix:{}", dir.path().join("run/registry.sock").display());
+    let daemon_log = || std::fs::read_to_string(dir.path().join("daemon.stderr")).unwrap();
+    let letters = |all: bool| -> Option<Vec<serde_json::Value>> {
+        let mut cmd = std::process::Command::new(flowctl());
+        cmd.args(["dlq", "ls", "-o", "json", "--endpoint", &registry]);
+        if all {
+            cmd.arg("--all");
+        }
+        let out = cmd.output().unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    };
+
+    // The bounded pipeline completes with one letter for 998.
+    let socket = dir.path().join("run/flowctl.sock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let letter = loop {
+        let completed = socket.exists()
+            && daemon_common::sup_status(&socket)["pipelines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "testnet-dlq" && p["completed"] == true);
+        if completed {
+            if let Some(mut list) = letters(false).filter(|l| l.len() == 1) {
+                break list.remove(0);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no completed pipeline with one letter: {}",
+            daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(letter["ledger"], 998);
+    let id = letter["id"].as_str().unwrap().to_string();
+
+    // The object restored and the file moved aside (a JSONL file is only appended to past
+    // its checkpoint): the replay writes 998 into a new one.
+    std::fs::copy(
+        root.join("testnet/datastore/FFFFFFFF--0-63999/FFFFFC19--998.xdr.zstd"),
+        lake.join("FFFFFFFF--0-63999/FFFFFC19--998.xdr.zstd"),
+    )
+    .unwrap();
+    std::fs::rename(&out_file, dir.path().join("live.jsonl")).unwrap();
+    std::fs::rename(
+        dir.path().join("events.jsonl.checkpoint"),
+        dir.path().join("live.jsonl.checkpoint"),
+    )
+    .unwrap();
+    let replay = std::process::Command::new(flowctl())
+        .args([
+            "dlq",
+            "replay",
+            "--id",
+            &id,
+            "--wait",
+            "--endpoint",
+            &registry,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&replay.stdout),
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert_eq!(replay.status.code(), Some(0), "{text}\n{}", daemon_log());
+    assert!(
+        text.contains("replay testnet-dlq@998-998 completed"),
+        "{text}"
+    );
+
+    let replayed = parse_jsonl(&std::fs::read_to_string(&out_file).unwrap());
+    let golden_998: Vec<_> = golden_997_999(&root)
+        .into_iter()
+        .filter(|e| ledger_of(e) == 998)
+        .collect();
+    assert!(!golden_998.is_empty());
+    assert_eq!(replayed, golden_998, "998 exactly");
+    let all = letters(true).expect("dlq ls --all");
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["status"], "resolved", "{all:?}");
 }
