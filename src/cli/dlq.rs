@@ -50,7 +50,7 @@ enum DlqCommand {
     /// --state-dir, runs the pipeline config of the letter's run in the foreground.
     #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
     Replay {
-        /// This letter's ledger.
+        /// Replay this dead letter's ledger.
         #[arg(long, value_name = "ID")]
         id: Option<String>,
         /// With --all: the pipeline whose open letters to replay.
@@ -143,7 +143,10 @@ impl Args {
                                 );
                             }
                             if list.is_empty() {
-                                println!("pipeline {pipeline:?} has no open dead letters");
+                                nothing_to_do(
+                                    self.conn.output,
+                                    &format!("pipeline {pipeline:?} has no open dead letters"),
+                                );
                                 return Ok(0);
                             }
                             list
@@ -155,9 +158,12 @@ impl Args {
                         .filter(|l| {
                             let open = l.status() == DeadLetterStatus::Open;
                             if !open {
-                                println!(
-                                    "dead letter {} is already resolved; nothing to replay",
-                                    l.id
+                                nothing_to_do(
+                                    self.conn.output,
+                                    &format!(
+                                        "dead letter {} is already resolved; nothing to replay",
+                                        l.id
+                                    ),
                                 );
                             }
                             open
@@ -274,6 +280,18 @@ impl Letters {
                 .purged),
             Letters::Store(store) => Ok(store.purge(resolved_only, pipeline.as_deref())?),
         }
+    }
+}
+
+/// Says a replay has nothing to do: on stdout, or with `-o json` on stderr after an empty list
+/// of started replays.
+fn nothing_to_do(output: Output, why: &str) {
+    match output {
+        Output::Json => {
+            println!("[]");
+            eprintln!("{why}");
+        }
+        Output::Table => println!("{why}"),
     }
 }
 
