@@ -293,6 +293,107 @@ fn with_on_error_fail_the_same_garbage_ledger_fails_the_run_naming_ledger_998() 
     assert!(got.iter().all(|e| ledger_of(e) == 997), "{got:?}");
 }
 
+#[test]
+fn dlq_replay_all_replays_contiguous_letters_998_and_999_as_one_range_and_resolves_both() {
+    let Some(root) = testdata() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake_with_garbage_998(&root, dir.path());
+    let partition = lake.join("FFFFFFFF--0-63999");
+    std::fs::write(partition.join("FFFFFC18--999.xdr.zstd"), b"garbage too").unwrap();
+    let state = dir.path().join("state");
+    let file = pipeline(
+        dir.path(),
+        "dlq",
+        &datalake_pipeline(&lake, Path::new("${DLQ_OUTPUT_FILE}"), "dead-letter"),
+    );
+    let child = run_cmd(dir.path(), &file)
+        .env("DLQ_OUTPUT_FILE", dir.path().join("events.jsonl"))
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(std::fs::File::create(dir.path().join("flowctl.stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("flowctl.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let out = Running {
+        child: Some(child),
+        dir: dir.path().to_path_buf(),
+    }
+    .finish(Duration::from_secs(120));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let src = root.join("testnet/datastore/FFFFFFFF--0-63999");
+    for name in ["FFFFFC19--998.xdr.zstd", "FFFFFC18--999.xdr.zstd"] {
+        std::fs::copy(src.join(name), partition.join(name)).unwrap();
+    }
+    let replayed_file = dir.path().join("replayed.jsonl");
+    let replay = std::process::Command::new(flowctl())
+        .args([
+            "dlq",
+            "replay",
+            "--pipeline",
+            "testnet-dlq",
+            "--all",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .arg("--runtime-dir")
+        .arg(dir.path().join("run"))
+        .env("DLQ_OUTPUT_FILE", &replayed_file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&replay.stderr);
+    assert_eq!(replay.status.code(), Some(0), "{stderr}");
+    // One replay for both.
+    assert_eq!(
+        stderr
+            .matches("running pipeline `testnet-dlq@998-999`")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    let golden: Vec<_> = golden_997_999(&root)
+        .into_iter()
+        .filter(|e| ledger_of(e) >= 998)
+        .collect();
+    assert_eq!(
+        parse_jsonl(&std::fs::read_to_string(&replayed_file).unwrap()),
+        golden
+    );
+    let ls = std::process::Command::new(flowctl())
+        .args(["dlq", "ls", "--all", "-o", "json", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let letters: Vec<serde_json::Value> = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(
+        letters.iter().all(|l| l["status"] == "resolved"),
+        "{letters:?}"
+    );
+
+    // Nothing open is left to replay.
+    let again = std::process::Command::new(flowctl())
+        .args([
+            "dlq",
+            "replay",
+            "--pipeline",
+            "testnet-dlq",
+            "--all",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("no open dead letters"));
+}
+
 /// `flowctl-sup run`, stopped with SIGTERM when the test ends (also when it fails).
 struct Daemon(std::process::Child);
 
