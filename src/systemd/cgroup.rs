@@ -74,7 +74,7 @@ pub enum CgroupError {
     },
     #[error("{0}: unexpected content {1:?}")]
     Parse(PathBuf, String),
-    #[error("invalid cgroup name {0:?}: use letters, digits, '-', '_' and '.'")]
+    #[error("invalid cgroup name {0:?}: use letters, digits, '-', '_', '.' and '@'")]
     BadName(String),
     #[error("{path}: processes still running {waited:?} after cgroup.kill")]
     KillTimeout { path: PathBuf, waited: Duration },
@@ -208,9 +208,10 @@ fn check_name(name: &str) -> Result<(), CgroupError> {
         && name != ".."
         && !name.starts_with("cgroup.")
         && name != "supervisor"
+        // '@' as in systemd's own `user@1000.service`: a replay instance is `NAME@FROM-TO`.
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
     if ok {
         Ok(())
     } else {
@@ -692,6 +693,7 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad:?} accepted");
         }
         check_name("ttp-pipeline_1.2").unwrap();
+        check_name("ttp-pipeline@998-1005").unwrap();
     }
 
     #[test]
