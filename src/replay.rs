@@ -125,6 +125,10 @@ mod tests {
         assert_eq!(copy.components[1].env["START_LEDGER"], "10");
         assert_eq!(copy.components[1].env["END_LEDGER"], "20");
         assert_eq!(copy.range.unwrap().to, Some(20));
+        assert!(copy
+            .components
+            .iter()
+            .all(|c| c.env["FLOWCTL_REPLAY"] == "ttp@10-20"));
     }
 
     #[test]

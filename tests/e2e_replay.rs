@@ -269,7 +269,8 @@ fn overlapping_replays_under_the_daemon_write_each_event_once_run_on_through_a_r
 }
 
 #[test]
-fn a_foreground_replay_writes_its_range_whatever_ledgers_the_file_names() {
+fn a_foreground_replay_writes_its_range_whatever_ledgers_the_file_names_and_fails_rather_than_write_nothing(
+) {
     bin_dir();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("replayed.jsonl");
@@ -302,6 +303,28 @@ fn a_foreground_replay_writes_its_range_whatever_ledgers_the_file_names() {
     assert!(text(&run).contains("backfill@5-14"), "{}", text(&run));
     let events = parse_jsonl(&std::fs::read_to_string(&out).unwrap());
     assert_eq!(events, reference_events(5, 14));
+
+    // Again into the same file: it already holds the range and only grows in ledger order, so
+    // the replay fails saying so instead of completing with nothing written.
+    let again = Command::new(flowctl())
+        .arg("replay")
+        .arg("-f")
+        .arg(&file)
+        .args(["--from-ledger", "5", "--to-ledger", "14", "--no-cgroups"])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--runtime-dir")
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(
+        text(&again).contains("already holds ledgers through 14")
+            && text(&again).contains("another OUTPUT_FILE"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(parse_jsonl(&std::fs::read_to_string(&out).unwrap()), events);
 
     // An empty or reversed range is refused before anything starts.
     let reversed = Command::new(flowctl())

@@ -68,6 +68,9 @@ impl Allocated {
     }
 }
 
+/// Set in a replay's components to its instance name (`NAME@FROM-TO`).
+pub const REPLAY: &str = "FLOWCTL_REPLAY";
+
 pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diagnostics> {
     let mut ctx = Ctx::new(&p.file);
     let allocated = allocate_ports(&mut ctx, p, opts);
@@ -126,6 +129,11 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
         }
         // Sources and sinks learn the run's range as the seeds' components read it; their
         // own env wins.
+        if opts.replay_copy {
+            // Components may do otherwise in a replay (a JSONL sink refuses a file that
+            // already holds the range rather than write nothing).
+            env.insert(REPLAY.to_string(), p.name.clone());
+        }
         if let (Some(range), Role::Source | Role::Sink) = (range, c.role) {
             if opts.replay_copy {
                 env.remove(super::decode::START_LEDGER);

@@ -96,7 +96,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let target = match args.sink {
         SinkKind::Console => Target::Output(Output::Console),
         SinkKind::Jsonl => match &args.output_file {
-            Some(path) => Target::File(JsonlFile::open(path.as_ref())?),
+            Some(path) => {
+                let file = JsonlFile::open(path.as_ref())?;
+                // A replay must write its range or fail: "nothing to do" here would let a
+                // dead letter of that range be resolved with its ledger written nowhere.
+                if let (Ok(replay), Some(end)) = (std::env::var("FLOWCTL_REPLAY"), end) {
+                    if file.checkpoint() >= end {
+                        bail!(
+                            "replay {replay}: OUTPUT_FILE {path} already holds ledgers through {} \
+                             (its checkpoint), past END_LEDGER {end}; a JSON-lines file only \
+                             grows in ledger order, so {}-{end} cannot be written into it again: \
+                             replay into another OUTPUT_FILE or a PostgreSQL sink",
+                            file.checkpoint(),
+                            args.start_ledger
+                        );
+                    }
+                }
+                Target::File(file)
+            }
             None => Target::Output(Output::jsonl_stdout()),
         },
         SinkKind::Postgres => {
