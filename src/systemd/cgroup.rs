@@ -74,7 +74,7 @@ pub enum CgroupError {
     },
     #[error("{0}: unexpected content {1:?}")]
     Parse(PathBuf, String),
-    #[error("invalid cgroup name {0:?}: use letters, digits, '-', '_' and '.'")]
+    #[error("invalid cgroup name {0:?}: use letters, digits, '-', '_', '.' and '@'")]
     BadName(String),
     #[error("{path}: processes still running {waited:?} after cgroup.kill")]
     KillTimeout { path: PathBuf, waited: Duration },
@@ -202,6 +202,8 @@ fn controllers(path: &Path) -> Result<BTreeSet<String>, CgroupError> {
     Ok(read(path)?.split_whitespace().map(str::to_string).collect())
 }
 
+/// `@` is allowed as in systemd's own instance units: a replay `NAME@FROM-TO` gets a
+/// cgroup beside its pipeline's.
 fn check_name(name: &str) -> Result<(), CgroupError> {
     let ok = !name.is_empty()
         && name != "."
@@ -210,7 +212,7 @@ fn check_name(name: &str) -> Result<(), CgroupError> {
         && name != "supervisor"
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
     if ok {
         Ok(())
     } else {
@@ -692,6 +694,7 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad:?} accepted");
         }
         check_name("ttp-pipeline_1.2").unwrap();
+        check_name("ttp-pipeline@2-31").unwrap();
     }
 
     #[test]
