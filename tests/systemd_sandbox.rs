@@ -4,11 +4,14 @@
 //! Building packages takes minutes, so these tests use what `packaging/build.sh` left in
 //! `target/packages/` and skip, saying so, when there is nothing there.
 
+mod e2e_common;
 mod sandbox;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
+use e2e_common::{ledger_of, parse_jsonl, reference_events};
 use sandbox::{text, Sandbox};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -253,6 +256,7 @@ EOF");
     }
 
     reload_checks(sb);
+    range_checks(sb);
 
     sb.ok("systemctl stop flowctl.service");
     assert!(!sb.run("pgrep -u flowctl").status.success());
@@ -333,4 +337,212 @@ EOF");
     }
     assert!(!sb.run("pgrep -f '^sleep 1001'").status.success());
     assert_eq!(pids(sb)["demo/greeter"], greeter);
+}
+
+/// A synthetic pipeline whose sink writes JSON lines to stdout, i.e. to the journal, where
+/// each line carries the pipeline (or replay instance) that wrote it. `source_env` and
+/// `sink_env` are extra `KEY: value` pairs; `spec` is put before the components.
+fn synthetic_yaml(name: &str, spec: &str, source_env: &str, sink_env: &str) -> String {
+    format!(
+        "apiVersion: flowctl/v1
+kind: Pipeline
+metadata: {{name: {name}}}
+spec:
+{spec}
+  sources:
+    - id: ledgers
+      command: stellar-live-source
+      env:
+        BACKEND: synthetic
+        NETWORK_PASSPHRASE: \"{net}\"
+        SYNTHETIC_TXS_PER_LEDGER: \"10\"
+        RUST_LOG: warn
+{source_env}
+  processors:
+    - id: ttp
+      command: ttp-processor
+      inputs: [ledgers]
+      env:
+        NETWORK_PASSPHRASE: \"{net}\"
+        LOG_LEVEL: warn
+  sinks:
+    - id: sink
+      command: ttp-sink
+      inputs: [ttp]
+      env:
+        SINK: jsonl
+        RUST_LOG: warn
+{sink_env}
+",
+        net = "Test SDF Network ; September 2015"
+    )
+}
+
+/// The events the sink of `pipeline` (a pipeline or replay instance name) wrote to the
+/// journal, once there are `want` of them (or what there is after a minute).
+fn journal_events(sb: &Sandbox, pipeline: &str, want: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = sb.ok(&format!(
+            "journalctl --no-pager -o cat FLOWCTL_PIPELINE='{pipeline}' FLOWCTL_COMPONENT=sink"
+        ));
+        let lines: String = out
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let events = parse_jsonl(&lines);
+        if events.len() >= want || Instant::now() > deadline {
+            return events;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Polls `cond` over `flowctl-sup status --json` for up to a minute; the last status.
+fn wait_status(
+    sb: &Sandbox,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&sb.ok("flowctl-sup status --json")).unwrap();
+        if cond(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what}: {status:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn pipeline_of<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    status["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+}
+
+/// Bounded runs under systemd: a pipeline with `spec.range` installed with `flowctl apply`
+/// completes and stays completed; `flowctl replay --wait` of a live pipeline completes with
+/// exactly the range's events while the live pipeline keeps its processes.
+fn range_checks(sb: &Sandbox) {
+    // (a) A bounded pipeline reaches completed, and nothing is restarted.
+    sb.ok(&format!(
+        "cat > /tmp/backfill.yaml <<'EOF'\n{}EOF",
+        synthetic_yaml(
+            "backfill",
+            "  range: {from_ledger: 2, to_ledger: 11}",
+            "        SYNTHETIC_RATE: \"0\"",
+            ""
+        )
+    ));
+    sb.ok("flowctl apply -f /tmp/backfill.yaml");
+    let status = wait_status(sb, "backfill did not complete", |s| {
+        pipeline_of(s, "backfill").is_some_and(|p| {
+            p["completed"] == true
+                && p["components"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|c| c["state"] == "exited" || c["state"] == "stopped")
+        })
+    });
+    for c in pipeline_of(&status, "backfill").unwrap()["components"]
+        .as_array()
+        .unwrap()
+    {
+        assert_eq!(c["restarts"], 0, "{c}");
+        assert!(c["pid"].is_null(), "{c}");
+    }
+    let sup = sb.ok("flowctl-sup status");
+    assert!(
+        sup.lines().any(|l| l.starts_with("backfill (completed)")),
+        "{sup}"
+    );
+    let listed = sb.ok("flowctl get pipelines");
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("backfill"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(row.contains("completed"), "{listed}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = sb.ok("systemctl status --no-pager flowctl.service");
+        if status.contains(", 1 completed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `1 completed` in STATUS=:\n{status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let reference = reference_events(2, 11);
+    assert_eq!(journal_events(sb, "backfill", reference.len()), reference);
+    // Still completed a moment later: no restart came after the exit.
+    std::thread::sleep(Duration::from_secs(1));
+    let again = wait_status(sb, "backfill", |s| pipeline_of(s, "backfill").is_some());
+    assert_eq!(
+        pipeline_of(&again, "backfill").unwrap(),
+        pipeline_of(&status, "backfill").unwrap()
+    );
+    sb.ok("flowctl delete backfill");
+
+    // (b) A replay beside a live pipeline. The live one follows the tip from ledger 100000,
+    // two ledgers a second; its sink writes to the journal like the replay's, so each keeps
+    // its own output. (One JSONL file shared by both would not do: each sink appends at its
+    // own offset, and a copy whose range ends before the file's checkpoint writes nothing.)
+    sb.ok(&format!(
+        "cat > /tmp/live.yaml <<'EOF'\n{}EOF",
+        synthetic_yaml(
+            "live",
+            "",
+            "        START_LEDGER: \"100000\"\n        SYNTHETIC_RATE: \"2\"",
+            "        START_LEDGER: \"100000\""
+        )
+    ));
+    sb.ok("flowctl apply -f /tmp/live.yaml");
+    wait_status(sb, "live did not start", |s| {
+        pipeline_of(s, "live").is_some_and(|p| {
+            p["components"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["pid"].is_i64())
+        })
+    });
+    journal_events(sb, "live", 1);
+    let live_pids = |sb: &Sandbox| {
+        pids(sb)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("live/"))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let before = live_pids(sb);
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    let out = sb.ok("flowctl replay --pipeline live --from-ledger 20 --to-ledger 29 --wait");
+    eprintln!("flowctl replay: {out}");
+    let runs = sb.ok("flowctl pipelines runs 'live@20-29'");
+    let row = runs
+        .lines()
+        .find(|l| l.contains(" completed "))
+        .unwrap_or_else(|| panic!("no completed run:\n{runs}"));
+    assert!(row.contains("20-29"), "{runs}");
+    let reference = reference_events(20, 29);
+    assert_eq!(journal_events(sb, "live@20-29", reference.len()), reference);
+    assert_eq!(
+        live_pids(sb),
+        before,
+        "the replay touched the live pipeline"
+    );
+    let live = journal_events(sb, "live", 1);
+    assert!(
+        live.iter().all(|e| ledger_of(e) >= 100_000),
+        "the live sink wrote ledgers of the replay"
+    );
+    sb.ok("flowctl delete live");
 }

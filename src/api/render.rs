@@ -4,7 +4,8 @@ use std::fmt::Write;
 
 use super::protocol::{LastExit, SupervisorStatus};
 
-/// One row per component, columns aligned.
+/// One row per component, columns aligned; a pipeline whose bounded run is done reads
+/// `NAME (completed)`, so its exited components do not look like a failure.
 pub fn table(status: &SupervisorStatus) -> String {
     let mut rows = vec![[
         "PIPELINE",
@@ -23,6 +24,11 @@ pub fn table(status: &SupervisorStatus) -> String {
     ]
     .map(String::from)];
     for pipeline in &status.pipelines {
+        let name = if pipeline.completed {
+            format!("{} (completed)", pipeline.name)
+        } else {
+            pipeline.name.clone()
+        };
         for c in &pipeline.components {
             let detail = match (&c.reason, &c.last_probe, &c.notify_status) {
                 (_, Some(probe), _) if !probe.ok => {
@@ -45,7 +51,7 @@ pub fn table(status: &SupervisorStatus) -> String {
                 }
             };
             rows.push([
-                pipeline.name.clone(),
+                name.clone(),
                 c.id.clone(),
                 c.state.to_string(),
                 c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),

@@ -202,6 +202,8 @@ fn controllers(path: &Path) -> Result<BTreeSet<String>, CgroupError> {
     Ok(read(path)?.split_whitespace().map(str::to_string).collect())
 }
 
+/// `@` is allowed as in systemd's own instance units: a replay `NAME@FROM-TO` gets a
+/// cgroup beside its pipeline's.
 fn check_name(name: &str) -> Result<(), CgroupError> {
     let ok = !name.is_empty()
         && name != "."
