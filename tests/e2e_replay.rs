@@ -185,6 +185,9 @@ fn overlapping_replays_under_the_daemon_write_each_event_once_run_on_through_a_r
     assert_eq!(run["pipeline_name"], "live@2-31");
     assert_eq!(run["from_ledger"], 2);
     assert_eq!(run["to_ledger"], 31);
+    // Its own sink's count (the final heartbeat of its goodbye), not the live sink's.
+    let written: usize = per_ledger(&reference_events(2, 31)).values().sum();
+    assert_eq!(run["metrics"]["events_processed"], written as u64, "{run}");
 
     // Overlapping the first: ledgers 20..=31 are written again, and stay once. A reload while
     // it runs leaves it running: a replay comes from no file.
