@@ -32,40 +32,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 first=2
 last=$((first + LEDGERS - 1))
-cat >"$work/bench.yaml" <<YAML
-apiVersion: flowctl/v1
-kind: Pipeline
-metadata:
-  name: e2e-bench
-spec:
-  sources:
-    - id: ledgers
-      command: stellar-live-source
-      env:
-        BACKEND: synthetic
-        START_LEDGER: "$first"
-        END_LEDGER: "$last"
-        SYNTHETIC_RATE: "0"
-        SYNTHETIC_TXS_PER_LEDGER: "$TXS"
-        RUST_LOG: warn
-  processors:
-    - id: ttp
-      command: ttp-processor
-      inputs: [ledgers]
-      env:
-        NETWORK_PASSPHRASE: "Test SDF Network ; September 2015"
-        LOG_LEVEL: warn
-  sinks:
-    - id: sink
-      command: ttp-sink
-      inputs: [ttp]
-      env:
-        SINK: jsonl
-        OUTPUT_FILE: "$work/events.jsonl"
-        START_LEDGER: "$first"
-        END_LEDGER: "$last"
-        RUST_LOG: warn
-YAML
+source benches/bench-pipeline.sh
+bench_pipeline e2e-bench "$first" "$last" "$TXS" "$work/events.jsonl" >"$work/bench.yaml"
 
 tick=$(getconf CLK_TCK)
 # The monitor shares the two cores with the pipeline, so it does as little as it can: the

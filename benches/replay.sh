@@ -26,37 +26,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 first=2
 last=$((first + LEDGERS - 1))
-cat >"$work/bench.yaml" <<YAML
-apiVersion: flowctl/v1
-kind: Pipeline
-metadata:
-  name: replay-bench
-spec:
-  range: {from_ledger: $first, to_ledger: $last}
-  sources:
-    - id: ledgers
-      command: stellar-live-source
-      env:
-        BACKEND: synthetic
-        SYNTHETIC_RATE: "0"
-        SYNTHETIC_TXS_PER_LEDGER: "$TXS"
-        RUST_LOG: warn
-  processors:
-    - id: ttp
-      command: ttp-processor
-      inputs: [ledgers]
-      env:
-        NETWORK_PASSPHRASE: "Test SDF Network ; September 2015"
-        LOG_LEVEL: warn
-  sinks:
-    - id: sink
-      command: ttp-sink
-      inputs: [ttp]
-      env:
-        SINK: jsonl
-        OUTPUT_FILE: "$work/events.jsonl"
-        RUST_LOG: warn
-YAML
+source benches/bench-pipeline.sh
+bench_pipeline replay-bench "$first" "$last" "$TXS" "$work/events.jsonl" >"$work/bench.yaml"
 
 # One run of "$@" into a fresh output file; sets secs and events.
 one_run() {

@@ -30,6 +30,21 @@ fn lake_with_garbage_998(root: &Path, dir: &Path) -> std::path::PathBuf {
     lake
 }
 
+/// `flowctl run FILE --state-dir STATE` to its end, `DLQ_OUTPUT_FILE` set to `output` if given.
+fn run_to_end(
+    dir: &Path,
+    file: &Path,
+    state: &Path,
+    output: Option<&Path>,
+) -> std::process::Output {
+    let mut cmd = run_cmd(dir, file);
+    if let Some(output) = output {
+        cmd.env("DLQ_OUTPUT_FILE", output);
+    }
+    cmd.arg("--state-dir").arg(state);
+    Running::spawn(dir, cmd).finish(Duration::from_secs(120))
+}
+
 fn datalake_pipeline(lake: &Path, out: &Path, on_error: &str) -> String {
     format!(
         "apiVersion: flowctl/v1
@@ -84,19 +99,7 @@ fn a_garbage_ledger_998_becomes_one_dead_letter_and_dlq_replay_writes_its_golden
         "dlq",
         &datalake_pipeline(&lake, Path::new("${DLQ_OUTPUT_FILE}"), "dead-letter"),
     );
-    let child = run_cmd(dir.path(), &file)
-        .env("DLQ_OUTPUT_FILE", &out_file)
-        .arg("--state-dir")
-        .arg(&state)
-        .stdout(std::fs::File::create(dir.path().join("flowctl.stdout")).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("flowctl.stderr")).unwrap())
-        .spawn()
-        .unwrap();
-    let out = Running {
-        child: Some(child),
-        dir: dir.path().to_path_buf(),
-    }
-    .finish(Duration::from_secs(120));
+    let out = run_to_end(dir.path(), &file, &state, Some(out_file.as_ref()));
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
@@ -263,18 +266,7 @@ fn with_on_error_fail_the_same_garbage_ledger_fails_the_run_naming_ledger_998() 
         "fail",
         &datalake_pipeline(&lake, &out_file, "fail"),
     );
-    let child = run_cmd(dir.path(), &file)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .stdout(std::fs::File::create(dir.path().join("flowctl.stdout")).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("flowctl.stderr")).unwrap())
-        .spawn()
-        .unwrap();
-    let out = Running {
-        child: Some(child),
-        dir: dir.path().to_path_buf(),
-    }
-    .finish(Duration::from_secs(120));
+    let out = run_to_end(dir.path(), &file, &dir.path().join("state"), None);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     // The sink, told by the processor that the source cannot read 998, fails naming it.
@@ -306,19 +298,12 @@ fn dlq_replay_all_replays_contiguous_letters_998_and_999_as_one_range_and_resolv
         "dlq",
         &datalake_pipeline(&lake, Path::new("${DLQ_OUTPUT_FILE}"), "dead-letter"),
     );
-    let child = run_cmd(dir.path(), &file)
-        .env("DLQ_OUTPUT_FILE", dir.path().join("events.jsonl"))
-        .arg("--state-dir")
-        .arg(&state)
-        .stdout(std::fs::File::create(dir.path().join("flowctl.stdout")).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("flowctl.stderr")).unwrap())
-        .spawn()
-        .unwrap();
-    let out = Running {
-        child: Some(child),
-        dir: dir.path().to_path_buf(),
-    }
-    .finish(Duration::from_secs(120));
+    let out = run_to_end(
+        dir.path(),
+        &file,
+        &state,
+        Some(dir.path().join("events.jsonl").as_ref()),
+    );
     assert_eq!(
         out.status.code(),
         Some(0),

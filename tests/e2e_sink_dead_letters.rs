@@ -39,19 +39,9 @@ fn pg_pipeline(dir: &Path, name: &str, pg: &PgCluster, on_error: &str) -> std::p
 
 /// `flowctl run FILE --state-dir DIR/STATE ARGS…` to its end.
 fn run(dir: &Path, file: &Path, state: &str, args: &[&str]) -> std::process::Output {
-    let child = run_cmd(dir, file)
-        .arg("--state-dir")
-        .arg(dir.join(state))
-        .args(args)
-        .stdout(std::fs::File::create(dir.join("flowctl.stdout")).unwrap())
-        .stderr(std::fs::File::create(dir.join("flowctl.stderr")).unwrap())
-        .spawn()
-        .unwrap();
-    Running {
-        child: Some(child),
-        dir: dir.to_path_buf(),
-    }
-    .finish(Duration::from_secs(120))
+    let mut cmd = run_cmd(dir, file);
+    cmd.arg("--state-dir").arg(dir.join(state)).args(args);
+    Running::spawn(dir, cmd).finish(Duration::from_secs(120))
 }
 
 /// The sink's tables, made by a run of ledger `FROM` alone, then a constraint that ledger

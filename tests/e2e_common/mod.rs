@@ -96,8 +96,14 @@ pub struct Running {
 
 impl Running {
     pub fn start(dir: &Path, file: &Path) -> Running {
+        Running::spawn(dir, run_cmd(dir, file))
+    }
+
+    /// Starts `cmd` (a [`run_cmd`] with more arguments or variables), its output going to
+    /// DIR/flowctl.stdout and DIR/flowctl.stderr.
+    pub fn spawn(dir: &Path, mut cmd: Command) -> Running {
         // Files, not pipes: nobody reads while the pipeline runs, and a full pipe would stall it.
-        let child = run_cmd(dir, file)
+        let child = cmd
             .stdout(std::fs::File::create(dir.join("flowctl.stdout")).unwrap())
             .stderr(std::fs::File::create(dir.join("flowctl.stderr")).unwrap())
             .spawn()
