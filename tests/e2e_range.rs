@@ -111,3 +111,42 @@ fn a_bounded_run_killed_with_kill_9_and_started_again_writes_every_event_exactly
     assert_eq!(events.len(), reference.len(), "duplicates or gaps");
     assert_eq!(events, reference);
 }
+
+#[test]
+fn a_shard_writes_its_range_into_the_output_its_id_and_range_name_and_its_run_is_named_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = ranged_pipeline(dir.path(), "backfill", 2, 41, 0.0);
+    // One output per shard, named from the run's shard and range.
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "backfill.jsonl",
+        "backfill-${shard.id}-${range.from}-${range.to}.jsonl",
+    );
+    std::fs::write(&file, text).unwrap();
+    run_to_end(
+        dir.path(),
+        &file,
+        &["--from-ledger", "7", "--to-ledger", "15", "--shard-id", "3"],
+    );
+    let out = dir.path().join("backfill-3-7-15.jsonl");
+    let events = parse_jsonl(&std::fs::read_to_string(&out).unwrap());
+    assert_eq!(events, reference_events(7, 15));
+    let run = last_run(dir.path());
+    assert_eq!(run.pipeline_name, "backfill@shard-3");
+    assert_eq!(run.status(), RunStatus::Completed);
+
+    // A shard id that could not name a file is refused.
+    let bad = run_cmd(dir.path(), &file)
+        .args([
+            "--from-ledger",
+            "7",
+            "--to-ledger",
+            "15",
+            "--shard-id",
+            "../x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("a shard id is 1 to 64 letters"), "{stderr}");
+}

@@ -59,6 +59,25 @@ pub struct RunArgs {
     /// The last ledger of the run, included (END_LEDGER); without it the run follows the tip.
     #[arg(long, value_name = "LEDGER", requires = "from_ledger")]
     pub to_ledger: Option<u32>,
+
+    /// This run is shard S of a backfill: the file's `${shard.id}` is S and the run is
+    /// recorded as NAME@shard-S (letters, digits, `-`, `_`, `.`).
+    #[arg(long, value_name = "S", requires = "to_ledger", value_parser = parse_shard_id)]
+    pub shard_id: Option<String>,
+}
+
+fn parse_shard_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?}: a shard id is 1 to 64 letters, digits, `-`, `_` or `.`"
+        ))
+    }
 }
 
 impl RunArgs {
@@ -85,9 +104,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     crate::supervisor::fdlimit::raise();
     let options = ResolveOptions {
         range: args.range()?,
+        shard_id: args.shard_id.clone(),
         ..Default::default()
     };
-    let loaded = match spec::load_plan(&args.file, &options) {
+    let mut loaded = match spec::load_plan(&args.file, &options) {
         Ok(loaded) => loaded,
         Err(diags) => {
             for d in &diags {
@@ -98,6 +118,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
     for notice in &loaded.notices {
         crate::stderr_line!("{notice}");
+    }
+    if let Some(shard) = &args.shard_id {
+        loaded.plan.name = format!("{}@shard-{shard}", loaded.plan.name);
     }
     run_plan(
         loaded.plan,

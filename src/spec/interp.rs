@@ -1,7 +1,9 @@
 //! `${…}` references in `env` values and `args`: a component learns its own allocated ports
 //! (`${ports.grpc}`), another component's port or address (`${src.ports.grpc}`,
-//! `${src.address}`), and the supervisor's environment (`${PGPASSWORD}`). `$${` writes a
-//! literal `${`. An unset variable is an error, never an empty string.
+//! `${src.address}`), the run's ledger range and shard (`${range.from}`, `${range.to}`,
+//! `${shard.id}`: one output per shard of a backfill), and the supervisor's environment
+//! (`${PGPASSWORD}`). `$${` writes a literal `${`. An unset variable is an error, never an
+//! empty string.
 
 /// One piece of a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +18,12 @@ pub enum Part {
     },
     /// `${ID.address}`: `127.0.0.1:<its service port>`.
     Address(String),
+    /// `${range.from}`: the run's first ledger.
+    RangeFrom,
+    /// `${range.to}`: the run's last ledger.
+    RangeTo,
+    /// `${shard.id}`: the shard a run is (`flowctl run --shard-id`).
+    ShardId,
     /// `${VAR}` from the supervisor's environment.
     Var(String),
 }
@@ -63,11 +71,14 @@ fn reference(inner: &str) -> Result<Part, String> {
             id: id.to_string(),
             name: name.to_string(),
         }),
+        ["range", "from"] => Ok(Part::RangeFrom),
+        ["range", "to"] => Ok(Part::RangeTo),
+        ["shard", "id"] => Ok(Part::ShardId),
         [id, "address"] if ok(id) => Ok(Part::Address(id.to_string())),
         [var] if is_var_name(var) => Ok(Part::Var(var.to_string())),
         _ => Err(format!(
             "`${{{inner}}}` is not a reference: use `${{ports.NAME}}`, `${{ID.ports.NAME}}`, \
-             `${{ID.address}}` or `${{VARIABLE}}` (write `$${{` for a literal `${{`)"
+             `${{ID.address}}`, `${{range.from}}`, `${{range.to}}`, `${{shard.id}}` or `${{VARIABLE}}` (write `$${{` for a literal `${{`)"
         )),
     }
 }

@@ -35,6 +35,8 @@ pub struct ResolveOptions {
     /// (its components find each other through the allocated ports), and `range` wins over
     /// the components' own START_LEDGER/END_LEDGER.
     pub replay_copy: bool,
+    /// The shard of a backfill this run is (`flowctl run --shard-id`), for `${shard.id}`.
+    pub shard_id: Option<String>,
 }
 
 /// The variable names the seeds' components read their upstream address from, by the role of
@@ -91,7 +93,7 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
                     return None;
                 }
             };
-            match interp::render(&parts, |part| lookup(part, own, &allocated, opts)) {
+            match interp::render(&parts, |part| lookup(part, own, &allocated, range, opts)) {
                 Ok(s) if s.contains('\0') => {
                     ctx.error(
                         value.pos,
@@ -359,11 +361,26 @@ fn lookup(
     part: &Part,
     own: &Allocated,
     all: &BTreeMap<String, Allocated>,
+    range: Option<crate::plan::LedgerRange>,
     opts: &ResolveOptions,
 ) -> Result<String, String> {
     let missing = |what: String| format!("{what} does not exist");
     match part {
         Part::Lit(s) => Ok(s.clone()),
+        Part::RangeFrom => range.map(|r| r.from.to_string()).ok_or_else(|| {
+            "`${range.from}` needs a ledger range: `spec.range` or `--from-ledger`".to_string()
+        }),
+        Part::RangeTo => range
+            .and_then(|r| r.to)
+            .map(|to| to.to_string())
+            .ok_or_else(|| {
+                "`${range.to}` needs a bounded range: `spec.range.to_ledger` or `--to-ledger`"
+                    .to_string()
+            }),
+        Part::ShardId => opts.shard_id.clone().ok_or_else(|| {
+            "`${shard.id}` is set only for a shard of a backfill (`flowctl run --shard-id S`)"
+                .to_string()
+        }),
         Part::OwnPort(name) => own
             .port(name)
             .map(|n| n.to_string())
@@ -492,6 +509,38 @@ mod tests {
     const TWO: &str = "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {name: p}\nspec:\n  \
         sources:\n    - id: s\n      command: x\n      ports: [{name: grpc}]\n  \
         sinks:\n    - id: k\n      command: x\n      inputs: [s]\n";
+
+    #[test]
+    fn a_shard_names_its_output_from_its_range_and_id_and_without_them_the_error_says_what_is_needed(
+    ) {
+        let text = TWO.replace(
+            "inputs: [s]\n",
+            "inputs: [s]\n      env: {OUT: 'out-${shard.id}-${range.from}-${range.to}.jsonl'}\n",
+        );
+        let opts = ResolveOptions {
+            range: Some(crate::plan::LedgerRange {
+                from: 64,
+                to: Some(127),
+            }),
+            shard_id: Some("1".into()),
+            ..Default::default()
+        };
+        let shard = plan(&text, &opts);
+        assert_eq!(shard.components[1].env["OUT"], "out-1-64-127.jsonl");
+
+        let p = super::super::parse_str(Path::new("p.yaml"), &text).unwrap();
+        let e = resolve(&p, &ResolveOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`${shard.id}` is set only for a shard"), "{e}");
+        let open_ended = ResolveOptions {
+            range: Some(crate::plan::LedgerRange { from: 64, to: None }),
+            shard_id: Some("1".into()),
+            ..Default::default()
+        };
+        let e = resolve(&p, &open_ended).unwrap_err().to_string();
+        assert!(e.contains("`${range.to}` needs a bounded range"), "{e}");
+    }
 
     #[test]
     fn held_ports_make_an_unchanged_file_resolve_to_the_same_plan() {

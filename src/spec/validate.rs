@@ -132,7 +132,9 @@ fn references(ctx: &mut Ctx, p: &Pipeline, c: &Component, ids: &[&str]) {
                         )
                     }),
                 },
-                Part::Lit(_) | Part::Var(_) => None,
+                Part::Lit(_) | Part::Var(_) | Part::RangeFrom | Part::RangeTo | Part::ShardId => {
+                    None
+                }
             };
             if let Some(msg) = problem {
                 ctx.error(value.pos, format!("`{field}`: {msg}"));
