@@ -1,5 +1,6 @@
 //! flowctl: a systemd-native supervisor and control plane for Stellar data pipelines.
 pub mod api;
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod daemon;

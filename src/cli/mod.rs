@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod apply;
+pub mod backfill;
 pub mod delete;
 pub mod dlq;
 pub mod get;
@@ -36,6 +37,8 @@ pub enum Command {
     /// Replay a range of ledgers: a bounded copy of a pipeline, beside the live one (daemon)
     /// or in the foreground (-f FILE).
     Replay(replay::ReplayArgs),
+    /// Backfills: cut a long range into shards for an engine that places them (plan).
+    Backfill(backfill::Args),
     /// Show a component's output from the journal.
     Logs(logs::LogsArgs),
     /// Run the registry (control plane) alone, for components that run elsewhere.
@@ -61,6 +64,7 @@ impl Command {
             Command::Validate(args) => validate::run(args),
             Command::Run(args) => run::run(args),
             Command::Replay(args) => replay::run(args),
+            Command::Backfill(args) => args.run(),
             Command::Logs(a) => a.run(),
             Command::Server(args) => args.run(),
             Command::List(args) => args.run(),

@@ -1,0 +1,235 @@
+//! Backfills: a long range of ledgers cut into shards that an existing engine places on hosts
+//! (`flowctl backfill plan`). Each shard is a bounded `flowctl run --shard-id`, which resumes
+//! from its sink's checkpoint when run again; flowctl itself never schedules them.
+
+use crate::plan::PipelinePlan;
+
+/// Shard boundaries fall on multiples of this, as Horizon's parallel reingestion cuts its
+/// ranges: data-lake files hold 1 or 64 ledgers (or a divisor of 64), so no file is split
+/// between two shards.
+pub const ALIGN: u32 = 64;
+
+/// More shards than this is a mistake of units (a shard size in ledgers given as a count).
+pub const MAX_SHARDS: usize = 100_000;
+
+/// One shard: ledgers `from..=to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub from: u32,
+    pub to: u32,
+}
+
+/// How big the shards are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sizing {
+    /// About this many shards.
+    Count(u32),
+    /// Shards of this many ledgers (rounded up to a multiple of [`ALIGN`]).
+    Ledgers(u32),
+}
+
+/// Cuts `from..=to` at multiples of the shard size (itself a multiple of [`ALIGN`]): the first
+/// and last shards may be shorter, the others are whole.
+pub fn shards(from: u32, to: u32, sizing: Sizing) -> Result<Vec<Shard>, String> {
+    if from == 0 {
+        return Err("--from-ledger 0: ledgers start at 1".into());
+    }
+    if to < from {
+        return Err(format!("--to-ledger {to} is before --from-ledger {from}"));
+    }
+    let len = u64::from(to - from) + 1;
+    let size = match sizing {
+        Sizing::Count(0) => return Err("--shards 0: at least one shard".into()),
+        Sizing::Ledgers(0) => return Err("--shard-size 0: at least one ledger".into()),
+        Sizing::Count(n) => len.div_ceil(u64::from(n)),
+        Sizing::Ledgers(k) => u64::from(k),
+    };
+    let size = size.div_ceil(u64::from(ALIGN)) * u64::from(ALIGN);
+    let mut out = Vec::new();
+    let mut start = u64::from(from);
+    while start <= u64::from(to) {
+        let cut = (start / size + 1) * size;
+        let end = (cut - 1).min(u64::from(to));
+        out.push(Shard {
+            index: out.len(),
+            from: start as u32,
+            to: end as u32,
+        });
+        if out.len() > MAX_SHARDS {
+            return Err(format!(
+                "over {MAX_SHARDS} shards of {size} ledgers: give a bigger --shard-size"
+            ));
+        }
+        start = end + 1;
+    }
+    Ok(out)
+}
+
+/// The work of a backfill, for an engine to place.
+pub struct Work<'a> {
+    /// The `flowctl` every host runs.
+    pub flowctl: &'a str,
+    /// The pipeline file, absolute.
+    pub file: &'a str,
+    /// `--state-dir` of every shard's run, if one is given.
+    pub state_dir: Option<&'a str>,
+    pub plan: &'a PipelinePlan,
+    pub shards: &'a [Shard],
+}
+
+impl Work<'_> {
+    /// What runs one shard: `flowctl run`, its own runtime dir so shards share a host.
+    fn run_command(&self, from: &str, to: &str, shard: &str, runtime: &str) -> String {
+        let mut cmd = format!(
+            "{} run {} --from-ledger {from} --to-ledger {to} --shard-id {shard} \
+             --runtime-dir {runtime}",
+            quote(self.flowctl),
+            quote(self.file)
+        );
+        if let Some(dir) = self.state_dir {
+            cmd.push_str(&format!(" --state-dir {}", quote(dir)));
+        }
+        cmd
+    }
+
+    /// One shell command a line, a shard each.
+    pub fn commands(&self) -> String {
+        let mut out = String::new();
+        for s in self.shards {
+            let runtime = format!(
+                "\"${{TMPDIR:-/tmp}}\"/flowctl-backfill-{}-{}",
+                self.plan.name, s.index
+            );
+            out.push_str(&self.run_command(
+                &s.from.to_string(),
+                &s.to.to_string(),
+                &s.index.to_string(),
+                &runtime,
+            ));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// An `sbatch --array` script: one task per shard, requeued when its host is lost, with
+    /// the pipeline's summed resource limits as its request.
+    pub fn slurm(&self) -> String {
+        let (plan, shards) = (self.plan, self.shards);
+        let mut out = String::from("#!/bin/bash\n");
+        out.push_str(&format!(
+            "#SBATCH --job-name=flowctl-backfill-{}\n",
+            plan.name
+        ));
+        out.push_str(&format!(
+            "#SBATCH --array=0-{}\n",
+            shards.len().saturating_sub(1)
+        ));
+        out.push_str("#SBATCH --requeue\n");
+        out.push_str(&format!(
+            "#SBATCH --output=flowctl-backfill-{}-%A_%a.out\n",
+            plan.name
+        ));
+        let cpus: f64 = plan
+            .components
+            .iter()
+            .filter_map(|c| c.resources.cpu_max)
+            .sum();
+        if cpus > 0.0 {
+            out.push_str(&format!("#SBATCH --cpus-per-task={}\n", cpus.ceil() as u64));
+        }
+        let memory: u64 = plan
+            .components
+            .iter()
+            .filter_map(|c| c.resources.memory_max)
+            .sum();
+        if memory > 0 {
+            out.push_str(&format!("#SBATCH --mem={}M\n", memory.div_ceil(1 << 20)));
+        }
+        out.push_str(&format!(
+            "# {} shards of {}, ledgers {}-{}; a shard run again resumes from its sink's \
+             checkpoint.\n",
+            shards.len(),
+            plan.name,
+            shards.first().map_or(0, |s| s.from),
+            shards.last().map_or(0, |s| s.to),
+        ));
+        out.push_str("set -euo pipefail\nranges=(\n");
+        for s in shards {
+            out.push_str(&format!("  \"{} {}\"\n", s.from, s.to));
+        }
+        out.push_str(")\n");
+        out.push_str("task=${SLURM_ARRAY_TASK_ID:?run this script with sbatch}\n");
+        out.push_str("read -r from to <<<\"${ranges[$task]}\"\n");
+        out.push_str("exec ");
+        out.push_str(&self.run_command(
+            "\"$from\"",
+            "\"$to\"",
+            "\"$task\"",
+            "\"${TMPDIR:-/tmp}/flowctl-backfill-${SLURM_ARRAY_JOB_ID:-$$}-$task\"",
+        ));
+        out.push('\n');
+        out
+    }
+}
+
+/// `s` as one shell word.
+fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '-' | '_' | '=' | ':'))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(v: &[Shard]) -> Vec<(u32, u32)> {
+        v.iter().map(|s| (s.from, s.to)).collect()
+    }
+
+    #[test]
+    fn shards_cut_on_multiples_of_64_and_cover_the_range_once() {
+        let v = shards(100, 300, Sizing::Ledgers(64)).unwrap();
+        assert_eq!(ranges(&v), [(100, 127), (128, 191), (192, 255), (256, 300)]);
+        // A size that is no multiple of 64 is rounded up; a count gives about that many.
+        assert_eq!(
+            ranges(&shards(1, 200, Sizing::Ledgers(50)).unwrap())[0],
+            (1, 63)
+        );
+        let three = shards(2, 5001, Sizing::Count(3)).unwrap();
+        assert_eq!(three.len(), 3);
+        assert_eq!((three[0].from, three[2].to), (2, 5001));
+        for pair in three.windows(2) {
+            assert_eq!(pair[0].to + 1, pair[1].from);
+            assert_eq!(pair[1].from % ALIGN, 0);
+        }
+        assert_eq!(ranges(&shards(7, 7, Sizing::Count(10)).unwrap()), [(7, 7)]);
+    }
+
+    #[test]
+    fn a_range_or_size_that_makes_no_shards_is_refused_naming_the_flag() {
+        assert!(shards(0, 9, Sizing::Count(2))
+            .unwrap_err()
+            .contains("--from-ledger 0"));
+        assert!(shards(9, 2, Sizing::Count(2))
+            .unwrap_err()
+            .contains("before"));
+        assert!(shards(1, 9, Sizing::Count(0))
+            .unwrap_err()
+            .contains("--shards 0"));
+        let e = shards(1, u32::MAX, Sizing::Ledgers(1)).unwrap_err();
+        assert!(e.contains("bigger --shard-size"), "{e}");
+    }
+
+    #[test]
+    fn a_path_with_spaces_or_quotes_stays_one_shell_word() {
+        assert_eq!(quote("/srv/p.yaml"), "/srv/p.yaml");
+        assert_eq!(quote("/srv/my p's.yaml"), "'/srv/my p'\\''s.yaml'");
+    }
+}
