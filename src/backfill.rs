@@ -173,6 +173,128 @@ impl Work<'_> {
     }
 }
 
+/// A PostgreSQL sink of the pipeline: where its shards' checkpoint rows are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgSink {
+    pub component: String,
+    /// The sink's checkpoint name as it picks it: `SINK_ID`, else `COMPONENT_ID`, else its
+    /// component id (`FLOWCTL_COMPONENT_ID`).
+    pub sink_id: String,
+    pub url: String,
+}
+
+impl PgSink {
+    /// The checkpoint row of `shard`: a bounded run's, `SINK_ID@FROM-TO`, as the sink names it.
+    pub fn key(&self, shard: &Shard) -> String {
+        format!("{}@{}-{}", self.sink_id, shard.from, shard.to)
+    }
+}
+
+/// The pipeline's sinks with `SINK: postgres`; `url` replaces their `DATABASE_URL`.
+pub fn postgres_sinks(plan: &PipelinePlan, url: Option<&str>) -> Vec<PgSink> {
+    plan.components
+        .iter()
+        .filter(|c| c.role == crate::plan::Role::Sink)
+        .filter(|c| c.env.get("SINK").is_some_and(|s| s == "postgres"))
+        .filter_map(|c| {
+            let url = url
+                .map(str::to_string)
+                .or_else(|| c.env.get("DATABASE_URL").cloned())?;
+            let sink_id = c
+                .env
+                .get("SINK_ID")
+                .or_else(|| c.env.get("COMPONENT_ID"))
+                .cloned()
+                .unwrap_or_else(|| c.id.clone());
+            Some(PgSink {
+                component: c.id.clone(),
+                sink_id,
+                url,
+            })
+        })
+        .collect()
+}
+
+/// Where a shard stands, by its sinks' checkpoints (the least advanced sink decides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ShardState {
+    /// Every sink's checkpoint is at the shard's last ledger.
+    Done,
+    /// A checkpoint moved lately.
+    Running,
+    /// Begun, but no checkpoint moved lately: its run died (reconcile runs it again).
+    Stalled,
+    /// No checkpoint row: never begun.
+    Missing,
+}
+
+impl ShardState {
+    pub fn word(self) -> &'static str {
+        match self {
+            ShardState::Done => "done",
+            ShardState::Running => "running",
+            ShardState::Stalled => "stalled",
+            ShardState::Missing => "missing",
+        }
+    }
+}
+
+/// One shard's state, with its least advanced sink's checkpoint and that row's age.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardStatus {
+    pub shard: Shard,
+    pub state: ShardState,
+    pub checkpoint: Option<i64>,
+    pub age_secs: Option<f64>,
+}
+
+/// Decides each shard's state from the checkpoint rows found, `(database, key) → (last ledger,
+/// age in seconds)`.
+pub fn shard_states(
+    sinks: &[PgSink],
+    shards: &[Shard],
+    rows: &std::collections::BTreeMap<(String, String), (i64, f64)>,
+    running_within_secs: f64,
+) -> Vec<ShardStatus> {
+    shards
+        .iter()
+        .map(|shard| {
+            let of_sink = |sink: &PgSink| {
+                let row = rows.get(&(sink.url.clone(), sink.key(shard)));
+                let state = match row {
+                    None => ShardState::Missing,
+                    Some((last, _)) if *last >= i64::from(shard.to) => ShardState::Done,
+                    Some((_, age)) if *age <= running_within_secs => ShardState::Running,
+                    Some(_) => ShardState::Stalled,
+                };
+                (state, row.copied())
+            };
+            let (state, row) = sinks
+                .iter()
+                .map(of_sink)
+                .max_by_key(|(state, _)| *state)
+                .unwrap_or((ShardState::Missing, None));
+            ShardStatus {
+                shard: *shard,
+                state,
+                checkpoint: row.map(|r| r.0),
+                age_secs: row.map(|r| r.1),
+            }
+        })
+        .collect()
+}
+
+/// The checkpoint keys to read, by database.
+pub fn by_database(sinks: &[PgSink], shards: &[Shard]) -> Vec<(String, Vec<String>)> {
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for sink in sinks {
+        out.entry(sink.url.clone())
+            .or_default()
+            .extend(shards.iter().map(|s| sink.key(s)));
+    }
+    out.into_iter().collect()
+}
+
 /// `s` as one shell word.
 fn quote(s: &str) -> String {
     if !s.is_empty()
@@ -225,6 +347,34 @@ mod tests {
             .contains("--shards 0"));
         let e = shards(1, u32::MAX, Sizing::Ledgers(1)).unwrap_err();
         assert!(e.contains("bigger --shard-size"), "{e}");
+    }
+
+    #[test]
+    fn a_shard_is_done_running_stalled_or_missing_by_its_least_advanced_sink() {
+        let sink = |id: &str| PgSink {
+            component: id.into(),
+            sink_id: id.into(),
+            url: "db".into(),
+        };
+        let sinks = [sink("a"), sink("b")];
+        let v = shards(64, 319, Sizing::Ledgers(64)).unwrap();
+        let mut rows = std::collections::BTreeMap::new();
+        let mut put = |id: &str, s: &Shard, last: i64, age: f64| {
+            rows.insert(("db".to_string(), sink(id).key(s)), (last, age));
+        };
+        put("a", &v[0], 127, 500.0);
+        put("b", &v[0], 127, 500.0);
+        put("a", &v[1], 191, 1.0);
+        put("b", &v[1], 150, 2.0);
+        put("a", &v[2], 255, 1.0);
+        put("b", &v[2], 200, 600.0);
+        let states: Vec<ShardState> = shard_states(&sinks, &v, &rows, 60.0)
+            .iter()
+            .map(|s| s.state)
+            .collect();
+        use ShardState::*;
+        assert_eq!(states, [Done, Running, Stalled, Missing]);
+        assert_eq!(sinks[0].key(&v[1]), "a@128-191");
     }
 
     #[test]

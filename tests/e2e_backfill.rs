@@ -121,3 +121,67 @@ fn the_slurm_array_script_runs_the_shard_of_its_task_and_refuses_to_run_outside_
     let stderr = String::from_utf8_lossy(&outside.stderr);
     assert!(stderr.contains("run this script with sbatch"), "{stderr}");
 }
+
+#[test]
+fn backfill_status_reads_each_shards_state_from_its_postgresql_checkpoint() {
+    use flowctl_testkit::postgres::{Durability, PgCluster};
+    let Some(pg) = PgCluster::start(Durability::Off) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sink_env = format!(
+        "        SINK: postgres\n        DATABASE_URL: \"{}\"\n        SINK_ID: history",
+        pg.url()
+    );
+    let text: String = synthetic_pipeline("history", 2, 127, 0.0, &sink_env)
+        .lines()
+        .filter(|l| !l.contains("START_LEDGER") && !l.contains("END_LEDGER"))
+        .map(|l| match l {
+            "spec:" => "spec:\n  range: {from_ledger: 2, to_ledger: 127}\n".to_string(),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let file = pipeline(dir.path(), "history", &text);
+    let status = || {
+        let out = Command::new(flowctl())
+            .args(["backfill", "status", "-f"])
+            .arg(&file)
+            .args([
+                "--from-ledger",
+                "2",
+                "--to-ledger",
+                "127",
+                "--shard-size",
+                "64",
+            ])
+            .args(["-o", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["state"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    // Before any shard ran the sink's tables do not even exist.
+    assert_eq!(status(), ["missing", "missing"]);
+
+    let shard = run_cmd(dir.path(), &file)
+        .args(["--from-ledger", "2", "--to-ledger", "63", "--shard-id", "0"])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(
+        shard.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shard.stderr)
+    );
+    assert_eq!(status(), ["done", "missing"]);
+}
