@@ -11,7 +11,7 @@ use flowctl_proto::flowctl::{GetPipelineRunRequest, PipelineRun, RunStatus};
 use serde_json::json;
 
 use super::list::{block_on, status_error, Conn, Output};
-use super::run::{run_plan, RegistryChoice, RunOptions};
+use super::run::{component_cgroups, run_plan, RegistryChoice, RunOptions};
 use crate::logsink::StderrSink;
 use crate::registry::client::RegistryClient;
 use crate::registry::store::status_word;
@@ -134,10 +134,7 @@ pub fn foreground_text(
                 },
             },
             log_sink: Arc::new(StderrSink),
-            cgroups: match crate::systemd::cgroup::Containment::setup(!args.no_cgroups) {
-                crate::systemd::cgroup::Containment::Cgroups(tree) => Some(Arc::new(tree)),
-                crate::systemd::cgroup::Containment::ProcessGroups { .. } => None,
-            },
+            cgroups: component_cgroups(!args.no_cgroups),
             must_complete: true,
             resolve_dead_letters: resolves,
         },

@@ -134,13 +134,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 },
             },
             log_sink: Arc::new(StderrSink),
-            cgroups: match crate::systemd::cgroup::Containment::setup(!args.no_cgroups) {
-                crate::systemd::cgroup::Containment::Cgroups(tree) => Some(Arc::new(tree)),
-                crate::systemd::cgroup::Containment::ProcessGroups { .. } => None,
-            },
+            cgroups: component_cgroups(!args.no_cgroups),
             ..Default::default()
         },
     )
+}
+
+/// One cgroup per component when `wanted` and the host allows; else process groups only.
+pub fn component_cgroups(wanted: bool) -> Option<Arc<CgroupTree>> {
+    match crate::systemd::cgroup::Containment::setup(wanted) {
+        crate::systemd::cgroup::Containment::Cgroups(tree) => Some(Arc::new(tree)),
+        crate::systemd::cgroup::Containment::ProcessGroups { .. } => None,
+    }
 }
 
 /// How `flowctl run` runs a pipeline.
@@ -310,14 +315,6 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
     if let Some(task) = remote_stop {
         task.abort();
     }
-    let letters = match (&embedded, &run_id) {
-        (Some(embedded), Some(run_id)) => embedded
-            .registry
-            .dead_letters()
-            .open_for_run(run_id)
-            .unwrap_or(0),
-        _ => 0,
-    };
     if let (Some(embedded), Some(run_id), Ok(summary)) = (&embedded, &run_id, &summary) {
         let failed: Vec<String> = summary
             .failed()
@@ -338,9 +335,8 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
             (RunStatus::Failed, Some(failed.join("; ")))
         } else if stopped && !completed {
             (RunStatus::Stopped, None)
-        } else if letters > 0 {
-            (RunStatus::CompletedWithDeadLetters, None)
         } else {
+            // The registry makes it completed_with_dead_letters if letters are open.
             (RunStatus::Completed, None)
         };
         embedded.end_run(run_id, status, error);
@@ -363,6 +359,14 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
             }
         }
     }
+    let letters = match (&embedded, &run_id) {
+        (Some(embedded), Some(run_id)) => embedded
+            .registry
+            .dead_letters()
+            .open_for_run(run_id)
+            .unwrap_or(0),
+        _ => 0,
+    };
     signals.abort();
     server.abort();
     let _ = std::fs::remove_file(&socket);
