@@ -29,9 +29,11 @@ pub enum Sizing {
     Ledgers(u32),
 }
 
-/// Cuts `from..=to` at multiples of the shard size (itself a multiple of [`ALIGN`]): the first
-/// and last shards may be shorter, the others are whole.
-pub fn shards(from: u32, to: u32, sizing: Sizing) -> Result<Vec<Shard>, String> {
+/// Cuts `from..=to` at multiples of the shard size (itself a multiple of `align`, which is
+/// [`ALIGN`] or a multiple of it): the first and last shards may be shorter, the others are
+/// whole.
+pub fn shards(from: u32, to: u32, sizing: Sizing, align: u32) -> Result<Vec<Shard>, String> {
+    let align = u64::from(align.max(1));
     if from == 0 {
         return Err("--from-ledger 0: ledgers start at 1".into());
     }
@@ -45,7 +47,7 @@ pub fn shards(from: u32, to: u32, sizing: Sizing) -> Result<Vec<Shard>, String> 
         Sizing::Count(n) => len.div_ceil(u64::from(n)),
         Sizing::Ledgers(k) => u64::from(k),
     };
-    let size = size.div_ceil(u64::from(ALIGN)) * u64::from(ALIGN);
+    let size = size.div_ceil(align) * align;
     let mut out = Vec::new();
     let mut start = u64::from(from);
     while start <= u64::from(to) {
@@ -66,6 +68,57 @@ pub fn shards(from: u32, to: u32, sizing: Sizing) -> Result<Vec<Shard>, String> 
     Ok(out)
 }
 
+/// What shard boundaries must be multiples of for this pipeline: [`ALIGN`], and each local
+/// data lake's objects (`ledgersPerBatch` of its `.config.json`), so that no object is read by
+/// two shards. A lake on object storage is not read here; its batches are taken to divide 64,
+/// as Galexie's (1 or 64 ledgers) do, unless `ledgers_per_file` says otherwise.
+pub fn alignment(plan: &PipelinePlan, ledgers_per_file: Option<u32>) -> Result<u32, String> {
+    let mut align = u64::from(ALIGN);
+    let mut widen = |batch: u64| align = lcm(align, batch);
+    if let Some(k) = ledgers_per_file {
+        if k == 0 {
+            return Err(
+                "--ledgers-per-file 0: a data-lake object holds at least one ledger".into(),
+            );
+        }
+        widen(u64::from(k));
+    }
+    for c in &plan.components {
+        let Some(url) = c.env.get("DATALAKE_URL") else {
+            continue;
+        };
+        if url.contains("://") && !url.starts_with("file://") {
+            continue;
+        }
+        let root = std::path::Path::new(url.strip_prefix("file://").unwrap_or(url));
+        let manifest = root.join(stellar_ledgers::datalake::MANIFEST);
+        let json = std::fs::read(&manifest).map_err(|e| {
+            format!(
+                "component `{}`: cannot read the data lake's manifest {}: {e}",
+                c.id,
+                manifest.display()
+            )
+        })?;
+        let config = stellar_ledgers::datalake::DataLakeConfig::parse(&manifest, &json)
+            .map_err(|e| format!("component `{}`: {e}", c.id))?;
+        widen(u64::from(config.ledgers_per_batch));
+    }
+    u32::try_from(align).map_err(|_| {
+        format!("shard boundaries would have to be multiples of {align} ledgers: too large")
+    })
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    a / gcd(a, b) * b
+}
+
 /// The work of a backfill, for an engine to place.
 pub struct Work<'a> {
     /// The `flowctl` every host runs.
@@ -75,7 +128,10 @@ pub struct Work<'a> {
     /// `--state-dir` of every shard's run, if one is given.
     pub state_dir: Option<&'a str>,
     pub plan: &'a PipelinePlan,
+    /// Every shard of the range: a task's index is its place here.
     pub shards: &'a [Shard],
+    /// The shards to run (by index), when not all: `backfill reconcile`'s unfinished ones.
+    pub only: Option<&'a [usize]>,
 }
 
 impl Work<'_> {
@@ -93,10 +149,16 @@ impl Work<'_> {
         cmd
     }
 
+    fn selected(&self) -> impl Iterator<Item = &Shard> {
+        self.shards
+            .iter()
+            .filter(|s| self.only.is_none_or(|only| only.contains(&s.index)))
+    }
+
     /// One shell command a line, a shard each.
     pub fn commands(&self) -> String {
         let mut out = String::new();
-        for s in self.shards {
+        for s in self.selected() {
             let runtime = format!(
                 "\"${{TMPDIR:-/tmp}}\"/flowctl-backfill-{}-{}",
                 self.plan.name, s.index
@@ -121,10 +183,8 @@ impl Work<'_> {
             "#SBATCH --job-name=flowctl-backfill-{}\n",
             plan.name
         ));
-        out.push_str(&format!(
-            "#SBATCH --array=0-{}\n",
-            shards.len().saturating_sub(1)
-        ));
+        let tasks: Vec<usize> = self.selected().map(|s| s.index).collect();
+        out.push_str(&format!("#SBATCH --array={}\n", array_spec(&tasks)));
         out.push_str("#SBATCH --requeue\n");
         out.push_str(&format!(
             "#SBATCH --output=flowctl-backfill-{}-%A_%a.out\n",
@@ -147,8 +207,9 @@ impl Work<'_> {
             out.push_str(&format!("#SBATCH --mem={}M\n", memory.div_ceil(1 << 20)));
         }
         out.push_str(&format!(
-            "# {} shards of {}, ledgers {}-{}; a shard run again resumes from its sink's \
+            "# {} of {} shards of {}, ledgers {}-{}; a shard run again resumes from its sink's \
              checkpoint.\n",
+            tasks.len(),
             shards.len(),
             plan.name,
             shards.first().map_or(0, |s| s.from),
@@ -171,6 +232,25 @@ impl Work<'_> {
         out.push('\n');
         out
     }
+}
+
+/// Slurm's `--array` list: runs of consecutive tasks as `A-B`, the others alone.
+fn array_spec(tasks: &[usize]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < tasks.len() {
+        let mut j = i;
+        while j + 1 < tasks.len() && tasks[j + 1] == tasks[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            tasks[i].to_string()
+        } else {
+            format!("{}-{}", tasks[i], tasks[j])
+        });
+        i = j + 1;
+    }
+    parts.join(",")
 }
 
 /// A PostgreSQL sink of the pipeline: where its shards' checkpoint rows are.
@@ -317,35 +397,38 @@ mod tests {
 
     #[test]
     fn shards_cut_on_multiples_of_64_and_cover_the_range_once() {
-        let v = shards(100, 300, Sizing::Ledgers(64)).unwrap();
+        let v = shards(100, 300, Sizing::Ledgers(64), ALIGN).unwrap();
         assert_eq!(ranges(&v), [(100, 127), (128, 191), (192, 255), (256, 300)]);
         // A size that is no multiple of 64 is rounded up; a count gives about that many.
         assert_eq!(
-            ranges(&shards(1, 200, Sizing::Ledgers(50)).unwrap())[0],
+            ranges(&shards(1, 200, Sizing::Ledgers(50), ALIGN).unwrap())[0],
             (1, 63)
         );
-        let three = shards(2, 5001, Sizing::Count(3)).unwrap();
+        let three = shards(2, 5001, Sizing::Count(3), ALIGN).unwrap();
         assert_eq!(three.len(), 3);
         assert_eq!((three[0].from, three[2].to), (2, 5001));
         for pair in three.windows(2) {
             assert_eq!(pair[0].to + 1, pair[1].from);
             assert_eq!(pair[1].from % ALIGN, 0);
         }
-        assert_eq!(ranges(&shards(7, 7, Sizing::Count(10)).unwrap()), [(7, 7)]);
+        assert_eq!(
+            ranges(&shards(7, 7, Sizing::Count(10), ALIGN).unwrap()),
+            [(7, 7)]
+        );
     }
 
     #[test]
     fn a_range_or_size_that_makes_no_shards_is_refused_naming_the_flag() {
-        assert!(shards(0, 9, Sizing::Count(2))
+        assert!(shards(0, 9, Sizing::Count(2), ALIGN)
             .unwrap_err()
             .contains("--from-ledger 0"));
-        assert!(shards(9, 2, Sizing::Count(2))
+        assert!(shards(9, 2, Sizing::Count(2), ALIGN)
             .unwrap_err()
             .contains("before"));
-        assert!(shards(1, 9, Sizing::Count(0))
+        assert!(shards(1, 9, Sizing::Count(0), ALIGN)
             .unwrap_err()
             .contains("--shards 0"));
-        let e = shards(1, u32::MAX, Sizing::Ledgers(1)).unwrap_err();
+        let e = shards(1, u32::MAX, Sizing::Ledgers(1), ALIGN).unwrap_err();
         assert!(e.contains("bigger --shard-size"), "{e}");
     }
 
@@ -357,7 +440,7 @@ mod tests {
             url: "db".into(),
         };
         let sinks = [sink("a"), sink("b")];
-        let v = shards(64, 319, Sizing::Ledgers(64)).unwrap();
+        let v = shards(64, 319, Sizing::Ledgers(64), ALIGN).unwrap();
         let mut rows = std::collections::BTreeMap::new();
         let mut put = |id: &str, s: &Shard, last: i64, age: f64| {
             rows.insert(("db".to_string(), sink(id).key(s)), (last, age));
@@ -375,6 +458,25 @@ mod tests {
         use ShardState::*;
         assert_eq!(states, [Done, Running, Stalled, Missing]);
         assert_eq!(sinks[0].key(&v[1]), "a@128-191");
+    }
+
+    #[test]
+    fn boundaries_fall_on_data_lake_objects_of_any_size() {
+        // Objects of 100 ledgers: boundaries on multiples of lcm(64, 100) = 1600.
+        let v = shards(1, 5000, Sizing::Ledgers(1000), lcm(64, 100) as u32).unwrap();
+        assert_eq!(
+            ranges(&v),
+            [(1, 1599), (1600, 3199), (3200, 4799), (4800, 5000)]
+        );
+        assert_eq!(lcm(64, 1), 64);
+        assert_eq!(lcm(64, 32), 64);
+    }
+
+    #[test]
+    fn an_array_of_some_tasks_lists_runs_as_ranges() {
+        assert_eq!(array_spec(&[0, 1, 2, 3]), "0-3");
+        assert_eq!(array_spec(&[1, 3, 4, 5, 9]), "1,3-5,9");
+        assert_eq!(array_spec(&[7]), "7");
     }
 
     #[test]

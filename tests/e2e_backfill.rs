@@ -5,6 +5,7 @@ mod e2e_common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use e2e_common::*;
 
@@ -184,4 +185,248 @@ fn backfill_status_reads_each_shards_state_from_its_postgresql_checkpoint() {
         String::from_utf8_lossy(&shard.stderr)
     );
     assert_eq!(status(), ["done", "missing"]);
+}
+
+/// `backfill` with the range's status read from PostgreSQL: `ARGS` after the sub-command,
+/// `-f FILE` and the range.
+fn backfill_cmd(file: &Path, verb: &str) -> Command {
+    let mut cmd = Command::new(flowctl());
+    cmd.args(["backfill", verb, "-f"]).arg(file).args([
+        "--from-ledger",
+        "2",
+        "--to-ledger",
+        "191",
+        "--shard-size",
+        "64",
+    ]);
+    cmd
+}
+
+#[test]
+fn reconcile_writes_the_work_of_the_missing_and_stalled_shards_only_and_then_nothing() {
+    use flowctl_testkit::postgres::{Durability, PgCluster};
+    let Some(pg) = PgCluster::start(Durability::Off) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sink_env = format!(
+        "        SINK: postgres\n        DATABASE_URL: \"{}\"\n        SINK_ID: history",
+        pg.url()
+    );
+    // 40 ledgers/s, so a shard can be killed halfway; one network whatever a shard's start.
+    let text: String = synthetic_pipeline("history", 2, 191, 40.0, &sink_env)
+        .lines()
+        .filter(|l| !l.contains("START_LEDGER") && !l.contains("END_LEDGER"))
+        .map(|l| match l {
+            "spec:" => "spec:\n  range: {from_ledger: 2, to_ledger: 191}\n".to_string(),
+            l if l.contains("SYNTHETIC_RATE") => format!("        SYNTHETIC_GENESIS: \"2\"\n{l}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let file = pipeline(dir.path(), "history", &text);
+    let state = dir.path().join("state");
+    let states = || {
+        let out = backfill_cmd(&file, "status")
+            .args(["-o", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["state"].as_str().unwrap().to_string(),
+                    s["checkpoint"].as_i64(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let shard = |id: &str, from: &str, to: &str| {
+        let mut cmd = run_cmd(dir.path(), &file);
+        cmd.args(["--from-ledger", from, "--to-ledger", to, "--shard-id", id])
+            .arg("--state-dir")
+            .arg(&state);
+        cmd
+    };
+    let done = shard("0", "2", "63").output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    // Shard 1 dies with its host halfway: its checkpoint row stays behind its end.
+    let mut lost = shard("1", "64", "127")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "shard 1 to commit a checkpoint",
+        Duration::from_secs(60),
+        || states()[1].1.is_some(),
+    );
+    kill9(lost.id() as i32);
+    lost.wait().unwrap();
+    let after_kill = states();
+    let checkpoint = after_kill[1].1.unwrap();
+    assert!((64..127).contains(&checkpoint), "{after_kill:?}");
+
+    // Within the default minute a silent shard still counts as running: left alone.
+    let script = dir.path().join("again.sbatch");
+    let out = backfill_cmd(&file, "reconcile")
+        .arg("-o")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(text.contains("#SBATCH --array=2\n"), "{text}");
+
+    let commands = dir.path().join("again.sh");
+    let out = backfill_cmd(&file, "reconcile")
+        .args(["--stalled-after", "0s", "--engine", "commands", "-o"])
+        .arg(&commands)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 of 3 shards to run again"), "{stderr}");
+    let text = std::fs::read_to_string(&commands).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("--from-ledger 64 --to-ledger 127 --shard-id 1"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("--from-ledger 128 --to-ledger 191 --shard-id 2"),
+        "{text}"
+    );
+
+    let run = shell(dir.path()).arg(&commands).output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let log = String::from_utf8_lossy(&run.stderr);
+    let resumed = format!("checkpoint={checkpoint} next={}", checkpoint + 1);
+    assert!(
+        log.contains(&resumed),
+        "shard 1 did not resume at {resumed}:\n{log}"
+    );
+    assert!(states().iter().all(|(s, _)| s == "done"), "{:?}", states());
+    // The killed shard picked up after its checkpoint: every event once, none missing.
+    let rows = pg
+        .query(
+            "SELECT count(*), count(DISTINCT (ledger_sequence, transaction_index, \
+             operation_index, event_index)), min(ledger_sequence), max(ledger_sequence) \
+             FROM ttp_events",
+        )
+        .unwrap();
+    let reference = reference_events(2, 191);
+    let (first, last) = (
+        ledger_of(&reference[0]),
+        ledger_of(reference.last().unwrap()),
+    );
+    assert_eq!(
+        rows.trim(),
+        format!("{n}|{n}|{first}|{last}", n = reference.len()),
+        "rows, distinct keys, first and last ledger"
+    );
+
+    let again = dir.path().join("nothing.sh");
+    let out = backfill_cmd(&file, "reconcile")
+        .args(["--stalled-after", "0s", "-o"])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to run again"));
+    assert!(
+        !again.exists(),
+        "no work is written when every shard is done"
+    );
+}
+
+#[test]
+fn shards_of_a_local_data_lake_end_on_its_object_boundaries_and_a_missing_manifest_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    std::fs::create_dir(&lake).unwrap();
+    let file = ranged_pipeline(dir.path(), "lake", 2, 5000, 0.0);
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "        BACKEND: synthetic\n",
+        &format!(
+            "        BACKEND: datalake\n        DATALAKE_URL: \"{}\"\n",
+            lake.display()
+        ),
+    );
+    std::fs::write(&file, text).unwrap();
+    let cut = || {
+        Command::new(flowctl())
+            .args(["backfill", "plan", "--engine", "commands", "-f"])
+            .arg(&file)
+            .args([
+                "--from-ledger",
+                "2",
+                "--to-ledger",
+                "5000",
+                "--shard-size",
+                "1000",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = cut();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(".config.json") && stderr.contains("component `ledgers`"),
+        "{stderr}"
+    );
+
+    // Objects of 100 ledgers: no shard may split one, nor a 64-ledger span.
+    std::fs::write(
+        lake.join(".config.json"),
+        r#"{"networkPassphrase": "Test SDF Network ; September 2015",
+            "ledgersPerBatch": 100, "batchesPerPartition": 64}"#,
+    )
+    .unwrap();
+    let out = cut();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let starts: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            l.split("--from-ledger ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(starts, ["2", "1600", "3200", "4800"]);
 }

@@ -1,5 +1,8 @@
 //! `flowctl backfill plan`: a long range cut into shards, written as work for an engine that
-//! places it (an `sbatch --array` script for Slurm, or one shell command per shard).
+//! places it (an `sbatch --array` script for Slurm, or one shell command per shard);
+//! `status` reads where each shard stands from its sinks' checkpoint rows, and `reconcile`
+//! writes (or submits) the work of the shards not done, since Slurm does not run again a task
+//! that exited non-zero.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -25,6 +28,9 @@ enum BackfillCommand {
     /// Each shard's state from its PostgreSQL sinks' checkpoint rows: done, running (a
     /// checkpoint moved in the last minute), stalled, or missing.
     Status(StatusArgs),
+    /// The work of the shards not done (missing or stalled; running ones are left alone), as
+    /// `plan` writes it, each shard keeping its task id; `--submit` hands it to `sbatch`.
+    Reconcile(ReconcileArgs),
 }
 
 /// The range and how it is cut: the same for `plan` and `status`.
@@ -45,12 +51,26 @@ struct ShardArgs {
     /// Shards of this many ledgers (rounded up to a multiple of 64).
     #[arg(long, value_name = "K")]
     shard_size: Option<u32>,
+    /// Ledgers in each object of the pipeline's data lake, when it is on object storage and
+    /// its objects do not divide 64 (a local lake's `.config.json` is read instead).
+    #[arg(long, value_name = "K")]
+    ledgers_per_file: Option<u32>,
 }
 
+/// Where each shard's checkpoints are, and when a silent one counts as stalled.
 #[derive(Debug, ClapArgs)]
-struct PlanArgs {
-    #[command(flatten)]
-    range: ShardArgs,
+struct CheckpointArgs {
+    /// The PostgreSQL sinks' database (default: each sink's DATABASE_URL in the file).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// A begun shard whose checkpoint has not moved for this long is stalled, not running.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    stalled_after: std::time::Duration,
+}
+
+/// What work is written for which engine, and where.
+#[derive(Debug, ClapArgs)]
+struct WorkArgs {
     #[arg(long, value_enum, default_value = "slurm")]
     engine: Engine,
     /// Where each shard records its run (`flowctl run --state-dir`); default: each host's.
@@ -62,12 +82,32 @@ struct PlanArgs {
 }
 
 #[derive(Debug, ClapArgs)]
+struct PlanArgs {
+    #[command(flatten)]
+    range: ShardArgs,
+    #[command(flatten)]
+    work: WorkArgs,
+}
+
+#[derive(Debug, ClapArgs)]
+struct ReconcileArgs {
+    #[command(flatten)]
+    range: ShardArgs,
+    #[command(flatten)]
+    checkpoints: CheckpointArgs,
+    #[command(flatten)]
+    work: WorkArgs,
+    /// Submit the script with `sbatch` (needs `--engine slurm` and `-o`), printing its job id.
+    #[arg(long)]
+    submit: bool,
+}
+
+#[derive(Debug, ClapArgs)]
 struct StatusArgs {
     #[command(flatten)]
     range: ShardArgs,
-    /// The PostgreSQL sinks' database (default: each sink's DATABASE_URL in the file).
-    #[arg(long, value_name = "URL")]
-    database_url: Option<String>,
+    #[command(flatten)]
+    checkpoints: CheckpointArgs,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: super::list::Output,
@@ -86,6 +126,7 @@ impl Args {
         match self.command {
             BackfillCommand::Plan(args) => plan(args),
             BackfillCommand::Status(args) => status(args),
+            BackfillCommand::Reconcile(args) => reconcile(args),
         }
     }
 }
@@ -100,31 +141,33 @@ fn shards_and_plan(
         (None, Some(k)) => Sizing::Ledgers(k),
         (None, None) => unreachable!("clap requires --shards or --shard-size"),
     };
-    let shards = match backfill::shards(args.from_ledger, args.to_ledger, sizing) {
-        Ok(shards) => shards,
-        Err(e) => {
-            crate::stderr_line!("flowctl: {e}");
-            return Ok(None);
-        }
-    };
-    // Every shard must resolve: check the file once, as its first shard will run it.
+    // Every shard must resolve: check the file once, as its first shard will run it (the
+    // first shard starts at --from-ledger whatever the cut).
     let file = std::path::absolute(&args.file)
         .with_context(|| format!("{}: cannot make the path absolute", args.file.display()))?;
-    let first = shards[0];
     let options = ResolveOptions {
         range: Some(crate::plan::LedgerRange {
-            from: first.from,
-            to: Some(first.to),
+            from: args.from_ledger,
+            to: Some(args.to_ledger.max(args.from_ledger)),
         }),
         shard_id: Some("0".into()),
         ..Default::default()
     };
-    match spec::load_plan(&file, &options) {
-        Ok(loaded) => Ok(Some((shards, file, loaded.plan))),
+    let plan = match spec::load_plan(&file, &options) {
+        Ok(loaded) => loaded.plan,
         Err(diags) => {
             for d in &diags {
                 crate::stderr_line!("{d}");
             }
+            return Ok(None);
+        }
+    };
+    let cut = backfill::alignment(&plan, args.ledgers_per_file)
+        .and_then(|align| backfill::shards(args.from_ledger, args.to_ledger, sizing, align));
+    match cut {
+        Ok(shards) => Ok(Some((shards, file, plan))),
+        Err(e) => {
+            crate::stderr_line!("flowctl: {}: {e}", args.file.display());
             Ok(None)
         }
     }
@@ -134,6 +177,25 @@ fn plan(args: PlanArgs) -> anyhow::Result<i32> {
     let Some((shards, file, plan)) = shards_and_plan(&args.range)? else {
         return Ok(1);
     };
+    write_work(&args.work, &file, &plan, &shards, None)?;
+    crate::stderr_line!(
+        "flowctl: {} shard(s) of `{}`, ledgers {}-{}",
+        shards.len(),
+        plan.name,
+        args.range.from_ledger,
+        args.range.to_ledger
+    );
+    Ok(0)
+}
+
+/// Writes the work of `only` (all shards when `None`) for the engine.
+fn write_work(
+    args: &WorkArgs,
+    file: &std::path::Path,
+    plan: &crate::plan::PipelinePlan,
+    shards: &[backfill::Shard],
+    only: Option<&[usize]>,
+) -> anyhow::Result<()> {
     // The flowctl that wrote the plan runs it, where it is installed the same on every host.
     let flowctl = std::env::current_exe()
         .ok()
@@ -145,8 +207,9 @@ fn plan(args: PlanArgs) -> anyhow::Result<i32> {
         flowctl: &flowctl,
         file: &file,
         state_dir: state_dir.as_deref(),
-        plan: &plan,
-        shards: &shards,
+        plan,
+        shards,
+        only,
     };
     let text = match args.engine {
         Engine::Slurm => work.slurm(),
@@ -163,14 +226,7 @@ fn plan(args: PlanArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    crate::stderr_line!(
-        "flowctl: {} shard(s) of `{}`, ledgers {}-{}",
-        shards.len(),
-        plan.name,
-        args.range.from_ledger,
-        args.range.to_ledger
-    );
-    Ok(0)
+    Ok(())
 }
 
 /// The checkpoint rows of the shards, `(database, key) → (last ledger, age in seconds)`.
@@ -217,18 +273,23 @@ async fn checkpoint_rows(
     Ok(rows)
 }
 
-/// A shard's checkpoint moved this recently: it is running.
-const RUNNING_WITHIN_SECS: f64 = 60.0;
+/// The shards with their states, read from the sinks' checkpoint rows.
+struct Reading {
+    shards: Vec<backfill::Shard>,
+    file: PathBuf,
+    plan: crate::plan::PipelinePlan,
+    states: Vec<backfill::ShardStatus>,
+}
 
-fn status(args: StatusArgs) -> anyhow::Result<i32> {
-    let Some((shards, _, plan)) = shards_and_plan(&args.range)? else {
-        return Ok(1);
+fn read_states(range: &ShardArgs, checkpoints: &CheckpointArgs) -> anyhow::Result<Option<Reading>> {
+    let Some((shards, file, plan)) = shards_and_plan(range)? else {
+        return Ok(None);
     };
-    let sinks = backfill::postgres_sinks(&plan, args.database_url.as_deref());
+    let sinks = backfill::postgres_sinks(&plan, checkpoints.database_url.as_deref());
     if sinks.is_empty() {
         anyhow::bail!(
             "{}: no PostgreSQL sink (SINK: postgres) keeps checkpoints to read the shards from",
-            args.range.file.display()
+            range.file.display()
         );
     }
     let rows = tokio::runtime::Builder::new_current_thread()
@@ -236,7 +297,24 @@ fn status(args: StatusArgs) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?
         .block_on(checkpoint_rows(&sinks, &shards))?;
-    let states = backfill::shard_states(&sinks, &shards, &rows, RUNNING_WITHIN_SECS);
+    let states = backfill::shard_states(
+        &sinks,
+        &shards,
+        &rows,
+        checkpoints.stalled_after.as_secs_f64(),
+    );
+    Ok(Some(Reading {
+        shards,
+        file,
+        plan,
+        states,
+    }))
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<i32> {
+    let Some(Reading { shards, states, .. }) = read_states(&args.range, &args.checkpoints)? else {
+        return Ok(1);
+    };
     let count = |state| states.iter().filter(|s| s.state == state).count();
     let summary = format!(
         "{} done, {} running, {} stalled, {} missing (of {} shards)",
@@ -276,6 +354,68 @@ fn status(args: StatusArgs) -> anyhow::Result<i32> {
             super::list::print_table(&["SHARD", "RANGE", "STATE", "CHECKPOINT", "AGE"], &rows);
             println!("{summary}");
         }
+    }
+    Ok(0)
+}
+
+fn reconcile(args: ReconcileArgs) -> anyhow::Result<i32> {
+    if args.submit && (!matches!(args.work.engine, Engine::Slurm) || args.work.output.is_none()) {
+        anyhow::bail!("--submit hands a script to sbatch: give --engine slurm and -o OUT");
+    }
+    let Some(reading) = read_states(&args.range, &args.checkpoints)? else {
+        return Ok(1);
+    };
+    let left: Vec<usize> = reading
+        .states
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.state,
+                backfill::ShardState::Missing | backfill::ShardState::Stalled
+            )
+        })
+        .map(|s| s.shard.index)
+        .collect();
+    let running = reading
+        .states
+        .iter()
+        .filter(|s| s.state == backfill::ShardState::Running)
+        .count();
+    if left.is_empty() {
+        crate::stderr_line!(
+            "flowctl: nothing to run again: {} of {} shards done, {running} running",
+            reading.shards.len() - running,
+            reading.shards.len()
+        );
+        return Ok(0);
+    }
+    write_work(
+        &args.work,
+        &reading.file,
+        &reading.plan,
+        &reading.shards,
+        Some(&left),
+    )?;
+    crate::stderr_line!(
+        "flowctl: {} of {} shards to run again ({running} running left alone)",
+        left.len(),
+        reading.shards.len()
+    );
+    if args.submit {
+        let script = args.work.output.as_ref().expect("checked above");
+        let out = std::process::Command::new("sbatch")
+            .arg("--parsable")
+            .arg(script)
+            .output()
+            .context("cannot run sbatch (is Slurm's client installed and on PATH?)")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "sbatch {} failed: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        println!("{}", String::from_utf8_lossy(&out.stdout).trim());
     }
     Ok(0)
 }
