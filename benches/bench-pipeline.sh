@@ -1,8 +1,16 @@
 # Sourced by the bench scripts: the pipeline they measure, printed as YAML.
-#   bench_pipeline NAME FIRST LAST TXS_PER_LEDGER OUTPUT_FILE
-# The synthetic source as fast as it goes → ttp-processor → ttp-sink (JSON lines), over the
-# ledgers FIRST..=LAST (spec.range hands them to the source and the sink).
+#   bench_pipeline NAME FIRST LAST TXS_PER_LEDGER OUTPUT
+# The synthetic source as fast as it goes → ttp-processor → ttp-sink, over the ledgers
+# FIRST..=LAST (spec.range hands them to the source and the sink). OUTPUT is a JSON-lines
+# file, or a postgres:// URL for the PostgreSQL sink.
 bench_pipeline() {
+  local sink="SINK: jsonl
+        OUTPUT_FILE: \"$5\""
+  if [[ $5 == postgres://* ]]; then
+    sink="SINK: postgres
+        DATABASE_URL: \"$5\"
+        SINK_ID: $1"
+  fi
   cat <<YAML
 apiVersion: flowctl/v1
 kind: Pipeline
@@ -30,8 +38,7 @@ spec:
       command: ttp-sink
       inputs: [ttp]
       env:
-        SINK: jsonl
-        OUTPUT_FILE: "$5"
+        $sink
         RUST_LOG: warn
 YAML
 }
