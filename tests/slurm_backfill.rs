@@ -20,9 +20,9 @@ use slurm_cluster::Cluster;
 /// workers on a 2-core machine are bound by it, not by the CPU.
 const RATE: f64 = 40.0;
 const FROM: u32 = 2;
-const TO: u32 = 767;
-/// Six shards: two rounds on three hosts, six on one.
-const SHARD_SIZE: u32 = 128;
+const TO: u32 = 1535;
+/// Six shards of 256 ledgers (6.4 s each): two rounds on three hosts, six on one.
+const SHARD_SIZE: u32 = 256;
 const SHARDS: usize = 6;
 
 /// The synthetic network begins at ledger 2 whatever a shard's first ledger, as the
@@ -300,6 +300,12 @@ fn three_slurm_hosts_backfill_2_5_times_as_fast_as_one_and_a_lost_hosts_shard_re
     assert!(
         log.contains(&resumed),
         "shard {victim} did not resume at {resumed}:\n{log}"
+    );
+    eprintln!(
+        "slurm backfill: host2 lost in shard {victim} ({from}-{to}) at checkpoint {checkpoint}; \
+         requeued onto {}, resumed at {}",
+        again.node,
+        checkpoint + 1
     );
 
     // Slurm ran the lost task again: reconcile finds nothing left to run.
