@@ -319,21 +319,35 @@ impl ShardState {
     }
 }
 
-/// One shard's state, with its least advanced sink's checkpoint and that row's age.
+/// A sink's checkpoint row of a shard, as read from its database.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CheckpointRow {
+    /// The last ledger committed, 0 when none yet (a run claims the row when it starts).
+    pub last_ledger: i64,
+    /// Seconds since the row last changed.
+    pub age_secs: f64,
+    /// How many times a run of the shard claimed the row: above 1, it was started more than
+    /// once (0 on a row written before fencing existed).
+    pub epoch: i64,
+}
+
+/// One shard's state, with its least advanced sink's checkpoint, that row's age and epoch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShardStatus {
     pub shard: Shard,
     pub state: ShardState,
+    /// `None` until a ledger is committed.
     pub checkpoint: Option<i64>,
     pub age_secs: Option<f64>,
+    pub epoch: Option<i64>,
 }
 
-/// Decides each shard's state from the checkpoint rows found, `(database, key) → (last ledger,
-/// age in seconds)`.
+/// Decides each shard's state from the checkpoint rows found by `(database, key)`. A row
+/// with no ledger committed yet is a begun shard: running, or stalled once silent too long.
 pub fn shard_states(
     sinks: &[PgSink],
     shards: &[Shard],
-    rows: &std::collections::BTreeMap<(String, String), (i64, f64)>,
+    rows: &std::collections::BTreeMap<(String, String), CheckpointRow>,
     running_within_secs: f64,
 ) -> Vec<ShardStatus> {
     shards
@@ -343,8 +357,8 @@ pub fn shard_states(
                 let row = rows.get(&(sink.url.clone(), sink.key(shard)));
                 let state = match row {
                     None => ShardState::Missing,
-                    Some((last, _)) if *last >= i64::from(shard.to) => ShardState::Done,
-                    Some((_, age)) if *age <= running_within_secs => ShardState::Running,
+                    Some(r) if r.last_ledger >= i64::from(shard.to) => ShardState::Done,
+                    Some(r) if r.age_secs <= running_within_secs => ShardState::Running,
                     Some(_) => ShardState::Stalled,
                 };
                 (state, row.copied())
@@ -357,8 +371,9 @@ pub fn shard_states(
             ShardStatus {
                 shard: *shard,
                 state,
-                checkpoint: row.map(|r| r.0),
-                age_secs: row.map(|r| r.1),
+                checkpoint: row.map(|r| r.last_ledger).filter(|l| *l > 0),
+                age_secs: row.map(|r| r.age_secs),
+                epoch: row.map(|r| r.epoch),
             }
         })
         .collect()
@@ -442,8 +457,13 @@ mod tests {
         let sinks = [sink("a"), sink("b")];
         let v = shards(64, 319, Sizing::Ledgers(64), ALIGN).unwrap();
         let mut rows = std::collections::BTreeMap::new();
-        let mut put = |id: &str, s: &Shard, last: i64, age: f64| {
-            rows.insert(("db".to_string(), sink(id).key(s)), (last, age));
+        let mut put = |id: &str, s: &Shard, last_ledger: i64, age_secs: f64| {
+            let row = CheckpointRow {
+                last_ledger,
+                age_secs,
+                epoch: 1,
+            };
+            rows.insert(("db".to_string(), sink(id).key(s)), row);
         };
         put("a", &v[0], 127, 500.0);
         put("b", &v[0], 127, 500.0);
@@ -458,6 +478,37 @@ mod tests {
         use ShardState::*;
         assert_eq!(states, [Done, Running, Stalled, Missing]);
         assert_eq!(sinks[0].key(&v[1]), "a@128-191");
+    }
+
+    #[test]
+    fn a_claimed_row_without_a_ledger_is_a_begun_shard_with_no_checkpoint_and_its_epoch() {
+        let sink = PgSink {
+            component: "a".into(),
+            sink_id: "a".into(),
+            url: "db".into(),
+        };
+        let v = shards(64, 191, Sizing::Ledgers(64), ALIGN).unwrap();
+        let claimed = |age_secs| CheckpointRow {
+            last_ledger: 0,
+            age_secs,
+            epoch: 2,
+        };
+        let rows = [(0, claimed(1.0)), (1, claimed(600.0))]
+            .into_iter()
+            .map(|(i, r)| (("db".to_string(), sink.key(&v[i])), r))
+            .collect();
+        let got = shard_states(std::slice::from_ref(&sink), &v, &rows, 60.0);
+        let seen: Vec<_> = got
+            .iter()
+            .map(|s| (s.state, s.checkpoint, s.epoch))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (ShardState::Running, None, Some(2)),
+                (ShardState::Stalled, None, Some(2))
+            ]
+        );
     }
 
     #[test]

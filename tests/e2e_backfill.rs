@@ -9,18 +9,14 @@ use std::time::Duration;
 
 use e2e_common::*;
 
-/// A synthetic range pipeline writing one JSONL file per shard; its network begins at ledger
-/// 2 whatever a shard's first ledger, as the reference's does.
+/// A synthetic range pipeline writing one JSONL file per shard (a synthetic ledger is the same
+/// whatever a shard's first ledger).
 fn sharded_pipeline(dir: &Path) -> std::path::PathBuf {
     let file = ranged_pipeline(dir, "history", 2, 200, 0.0);
     let text = std::fs::read_to_string(&file)
         .unwrap()
-        .replace("history.jsonl", "history-${shard.id}.jsonl")
-        .replace(
-            "        SYNTHETIC_RATE:",
-            "        SYNTHETIC_GENESIS: \"2\"\n        SYNTHETIC_RATE:",
-        );
-    assert!(text.contains("SYNTHETIC_GENESIS") && text.contains("${shard.id}"));
+        .replace("history.jsonl", "history-${shard.id}.jsonl");
+    assert!(text.contains("${shard.id}"));
     std::fs::write(&file, text).unwrap();
     file
 }
@@ -167,11 +163,17 @@ fn backfill_status_reads_each_shards_state_from_its_postgresql_checkpoint() {
         v.as_array()
             .unwrap()
             .iter()
-            .map(|s| s["state"].as_str().unwrap().to_string())
+            .map(|s| {
+                (
+                    s["state"].as_str().unwrap().to_string(),
+                    s["epoch"].as_i64(),
+                )
+            })
             .collect::<Vec<_>>()
     };
+    let states = || status().into_iter().map(|(s, _)| s).collect::<Vec<_>>();
     // Before any shard ran the sink's tables do not even exist.
-    assert_eq!(status(), ["missing", "missing"]);
+    assert_eq!(states(), ["missing", "missing"]);
 
     let shard = run_cmd(dir.path(), &file)
         .args(["--from-ledger", "2", "--to-ledger", "63", "--shard-id", "0"])
@@ -184,7 +186,114 @@ fn backfill_status_reads_each_shards_state_from_its_postgresql_checkpoint() {
         "{}",
         String::from_utf8_lossy(&shard.stderr)
     );
-    assert_eq!(status(), ["done", "missing"]);
+    assert_eq!(
+        status(),
+        [("done".to_string(), Some(1)), ("missing".to_string(), None)],
+        "shard 0 started once"
+    );
+}
+
+#[test]
+fn a_second_run_of_a_shard_fences_the_first_which_exits_65_without_a_restart() {
+    use flowctl_testkit::postgres::{Durability, PgCluster};
+    use std::io::Read;
+    let Some(pg) = PgCluster::start(Durability::Off) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sink_env = format!(
+        "        SINK: postgres\n        DATABASE_URL: \"{}\"\n        SINK_ID: history",
+        pg.url()
+    );
+    // 20 ledgers/s: the first copy is still at work when the second starts.
+    let text: String = synthetic_pipeline("history", 2, 191, 20.0, &sink_env)
+        .lines()
+        .filter(|l| !l.contains("START_LEDGER") && !l.contains("END_LEDGER"))
+        .map(|l| match l {
+            "spec:" => "spec:\n  range: {from_ledger: 2, to_ledger: 191}\n".to_string(),
+            l if l.contains("SYNTHETIC_RATE") => format!("        SYNTHETIC_GENESIS: \"2\"\n{l}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let file = pipeline(dir.path(), "history", &text);
+    let shard_1 = || {
+        let out = backfill_cmd(&file, "status")
+            .args(["-o", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let s = &v[1];
+        (
+            s["state"].as_str().unwrap().to_string(),
+            s["checkpoint"].as_i64(),
+            s["epoch"].as_i64(),
+        )
+    };
+    // Two hosts' copies of shard 1, each with its own runtime and state dir.
+    let copy = |host: &str| {
+        let mut cmd = Command::new(flowctl());
+        cmd.arg("run")
+            .arg(&file)
+            .args([
+                "--from-ledger",
+                "64",
+                "--to-ledger",
+                "127",
+                "--shard-id",
+                "1",
+            ])
+            .arg("--runtime-dir")
+            .arg(dir.path().join(format!("run-{host}")))
+            .arg("--state-dir")
+            .arg(dir.path().join(format!("state-{host}")))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let mut lost = copy("lost").spawn().unwrap();
+    let mut lost_stderr = lost.stderr.take().unwrap();
+    let lost_log = std::thread::spawn(move || {
+        let mut text = String::new();
+        lost_stderr.read_to_string(&mut text).unwrap();
+        text
+    });
+    wait_for(
+        "the first copy to commit a checkpoint",
+        Duration::from_secs(60),
+        || shard_1().1.is_some(),
+    );
+    let newer = copy("requeued").output().unwrap();
+    assert!(
+        newer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&newer.stderr)
+    );
+    let status = lost.wait().unwrap();
+    let log = lost_log.join().unwrap();
+    assert_eq!(status.code(), Some(65), "{log}");
+    assert!(
+        log.contains("claimed by a newer copy (epoch 2 > mine 1)"),
+        "{log}"
+    );
+    assert!(log.contains("was fenced"), "{log}");
+    assert_eq!(shard_1(), ("done".to_string(), Some(127), Some(2)));
+    let reference = reference_events(2, 191)
+        .iter()
+        .filter(|e| (64..=127).contains(&ledger_of(e)))
+        .count();
+    let rows = pg
+        .query(
+            "SELECT count(*), count(DISTINCT (ledger_sequence, transaction_index, \
+             operation_index, event_index)) FROM ttp_events",
+        )
+        .unwrap();
+    assert_eq!(rows.trim(), format!("{reference}|{reference}"));
 }
 
 /// `backfill` with the range's status read from PostgreSQL: `ARGS` after the sub-command,
@@ -213,13 +322,12 @@ fn reconcile_writes_the_work_of_the_missing_and_stalled_shards_only_and_then_not
         "        SINK: postgres\n        DATABASE_URL: \"{}\"\n        SINK_ID: history",
         pg.url()
     );
-    // 40 ledgers/s, so a shard can be killed halfway; one network whatever a shard's start.
+    // 40 ledgers/s, so a shard can be killed halfway.
     let text: String = synthetic_pipeline("history", 2, 191, 40.0, &sink_env)
         .lines()
         .filter(|l| !l.contains("START_LEDGER") && !l.contains("END_LEDGER"))
         .map(|l| match l {
             "spec:" => "spec:\n  range: {from_ledger: 2, to_ledger: 191}\n".to_string(),
-            l if l.contains("SYNTHETIC_RATE") => format!("        SYNTHETIC_GENESIS: \"2\"\n{l}\n"),
             _ => format!("{l}\n"),
         })
         .collect();

@@ -17,8 +17,7 @@ use e2e_common::{
 use flowctl_testkit::postgres::{Durability, PgCluster};
 
 /// The live pipeline follows the tip from above the replayed ranges, so every row of those
-/// ranges is a replay's. Its synthetic network begins at ledger 2 (`SYNTHETIC_GENESIS`), as
-/// the reference's does, so a ledger is the same in every run.
+/// ranges is a replay's (a synthetic ledger is the same in every run, whatever its start).
 const LIVE_FROM: u32 = 200;
 
 fn flowctl_at(dir: &Path, args: &[&str]) -> Output {
@@ -167,11 +166,7 @@ fn overlapping_replays_under_the_daemon_write_each_event_once_run_on_through_a_r
         "        SINK: postgres\n        DATABASE_URL: \"{}\"\n        SINK_ID: live",
         pg.url()
     );
-    let live = synthetic_pipeline("live", LIVE_FROM, 0, 20.0, &sink_env).replace(
-        "        SYNTHETIC_RATE:",
-        "        SYNTHETIC_GENESIS: \"2\"\n        SYNTHETIC_RATE:",
-    );
-    assert!(live.contains("SYNTHETIC_GENESIS"));
+    let live = synthetic_pipeline("live", LIVE_FROM, 0, 20.0, &sink_env);
     std::fs::write(pipelines.join("live.yaml"), live).unwrap();
     let daemon = Daemon::start(dir.path(), &config);
     let log = || daemon.log();
@@ -351,8 +346,8 @@ fn a_replay_whose_component_fails_for_good_ends_failed_naming_it_and_leaves_the_
     let dir = tempfile::tempdir().unwrap();
     let (config, pipelines) = write_config(dir.path(), "");
     let out = dir.path().join("live.jsonl");
-    // The network begins at 100: a replay of 2..=31 asks for ledgers it never had, so its
-    // source fails at every start until its start limit.
+    // Ledger 1 is the synthetic network's genesis: a replay of 1..=31 asks for a ledger it
+    // cannot build, so its source fails at every start until its start limit.
     let live = synthetic_pipeline(
         "live",
         LIVE_FROM,
@@ -364,10 +359,6 @@ fn a_replay_whose_component_fails_for_good_ends_failed_naming_it_and_leaves_the_
         ),
     )
     .replace(
-        "        SYNTHETIC_RATE:",
-        "        SYNTHETIC_GENESIS: \"100\"\n        SYNTHETIC_RATE:",
-    )
-    .replace(
         "      restart:\n        initial_delay: 100ms\n  processors:",
         "      restart:\n        initial_delay: 100ms\n        start_limit_burst: 2\n  processors:",
     );
@@ -377,7 +368,7 @@ fn a_replay_whose_component_fails_for_good_ends_failed_naming_it_and_leaves_the_
     let log = || daemon.log();
     let socket = daemon.socket();
     let before = daemon.live_pids_once_running();
-    let replay = replay_and_wait(dir.path(), 2, 31);
+    let replay = replay_and_wait(dir.path(), 1, 31);
     assert_eq!(
         replay.status.code(),
         Some(1),

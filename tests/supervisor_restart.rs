@@ -218,3 +218,41 @@ async fn failing_liveness_check_restarts_the_component() {
     let summary = run.task.await.unwrap();
     assert_eq!(summary.components[0].state, StateName::Stopped);
 }
+
+#[tokio::test]
+async fn a_component_that_exits_fenced_is_not_restarted_even_with_restart_always() {
+    // A stale copy of a shard's sink exits 65: starting it again would fence the newer copy.
+    let mut c = kit("zombie", &["--exit-code", "65"]);
+    c.restart.policy = RestartPolicy::Always;
+    c.restart.initial_delay = Duration::ZERO;
+    c.restart.start_limit_burst = 0;
+    let run = start(testplan::pipeline("p", vec![c]));
+    let status = wait_for(&run.handle, "zombie", Duration::from_secs(10), |c| {
+        c.state == StateName::Failed
+    })
+    .await;
+    assert_eq!(status.last_exit, Some(LastExit::Code { code: 65 }));
+    let reason = status.reason.unwrap();
+    assert!(reason.contains("fenced"), "{reason}");
+    assert!(reason.contains("not restarted"), "{reason}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = component(&run.handle, "zombie").await;
+    assert_eq!((later.state, later.restarts), (StateName::Failed, 0));
+    run.handle.shutdown();
+    let summary = run.task.await.unwrap();
+    let zombie = summary
+        .components
+        .iter()
+        .find(|c| c.id == "zombie")
+        .unwrap();
+    assert!(zombie.fenced, "{zombie:?}");
+    assert_eq!(zombie.spawns, 1);
+}
+
+#[test]
+fn the_fenced_exit_code_is_the_one_components_exit_with() {
+    assert_eq!(
+        flowctl::supervisor::restart::FENCED_EXIT_CODE,
+        flowctl_sdk::EXIT_FENCED
+    );
+}

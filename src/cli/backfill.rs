@@ -26,7 +26,8 @@ enum BackfillCommand {
     /// engine: each shard is `flowctl run FILE --from-ledger X --to-ledger Y --shard-id S`.
     Plan(PlanArgs),
     /// Each shard's state from its PostgreSQL sinks' checkpoint rows: done, running (a
-    /// checkpoint moved in the last minute), stalled, or missing.
+    /// checkpoint moved in the last minute), stalled, or missing; EPOCH counts the runs of
+    /// the shard that claimed its row (above 1: it was started more than once).
     Status(StatusArgs),
     /// The work of the shards not done (missing or stalled; running ones are left alone), as
     /// `plan` writes it, each shard keeping its task id; `--submit` hands it to `sbatch`.
@@ -229,11 +230,11 @@ fn write_work(
     Ok(())
 }
 
-/// The checkpoint rows of the shards, `(database, key) → (last ledger, age in seconds)`.
+/// The checkpoint rows of the shards by `(database, key)`.
 async fn checkpoint_rows(
     sinks: &[backfill::PgSink],
     shards: &[backfill::Shard],
-) -> anyhow::Result<std::collections::BTreeMap<(String, String), (i64, f64)>> {
+) -> anyhow::Result<std::collections::BTreeMap<(String, String), backfill::CheckpointRow>> {
     let mut rows = std::collections::BTreeMap::new();
     for (url, ids) in backfill::by_database(sinks, shards) {
         let names: Vec<&str> = sinks
@@ -247,11 +248,13 @@ async fn checkpoint_rows(
                 format!("cannot reach the database of sink(s) {}", names.join(", "))
             })?;
         tokio::spawn(connection);
+        // A database no sink of this version has opened yet has no epoch column: 0 there.
         let found = client
             .query(
                 "SELECT sink_id, last_ledger, \
-                 EXTRACT(EPOCH FROM now() - updated_at)::float8 \
-                 FROM ttp_sink_checkpoints WHERE sink_id = ANY($1)",
+                 EXTRACT(EPOCH FROM now() - updated_at)::float8, \
+                 COALESCE((to_jsonb(c) ->> 'epoch')::bigint, 0) \
+                 FROM ttp_sink_checkpoints c WHERE sink_id = ANY($1)",
                 &[&ids],
             )
             .await;
@@ -265,9 +268,12 @@ async fn checkpoint_rows(
         };
         for row in found {
             let id: String = row.get(0);
-            let last: i64 = row.get(1);
-            let age: f64 = row.get(2);
-            rows.insert((url.clone(), id), (last, age));
+            let checkpoint = backfill::CheckpointRow {
+                last_ledger: row.get(1),
+                age_secs: row.get(2),
+                epoch: row.get(3),
+            };
+            rows.insert((url.clone(), id), checkpoint);
         }
     }
     Ok(rows)
@@ -333,6 +339,7 @@ fn status(args: StatusArgs) -> anyhow::Result<i32> {
                         "shard": s.shard.index, "from_ledger": s.shard.from,
                         "to_ledger": s.shard.to, "state": s.state.word(),
                         "checkpoint": s.checkpoint, "checkpoint_age_secs": s.age_secs,
+                        "epoch": s.epoch,
                     })
                 })
                 .collect();
@@ -348,10 +355,14 @@ fn status(args: StatusArgs) -> anyhow::Result<i32> {
                         s.state.word().to_string(),
                         s.checkpoint.map(|c| c.to_string()).unwrap_or_default(),
                         s.age_secs.map(|a| format!("{a:.0}s")).unwrap_or_default(),
+                        s.epoch.map(|e| e.to_string()).unwrap_or_default(),
                     ]
                 })
                 .collect();
-            super::list::print_table(&["SHARD", "RANGE", "STATE", "CHECKPOINT", "AGE"], &rows);
+            super::list::print_table(
+                &["SHARD", "RANGE", "STATE", "CHECKPOINT", "AGE", "EPOCH"],
+                &rows,
+            );
             println!("{summary}");
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! Prints where its control socket is, stops gracefully (drain order) on Ctrl-C or SIGTERM,
 //! exits 0 when every component finished well and 1 when one failed for good or had to be
-//! SIGKILLed after its stop timeout, naming it and saying why.
+//! SIGKILLed after its stop timeout, naming it and saying why; 65 when the only failure is a
+//! component that was fenced (a newer copy of its shard owns the work: this run is stale).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -413,14 +414,28 @@ fn report(summary: &RunSummary) -> i32 {
             humantime::format_duration(timeout)
         );
     }
+    let mut fenced = false;
     for failed in summary.failed() {
+        let reason = failed.reason.as_deref().unwrap_or("no reason recorded");
+        if failed.fenced {
+            fenced = true;
+            crate::stderr_line!(
+                "flowctl: component `{}` of pipeline `{}` was fenced: {reason}; a newer run of \
+                 this work owns it, so this run stopped",
+                failed.id,
+                failed.pipeline,
+            );
+            continue;
+        }
         code = 1;
         crate::stderr_line!(
-            "flowctl: component `{}` of pipeline `{}` failed: {}",
+            "flowctl: component `{}` of pipeline `{}` failed: {reason}",
             failed.id,
             failed.pipeline,
-            failed.reason.as_deref().unwrap_or("no reason recorded")
         );
+    }
+    if fenced && code == 0 {
+        code = crate::supervisor::restart::FENCED_EXIT_CODE;
     }
     code
 }

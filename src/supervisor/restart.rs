@@ -4,11 +4,20 @@
 //! exponential delay (`RestartSec=`, `RestartSteps=`, `RestartMaxDelaySec=`), the reset after a
 //! stable run, and the start limit (`StartLimitBurst=` within `StartLimitIntervalSec=`). It is
 //! plain arithmetic over plain data, so it is tested without processes or clocks.
+//!
+//! A component that exits with [`FENCED_EXIT_CODE`] is never restarted, whatever its policy:
+//! it found a newer copy of itself owning its work (a backfill shard requeued on another host
+//! while this copy still ran), and starting it again would only fence the newer one in turn.
+//! It is systemd's `RestartPreventExitStatus=65`, for every component.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::reaper::ExitStatus;
 use crate::plan::{RestartPlan, RestartPolicy};
+
+/// The exit code of a fenced component, `flowctl_sdk::EXIT_FENCED` (`EX_DATAERR`).
+pub const FENCED_EXIT_CODE: i32 = 65;
 
 /// What the supervisor remembers of a component's past starts.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,6 +62,19 @@ pub enum Outcome {
     Success,
     /// A non-zero code, a signal, or a failed liveness check / watchdog.
     Failure,
+    /// Exit code [`FENCED_EXIT_CODE`]: a newer copy owns its work.
+    Fenced,
+}
+
+impl Outcome {
+    /// How the policy sees a process that ended with `status`.
+    pub fn of(status: ExitStatus) -> Outcome {
+        match status {
+            ExitStatus::Code(0) => Outcome::Success,
+            ExitStatus::Code(FENCED_EXIT_CODE) => Outcome::Fenced,
+            ExitStatus::Code(_) | ExitStatus::Signal(_) => Outcome::Failure,
+        }
+    }
 }
 
 /// The verdict for a component whose process ended.
@@ -79,6 +101,14 @@ pub fn decide(
     jitter_sample: f64,
 ) -> Decision {
     let wants_restart = match (plan.policy, outcome) {
+        (_, Outcome::Fenced) => {
+            return Decision::GiveUp {
+                reason: format!(
+                    "fenced: a newer copy of it owns its work (exit code {FENCED_EXIT_CODE}); \
+                     not restarted"
+                ),
+            }
+        }
         (RestartPolicy::Always, _) => true,
         (RestartPolicy::OnFailure, Outcome::Failure) => true,
         (RestartPolicy::OnFailure, Outcome::Success) => false,
@@ -87,7 +117,7 @@ pub fn decide(
     if !wants_restart {
         return match outcome {
             Outcome::Success => Decision::Done,
-            Outcome::Failure => Decision::GiveUp {
+            Outcome::Failure | Outcome::Fenced => Decision::GiveUp {
                 reason: "restart policy is `no`".to_string(),
             },
         };
@@ -189,6 +219,9 @@ mod tests {
             (RestartPolicy::OnFailure, Outcome::Failure, "restart"),
             (RestartPolicy::Always, Outcome::Success, "restart"),
             (RestartPolicy::Always, Outcome::Failure, "restart"),
+            (RestartPolicy::Never, Outcome::Fenced, "give up"),
+            (RestartPolicy::OnFailure, Outcome::Fenced, "give up"),
+            (RestartPolicy::Always, Outcome::Fenced, "give up"),
         ];
         for (policy, outcome, want) in rows {
             let got = match decide(&plan(policy), &h, outcome, short, now, 0.0) {
@@ -197,6 +230,33 @@ mod tests {
                 Decision::GiveUp { .. } => "give up",
             };
             assert_eq!(got, want, "{policy:?} {outcome:?}");
+        }
+    }
+
+    #[test]
+    fn exit_code_65_is_fenced_and_never_restarted_even_with_start_limit_off() {
+        let rows = [
+            (ExitStatus::Code(0), Outcome::Success),
+            (ExitStatus::Code(1), Outcome::Failure),
+            (ExitStatus::Code(65), Outcome::Fenced),
+            (ExitStatus::Signal(9), Outcome::Failure),
+        ];
+        for (status, want) in rows {
+            assert_eq!(Outcome::of(status), want, "{status}");
+        }
+        let mut p = plan(RestartPolicy::Always);
+        p.start_limit_burst = 0;
+        let d = decide(
+            &p,
+            &RestartHistory::default(),
+            Outcome::Fenced,
+            Duration::from_secs(3600),
+            Instant::now(),
+            0.0,
+        );
+        match d {
+            Decision::GiveUp { reason } => assert!(reason.starts_with("fenced"), "{reason}"),
+            other => panic!("{other:?}"),
         }
     }
 

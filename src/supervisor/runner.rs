@@ -106,6 +106,8 @@ pub struct FinalState {
     pub spawns: u32,
     /// Its last process ignored the stop signal and was SIGKILLed after this stop timeout.
     pub killed_after: Option<Duration>,
+    /// It failed for good because it was fenced (a newer copy of it owns its work).
+    pub fenced: bool,
 }
 
 impl RunSummary {
@@ -487,6 +489,8 @@ impl Supervisor {
                     used: c.used,
                     spawns: c.spawns,
                     killed_after: c.killed_after,
+                    fenced: c.state == State::Failed
+                        && c.last_exit.map(Outcome::of) == Some(Outcome::Fenced),
                 })
                 .collect(),
             completed: self
@@ -706,11 +710,7 @@ impl Supervisor {
             .take()
             .map(|s| at.saturating_duration_since(s))
             .unwrap_or_default();
-        let outcome = if status.success() {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        };
+        let outcome = Outcome::of(status);
         tracing::info!(
             pipeline = %c.pipeline,
             component = %c.id,

@@ -665,4 +665,27 @@ mod tests {
         assert_eq!(state, State::Backoff);
         assert!(actions.contains(&Action::RestartDependents));
     }
+
+    #[test]
+    fn a_fenced_exit_fails_for_good_under_restart_always_and_restarts_nothing_downstream() {
+        let mut plan = component("c");
+        plan.restart.policy = crate::plan::RestartPolicy::Always;
+        let history = RestartHistory::default();
+        let ctx = Ctx {
+            plan: &plan,
+            history: &history,
+            now: Instant::now(),
+            jitter: 0.0,
+        };
+        let (state, actions) = next(&State::Ready, &exited(Outcome::Fenced), &ctx);
+        assert_eq!(state, State::Failed);
+        assert!(!actions.contains(&Action::RestartDependents), "{actions:?}");
+        assert!(
+            actions.iter().any(|a| matches!(
+                a,
+                Action::SetReason(Some(r)) if r.contains("fenced")
+            )),
+            "{actions:?}"
+        );
+    }
 }

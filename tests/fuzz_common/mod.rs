@@ -38,7 +38,7 @@ pub fn exercise(text: &str) {
             );
         }
         let later = now + r.start_limit_interval;
-        for outcome in [Outcome::Success, Outcome::Failure] {
+        for outcome in [Outcome::Success, Outcome::Failure, Outcome::Fenced] {
             for ran_for in [
                 Duration::ZERO,
                 r.reset_after,

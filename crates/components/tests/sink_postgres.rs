@@ -73,6 +73,18 @@ impl Pg {
         }
     }
 
+    async fn epoch(&self, id: &str) -> Option<i64> {
+        self.client()
+            .await
+            .query_opt(
+                "SELECT epoch FROM ttp_sink_checkpoints WHERE sink_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get(0))
+    }
+
     async fn checkpoint(&self, id: &str) -> Option<i64> {
         self.client()
             .await
@@ -94,6 +106,12 @@ const XLM_SAC: &str = "CDLZFC3SYJYDZT7K67VZ75HPJVIEUVNIXF47ZG2FB2RMQQVU2HHGCYSC"
 
 /// Three fees then three transfers per ledger.
 fn ledger_events(ledger: u32) -> Vec<TokenTransferEvent> {
+    ledger_events_of(ledger, 0)
+}
+
+/// The events of `ledger` as a processor of this `variant` makes them: fees of 100 + variant
+/// stroops, so a test can tell which copy wrote a row.
+fn ledger_events_of(ledger: u32, variant: u32) -> Vec<TokenTransferEvent> {
     let native = Some(Asset {
         asset_type: Some(AssetType::Native(true)),
     });
@@ -116,7 +134,7 @@ fn ledger_events(ledger: u32) -> Vec<TokenTransferEvent> {
             event: Some(Event::Fee(Fee {
                 from: ACCOUNT_A.into(),
                 asset: native.clone(),
-                amount: "100".into(),
+                amount: (100 + variant).to_string(),
             })),
         });
     }
@@ -159,6 +177,8 @@ struct Feed {
     break_after: Arc<Mutex<Option<usize>>>,
     /// Pause between ledgers.
     pace: Duration,
+    /// Which processor made the events (see [`ledger_events_of`]).
+    variant: u32,
     requests: Arc<Mutex<Vec<GetEventsRequest>>>,
 }
 
@@ -182,12 +202,12 @@ impl EventService for Feed {
             .filter(|l| *l >= req.start_ledger && (live || *l <= req.end_ledger))
             .collect();
         let break_after = self.break_after.lock().unwrap().take();
-        let pace = self.pace;
+        let (pace, variant) = (self.pace, self.variant);
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             let mut sent = 0;
             for l in ledgers {
-                for ev in ledger_events(l) {
+                for ev in ledger_events_of(l, variant) {
                     if Some(sent) == break_after {
                         let _ = tx
                             .send(Err(Status::unavailable("upstream went away")))
@@ -554,4 +574,328 @@ async fn database_down_then_up_reports_not_ready_and_loses_no_event() {
     assert!(healthy_again, "/health never recovered");
     assert_eq!(pg.count().await, 240);
     assert_eq!(pg.checkpoint("ttp-sink@100-139").await, Some(139));
+    // Reconnecting did not claim the row again: only a start does.
+    assert_eq!(pg.epoch("ttp-sink@100-139").await, Some(1));
+}
+
+// ---------- fencing of stale copies ----------
+
+#[tokio::test]
+async fn a_batch_of_a_copy_whose_row_was_claimed_again_is_rolled_back_whole() {
+    let Some(pg) = Pg::start() else { return };
+    let mut first = PgSink::new(&pg.url(), "shard@1-9", Readiness::default());
+    first.write(&written(1..=2), 2).await.unwrap();
+    assert_eq!(first.epoch(), Some(1));
+    let mut second = PgSink::new(&pg.url(), "shard@1-9", Readiness::default());
+    assert_eq!(second.checkpoint().await.unwrap(), 2);
+    assert_eq!(second.epoch(), Some(2));
+    let e = first.write(&written(3..=4), 4).await.unwrap_err();
+    assert_eq!(e.exit_code(), 65);
+    assert_eq!(
+        e.to_string(),
+        "checkpoint row shard@1-9 was claimed by a newer copy (epoch 2 > mine 1): \
+         this copy is stale, stopping without writing"
+    );
+    // Neither its events nor its checkpoint were written; the newer copy goes on.
+    assert_eq!(pg.count().await, 12);
+    assert_eq!(pg.checkpoint("shard@1-9").await, Some(2));
+    second.write(&written(3..=4), 4).await.unwrap();
+    assert_eq!(pg.count().await, 24);
+    assert!(first.reset_checkpoint(0).await.is_err(), "fenced for good");
+}
+
+/// A `ttp-sink` process of shard `shard@100-159`, reading from `addr`.
+fn shard_sink(pg: &Pg, addr: SocketAddr) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ttp-sink"))
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .env("SINK", "postgres")
+        .env("SINK_ID", "shard")
+        .env("DATABASE_URL", pg.url())
+        .env("TTP_SERVICE_ADDRESS", addr.to_string())
+        .env("START_LEDGER", "100")
+        .env("END_LEDGER", "159")
+        .env("FLUSH_INTERVAL", "20ms")
+        .env("FLUSH_EVENTS", "12")
+        .env("MAX_BACKOFF", "200ms")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_second_copy_of_a_shard_fences_the_first_which_exits_65_without_writing_again() {
+    let Some(pg) = Pg::start() else { return };
+    // The stale copy reads a slow processor on the host the scheduler gave up on; the newer
+    // copy, requeued elsewhere, a fast one. Their fees differ, so each row shows its writer.
+    let slow = serve(Feed {
+        ledgers: (100..=159).collect(),
+        pace: Duration::from_millis(100),
+        variant: 1,
+        ..Default::default()
+    })
+    .await;
+    let fast_feed = Feed {
+        ledgers: (100..=159).collect(),
+        variant: 2,
+        ..Default::default()
+    };
+    let fast_requests = fast_feed.requests.clone();
+    let fast = serve(fast_feed).await;
+    let stale = shard_sink(&pg, slow);
+    let stale_pid = stale.id();
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg(self.0.to_string()).status();
+        }
+    }
+    let _guard = KillOnDrop(stale_pid);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg.count_so_far().await < 30 {
+        assert!(Instant::now() < deadline, "the first copy wrote nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let newer = shard_sink(&pg, fast);
+    let newer = tokio::task::spawn_blocking(move || newer.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        newer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&newer.stderr)
+    );
+    let stale = tokio::task::spawn_blocking(move || stale.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&stale.stderr);
+    assert_eq!(stale.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains(
+            "checkpoint row shard@100-159 was claimed by a newer copy (epoch 2 > mine 1): \
+             this copy is stale, stopping without writing"
+        ),
+        "{stderr}"
+    );
+    // The newer copy resumed after what the first had committed before the claim; the first
+    // wrote nothing after it: every ledger from there on is the newer copy's.
+    let resumed = fast_requests.lock().unwrap()[0].start_ledger;
+    assert!((105..=159).contains(&resumed), "{resumed}");
+    let by_writer: Vec<(i64, i64, i64)> = pg
+        .client()
+        .await
+        .query(
+            "SELECT amount::bigint - 100, min(ledger_sequence), max(ledger_sequence)
+             FROM ttp_events WHERE event_type = 'fee' GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let resumed = i64::from(resumed);
+    assert_eq!(by_writer, [(1, 100, resumed - 1), (2, resumed, 159)]);
+    assert_eq!(pg.count().await, 360);
+    assert_eq!(pg.checkpoint("shard@100-159").await, Some(159));
+    assert_eq!(pg.epoch("shard@100-159").await, Some(2));
+}
+
+/// The schema as the sink made it before checkpoint rows had an epoch.
+const SCHEMA_WITHOUT_EPOCH: &str = "
+CREATE TABLE ttp_events (
+    ledger_sequence BIGINT NOT NULL, transaction_index INTEGER NOT NULL,
+    operation_index INTEGER NOT NULL, event_index INTEGER NOT NULL, closed_at TIMESTAMPTZ,
+    tx_hash TEXT NOT NULL, contract_address TEXT NOT NULL, event_type TEXT NOT NULL,
+    from_address TEXT, to_address TEXT, asset TEXT, amount NUMERIC NOT NULL,
+    event JSONB NOT NULL,
+    PRIMARY KEY (ledger_sequence, transaction_index, operation_index, event_index)
+);
+CREATE TABLE ttp_sink_checkpoints (
+    sink_id TEXT PRIMARY KEY, last_ledger BIGINT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);";
+
+#[tokio::test]
+async fn a_database_of_the_previous_version_gets_the_epoch_column_in_place_and_resumes() {
+    let Some(pg) = Pg::start() else { return };
+    let c = pg.client().await;
+    c.batch_execute(SCHEMA_WITHOUT_EPOCH).await.unwrap();
+    // Ledgers 100-109 written by the previous version, and another sink's live row.
+    c.batch_execute(
+        "INSERT INTO ttp_events
+         SELECT l, t, 1, t, now(), 'h', 'c', 'transfer', NULL, NULL, NULL, 1, '{}'
+         FROM generate_series(100, 109) l, generate_series(0, 5) t;
+         INSERT INTO ttp_sink_checkpoints (sink_id, last_ledger)
+         VALUES ('old@100-119', 109), ('live', 7000);",
+    )
+    .await
+    .unwrap();
+    let feed = feed_of(100..=119);
+    let requests = feed.requests.clone();
+    let addr = serve(feed).await;
+    let s = driver(addr, &pg, "old", 100, 119).run().await.unwrap();
+    assert_eq!((s.events, s.through), (60, 119));
+    assert_eq!(requests.lock().unwrap()[0].start_ledger, 110);
+    assert_eq!(pg.count().await, 120);
+    assert_eq!(pg.epoch("old@100-119").await, Some(1));
+    assert_eq!(pg.epoch("live").await, Some(0));
+    assert_eq!(pg.checkpoint("live").await, Some(7000));
+}
+
+// ---------- many shards at once, partitions ----------
+
+/// 20 shards of 16 ledgers (1000-1319) started together on one empty database.
+async fn twenty_shards_at_once(partition_ledgers: Option<u32>) -> Pg {
+    let pg = Pg::start().expect("PostgreSQL is installed");
+    let addr = serve(feed_of(1000..=1319)).await;
+    let start = Arc::new(tokio::sync::Barrier::new(20));
+    let mut runs = Vec::new();
+    for shard in 0..20u32 {
+        let (from, to) = (1000 + shard * 16, 1015 + shard * 16);
+        let mut d = driver(addr, &pg, "many", from, to);
+        if let Target::Postgres(p) = d.target {
+            d.target = Target::Postgres(p.with_partitions(partition_ledgers));
+        }
+        let start = start.clone();
+        runs.push(tokio::spawn(async move {
+            start.wait().await;
+            d.run().await
+        }));
+    }
+    for (shard, run) in runs.into_iter().enumerate() {
+        let summary = run.await.unwrap();
+        let summary = summary.unwrap_or_else(|e| panic!("shard {shard}: {e}"));
+        assert_eq!(summary.through, 1015 + shard as u32 * 16, "shard {shard}");
+    }
+    let keys: (i64, i64) = pg
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*), count(DISTINCT (ledger_sequence, transaction_index,
+                                              operation_index, event_index))
+             FROM ttp_events",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(keys, (1920, 1920), "every event once");
+    for shard in 0..20u32 {
+        let id = format!("many@{}-{}", 1000 + shard * 16, 1015 + shard * 16);
+        assert_eq!(pg.checkpoint(&id).await, Some(i64::from(1015 + shard * 16)));
+        assert_eq!(pg.epoch(&id).await, Some(1));
+    }
+    pg
+}
+
+async fn relkind_and_partitions(pg: &Pg) -> (String, Vec<String>) {
+    let c = pg.client().await;
+    let kind: String = c
+        .query_one(
+            "SELECT relkind::text FROM pg_class WHERE oid = 'ttp_events'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let parts = c
+        .query(
+            "SELECT inhrelid::regclass::text FROM pg_inherits
+             WHERE inhparent = 'ttp_events'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    (kind, parts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_shards_starting_at_once_on_an_empty_database_all_finish_with_every_event_once() {
+    if flowctl_testkit::postgres::server_bin().is_none() {
+        return;
+    }
+    let pg = twenty_shards_at_once(None).await;
+    assert_eq!(relkind_and_partitions(&pg).await, ("r".into(), vec![]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_shards_starting_at_once_into_a_partitioned_table_share_and_create_its_partitions() {
+    if flowctl_testkit::postgres::server_bin().is_none() {
+        return;
+    }
+    // Partitions of 24 ledgers straddle the shards of 16: two shards need most of them.
+    let pg = twenty_shards_at_once(Some(24)).await;
+    let (kind, parts) = relkind_and_partitions(&pg).await;
+    assert_eq!(kind, "p");
+    let want: Vec<String> = (984..=1296)
+        .step_by(24)
+        .map(|s| format!("ttp_events_{s}_{}", s + 23))
+        .collect();
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    assert_eq!(parts, want_sorted);
+    let in_first: i64 = pg
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM ttp_events_984_1007", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_first, 8 * 6, "ledgers 1000-1007");
+}
+
+#[tokio::test]
+async fn a_table_laid_out_otherwise_than_pg_partition_ledgers_says_is_an_error_naming_both() {
+    let Some(pg) = Pg::start() else { return };
+    let mut plain = PgSink::new(&pg.url(), "plain", Readiness::default());
+    plain.write(&written(150..=150), 150).await.unwrap();
+    let e = PgSink::new(&pg.url(), "parted", Readiness::default())
+        .with_partitions(Some(100))
+        .checkpoint()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("table ttp_events is not partitioned") && e.contains("PG_PARTITION_LEDGERS=100"),
+        "{e}"
+    );
+    assert_eq!(relkind_and_partitions(&pg).await.0, "r", "left as it was");
+    assert_eq!(pg.count().await, 6);
+
+    pg.client()
+        .await
+        .batch_execute("DROP TABLE ttp_events")
+        .await
+        .unwrap();
+    let mut parted =
+        PgSink::new(&pg.url(), "parted", Readiness::default()).with_partitions(Some(100));
+    parted.write(&written(150..=150), 150).await.unwrap();
+    let e = PgSink::new(&pg.url(), "plain", Readiness::default())
+        .checkpoint()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("table ttp_events is partitioned") && e.contains("PG_PARTITION_LEDGERS"),
+        "{e}"
+    );
+    // Partitions of another size would overlap the ones there: named, not half-made.
+    let e = PgSink::new(&pg.url(), "other", Readiness::default())
+        .with_partitions(Some(64))
+        .write(&written(150..=150), 150)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ttp_events_128_191") && e.contains("PG_PARTITION_LEDGERS=64"),
+        "{e}"
+    );
+    assert_eq!(
+        relkind_and_partitions(&pg).await,
+        ("p".into(), vec!["ttp_events_100_199".into()])
+    );
 }

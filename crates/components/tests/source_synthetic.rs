@@ -6,7 +6,7 @@ use support::{free_port, live_source, source_client};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use flowctl_proto::raw_ledger_service::{GetLedgerRangeRequest, StreamLedgersRequest};
+use flowctl_proto::raw_ledger_service::{GetLedgerRangeRequest, RawLedger, StreamLedgersRequest};
 use stellar_xdr::{LedgerCloseMeta, Limits, ReadXdr};
 use tonic::transport::Channel;
 
@@ -58,7 +58,7 @@ async fn get_ledger_range_excludes_the_end_and_replays_identical_bytes() {
         .into_inner();
     let seqs: Vec<u32> = first.ledgers.iter().map(|l| l.sequence).collect();
     assert_eq!(seqs, vec![7, 8, 9]);
-    // Going back restarts the deterministic generator: the same bytes again.
+    // Going back rebuilds the ledgers from their epoch's start: the same bytes again.
     let again = c
         .get_ledger_range(GetLedgerRangeRequest {
             start_ledger: 5,
@@ -149,6 +149,65 @@ async fn bad_settings_exit_with_a_message_naming_the_variable() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("protocol_version 12"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_stellar-live-source"))
+        .env_clear()
+        .env("PORT", free_port().to_string())
+        .env("START_LEDGER", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("START_LEDGER") && err.contains("got 1"),
+        "{err}"
+    );
+}
+
+/// Shards of one range run sources started at their own first ledgers: each ledger must be
+/// the one a source started at ledger 2 serves, across an epoch boundary (64) included.
+#[tokio::test]
+async fn sources_started_at_different_ledgers_serve_the_same_bytes_for_each_ledger() {
+    let range = |start: &'static str, from: u32, to: u32| async move {
+        let (_p, port) = live_source(&[
+            ("BACKEND", "synthetic"),
+            ("START_LEDGER", start),
+            // Small ledgers: a reply of many fits the gRPC message limit.
+            ("SYNTHETIC_TXS_PER_LEDGER", "5"),
+        ]);
+        let mut c = source_client(port).await;
+        let mut ledgers = Vec::new();
+        // A reply holds at most 64 ledgers.
+        for chunk_from in (from..to).step_by(32) {
+            let reply = c
+                .get_ledger_range(GetLedgerRangeRequest {
+                    start_ledger: chunk_from,
+                    end_ledger: (chunk_from + 32).min(to),
+                })
+                .await
+                .unwrap();
+            ledgers.extend(reply.into_inner().ledgers);
+        }
+        ledgers
+    };
+    // Compared ledger by ledger, naming the first that differs (not printing megabytes).
+    let same = |got: &[RawLedger], want: &[RawLedger]| {
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g.sequence, w.sequence);
+            assert!(
+                g.ledger_close_meta_xdr == w.ledger_close_meta_xdr,
+                "ledger {} differs",
+                g.sequence
+            );
+        }
+    };
+    let from_two = range("2", 2, 80).await;
+    let from_sixty = range("60", 60, 80).await;
+    assert_eq!(from_sixty.len(), 20);
+    same(&from_sixty, &from_two[58..]);
+    // A later source asked for earlier ledgers builds them from their own epoch.
+    let from_seventy = range("70", 6, 10).await;
+    same(&from_seventy, &from_two[4..8]);
 }
 
 #[tokio::test]

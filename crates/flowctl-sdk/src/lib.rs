@@ -51,3 +51,9 @@ pub use control::Backoff;
 pub use dead_letters::{DeadLetters, OnError, ReportError};
 pub use env::{Config, ConfigError};
 pub use metrics::{Metrics, MetricsProvider, NoMetrics};
+
+/// The exit code of a component that found a newer copy of itself owning its work (a shard
+/// requeued on another host while this one still ran): flowctl never restarts it, whatever
+/// its restart policy, and reports it as fenced. 65 is `EX_DATAERR` of `sysexits.h`: the
+/// work this copy holds is no longer its own.
+pub const EXIT_FENCED: i32 = 65;

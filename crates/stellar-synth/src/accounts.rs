@@ -91,8 +91,10 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(cfg: &Config, network_id: &[u8; 32], rng: &mut ChaCha8Rng) -> World {
-        let genesis = cfg.first_ledger - 1;
+    /// The network as it stands after ledger `genesis`: every account at its starting
+    /// balances, with keys drawn from `rng` (the same keys for the same seed, whatever the
+    /// ledger).
+    pub fn new(cfg: &Config, network_id: &[u8; 32], rng: &mut ChaCha8Rng, genesis: u32) -> World {
         let issuer = rng.random();
         let accounts = (0..=cfg.accounts)
             .map(|i| {

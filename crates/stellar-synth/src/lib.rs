@@ -9,7 +9,13 @@
 //! holds on every ledger. Transaction hashes are the real hashes of the envelopes under the
 //! configured network passphrase, so tx-set envelopes and `tx_processing` entries match.
 //!
-//! Same [`Config`] (seed included) → byte-identical ledgers.
+//! Same seed → byte-identical ledgers, and ledger N is the same whatever ledger a generator
+//! starts at: ledgers come in epochs of [`EPOCH_LEDGERS`], each beginning from a network
+//! state derived from the seed and the epoch alone, so ledger N is built from at most 63
+//! ledgers before it. Shards of a range and a replay of part of it therefore see the ledgers
+//! one run of the whole range sees. Headers chain by hash inside an epoch; an epoch's first
+//! ledger names a previous-ledger hash drawn from the seed, and balances, sequence numbers,
+//! the fee pool and the offer start over with it.
 
 mod accounts;
 mod build;
@@ -32,7 +38,7 @@ pub struct Config {
     pub network_passphrase: String,
     /// Everything random derives from it.
     pub seed: u64,
-    /// Sequence number of the first ledger produced.
+    /// Sequence number of the first ledger produced (ledger N does not depend on it).
     pub first_ledger: u32,
     /// Protocol of the ledger headers: 23 and later give LCM V2 with TransactionMeta V4,
     /// earlier ones (20–22) LCM V1 with TransactionMeta V3.
@@ -41,7 +47,8 @@ pub struct Config {
     pub txs_per_ledger: u32,
     /// Size of the pool of ordinary accounts that pay each other.
     pub accounts: u32,
-    /// Close time of the first ledger, Unix seconds.
+    /// Close time of ledger 2, the network's first after genesis, Unix seconds; ledger N
+    /// closes `close_interval_secs` × (N − 2) later.
     pub first_close_time: u64,
     /// Seconds between two ledgers' close times.
     pub close_interval_secs: u64,
@@ -74,17 +81,54 @@ pub enum ConfigError {
     FirstLedger(u32),
 }
 
+/// Ledgers in an epoch: a multiple of 64, the step Stellar's own tools cut history on, so a
+/// shard boundary never falls inside one.
+pub const EPOCH_LEDGERS: u32 = 64;
+
+/// The first ledger of the epoch holding `seq` (ledger 2 for the first epoch: 0 and 1 are
+/// before the network).
+pub fn epoch_start(seq: u32) -> u32 {
+    (seq / EPOCH_LEDGERS * EPOCH_LEDGERS).max(2)
+}
+
 /// Produces consecutive ledgers from `Config::first_ledger` on.
 pub struct Generator {
     cfg: Config,
     network_id: [u8; 32],
-    rng: ChaCha8Rng,
-    world: accounts::World,
+    epoch: Epoch,
     next_seq: u32,
-    prev_header_hash: [u8; 32],
-    fee_pool: i64,
     /// Size of the last ledger's XDR, to size the next one's buffer.
     last_xdr_len: usize,
+}
+
+/// The state ledgers are built from, started over at each epoch.
+struct Epoch {
+    start: u32,
+    rng: ChaCha8Rng,
+    world: accounts::World,
+    prev_header_hash: [u8; 32],
+    fee_pool: i64,
+}
+
+impl Epoch {
+    /// The network as it stands before ledger `start`, from the seed and `start` alone.
+    fn at(cfg: &Config, network_id: &[u8; 32], start: u32) -> Epoch {
+        // Account keys come from the seed only: the same accounts trade in every epoch.
+        let mut keys = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let world = accounts::World::new(cfg, network_id, &mut keys, start - 1);
+        let mut epoch_seed = Sha256::new();
+        epoch_seed.update(b"stellar-synth epoch");
+        epoch_seed.update(cfg.seed.to_be_bytes());
+        epoch_seed.update(start.to_be_bytes());
+        let mut rng = ChaCha8Rng::from_seed(epoch_seed.finalize().into());
+        Epoch {
+            start,
+            prev_header_hash: rng.random(),
+            rng,
+            world,
+            fee_pool: 0,
+        }
+    }
 }
 
 impl Generator {
@@ -99,19 +143,16 @@ impl Generator {
             return Err(ConfigError::FirstLedger(cfg.first_ledger));
         }
         let network_id: [u8; 32] = Sha256::digest(cfg.network_passphrase.as_bytes()).into();
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let world = accounts::World::new(&cfg, &network_id, &mut rng);
-        let prev_header_hash = rng.random();
-        Ok(Generator {
-            next_seq: cfg.first_ledger,
+        let start = epoch_start(cfg.first_ledger);
+        let mut generator = Generator {
+            epoch: Epoch::at(&cfg, &network_id, start),
+            next_seq: start,
             network_id,
-            rng,
-            world,
-            prev_header_hash,
-            fee_pool: 0,
             last_xdr_len: 0,
             cfg,
-        })
+        };
+        generator.seek(generator.cfg.first_ledger);
+        Ok(generator)
     }
 
     /// Sequence number of the ledger the next call to [`Generator::next_ledger`] returns.
@@ -126,18 +167,22 @@ impl Generator {
     /// Builds the next ledger and advances the world state.
     pub fn next_ledger(&mut self) -> LedgerCloseMeta {
         let seq = self.next_seq;
-        let close_time = self.cfg.first_close_time
-            + u64::from(seq - self.cfg.first_ledger) * self.cfg.close_interval_secs;
+        if epoch_start(seq) != self.epoch.start {
+            self.epoch = Epoch::at(&self.cfg, &self.network_id, seq);
+        }
+        let close_time =
+            self.cfg.first_close_time + u64::from(seq - 2) * self.cfg.close_interval_secs;
+        let epoch = &mut self.epoch;
         let ledger = build::ledger(
             &self.cfg,
             &self.network_id,
-            &mut self.rng,
-            &mut self.world,
+            &mut epoch.rng,
+            &mut epoch.world,
             build::LedgerParams {
                 seq,
                 close_time,
-                prev_header_hash: self.prev_header_hash,
-                fee_pool: &mut self.fee_pool,
+                prev_header_hash: epoch.prev_header_hash,
+                fee_pool: &mut epoch.fee_pool,
             },
         );
         let header = match &ledger {
@@ -145,7 +190,7 @@ impl Generator {
             LedgerCloseMeta::V1(m) => &m.ledger_header,
             LedgerCloseMeta::V2(m) => &m.ledger_header,
         };
-        self.prev_header_hash = header.hash.0;
+        self.epoch.prev_header_hash = header.hash.0;
         self.next_seq += 1;
         ledger
     }
@@ -165,8 +210,15 @@ impl Generator {
         out.inner
     }
 
-    /// Advances to `seq` (which must not be behind) without keeping the skipped ledgers.
-    pub fn skip_to(&mut self, seq: u32) {
+    /// Moves so that the next ledger is `seq` (at least 2), forwards or back, building at
+    /// most the ledgers of its epoch before it.
+    pub fn seek(&mut self, seq: u32) {
+        let seq = seq.max(2);
+        let start = epoch_start(seq);
+        if seq < self.next_seq || start > self.next_seq {
+            self.epoch = Epoch::at(&self.cfg, &self.network_id, start);
+            self.next_seq = start;
+        }
         while self.next_seq < seq {
             self.next_ledger();
         }

@@ -145,6 +145,85 @@ fn same_seed_gives_byte_identical_ledgers_and_another_seed_does_not() {
     }
 }
 
+/// Ledger N is the same whether the generator started at 2, at N, inside N's epoch or in an
+/// earlier epoch, and whether it got there by seeking forwards or back.
+#[test]
+fn ledger_n_is_byte_identical_whatever_the_first_ledger_and_seeks() {
+    let from_two: Vec<Vec<u8>> = {
+        let mut g = Generator::new(cfg(23)).unwrap();
+        (2..=200).map(|_| g.next_ledger_xdr()).collect()
+    };
+    let at = |seq: u32| &from_two[(seq - 2) as usize];
+    for first in [3, 6, 63, 64, 65, 100, 127, 128, 129, 190] {
+        let mut g = Generator::new(Config {
+            first_ledger: first,
+            ..cfg(23)
+        })
+        .unwrap();
+        assert_eq!(g.next_sequence(), first);
+        for seq in first..(first + 10).min(200) {
+            assert_eq!(
+                &g.next_ledger_xdr(),
+                at(seq),
+                "ledger {seq} of a run from {first}"
+            );
+        }
+    }
+    let mut g = Generator::new(cfg(23)).unwrap();
+    for seq in [150, 20, 21, 64, 200, 63, 2] {
+        g.seek(seq);
+        assert_eq!(g.next_sequence(), seq);
+        assert_eq!(&g.next_ledger_xdr(), at(seq), "ledger {seq} after a seek");
+    }
+}
+
+/// Epochs begin on multiples of 64: an account's sequence numbers still grow across one, and
+/// every transaction of the first ledger of an epoch is valid against the epoch's state.
+#[test]
+fn sequence_numbers_and_close_times_grow_across_an_epoch_boundary() {
+    let ls = ledgers(
+        Config {
+            first_ledger: 60,
+            ..cfg(23)
+        },
+        10,
+    );
+    assert_eq!(stellar_synth::epoch_start(63), 2);
+    assert_eq!(stellar_synth::epoch_start(64), 64);
+    let mut last_seq: HashMap<Vec<u8>, i64> = HashMap::new();
+    for (i, l) in ls.iter().enumerate() {
+        let h = header(l);
+        assert_eq!(h.header.ledger_seq, 60 + i as u32);
+        if i > 0 {
+            let prev = header(&ls[i - 1]);
+            assert!(h.header.scp_value.close_time.0 > prev.header.scp_value.close_time.0);
+            if h.header.ledger_seq != 64 {
+                assert_eq!(h.header.previous_ledger_hash, prev.hash, "inside an epoch");
+            }
+        }
+        // A tx set is in hash order, not sequence order: compare with earlier ledgers only.
+        let mut this_ledger: HashMap<Vec<u8>, (i64, i64)> = HashMap::new();
+        for env in envelopes(tx_set(l)) {
+            let TransactionEnvelope::Tx(e) = env else {
+                panic!("the generator signs V1 envelopes")
+            };
+            let key = e.tx.source_account.to_xdr(Limits::none()).unwrap();
+            let seq = e.tx.seq_num.0;
+            let span = this_ledger.entry(key).or_insert((seq, seq));
+            *span = (span.0.min(seq), span.1.max(seq));
+        }
+        for (key, (lowest, highest)) in this_ledger {
+            if let Some(before) = last_seq.insert(key, highest) {
+                assert!(
+                    lowest > before,
+                    "ledger {}: seq {lowest} after {before}",
+                    60 + i
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn protocol_23_gives_lcm_v2_and_protocol_22_gives_lcm_v1() {
     for (protocol, want_v2) in [(22, false), (23, true)] {

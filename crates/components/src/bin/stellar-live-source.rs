@@ -62,11 +62,6 @@ struct Args {
     synthetic_rate: f64,
     #[arg(long, env = "SYNTHETIC_SEED", default_value_t = 1)]
     synthetic_seed: u64,
-    /// The synthetic network's first ledger (default: START_LEDGER). Ledger N of one network
-    /// is the same whatever range is asked, so replays and overlapping runs agree; a start
-    /// past it generates the ledgers between (not served).
-    #[arg(long, env = "SYNTHETIC_GENESIS")]
-    synthetic_genesis: Option<u32>,
     #[arg(long, env = "SYNTHETIC_TXS_PER_LEDGER", default_value_t = 50)]
     synthetic_txs_per_ledger: u32,
     /// 23+ gives LCM V2 / TransactionMeta V4; 20–22 LCM V1 / TransactionMeta V3.
@@ -149,24 +144,19 @@ async fn open_backend(
             let cfg = stellar_synth::Config {
                 network_passphrase: args.network_passphrase.clone(),
                 seed: args.synthetic_seed,
-                first_ledger: args.synthetic_genesis.unwrap_or(args.start_ledger).max(2),
+                // 0 asks for the default; 1 (genesis) is refused by the generator, naming it.
+                first_ledger: if args.start_ledger == 0 {
+                    2
+                } else {
+                    args.start_ledger
+                },
                 protocol_version: args.synthetic_protocol,
                 txs_per_ledger: args.synthetic_txs_per_ledger,
                 ..stellar_synth::Config::default()
             };
-            if let Some(genesis) = args
-                .synthetic_genesis
-                .filter(|g| *g > args.start_ledger.max(2))
-            {
-                bail!(
-                    "SYNTHETIC_GENESIS {genesis} is after START_LEDGER {}: the network has no \
-                     ledger before its first",
-                    args.start_ledger
-                );
-            }
             Backend::Synthetic(
                 synthetic::Synthetic::new(cfg, args.synthetic_rate)
-                    .context("SYNTHETIC_* settings")?
+                    .context("START_LEDGER and SYNTHETIC_* settings")?
                     .closing_from(args.start_ledger),
             )
         }

@@ -13,6 +13,7 @@ use flowctl_components::sink::jsonl_file::JsonlFile;
 use flowctl_components::sink::metrics::SinkMetrics;
 use flowctl_components::sink::output::Output;
 use flowctl_components::sink::postgres::{checkpoint_id, PgSink};
+use flowctl_components::sink::SinkError;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 enum SinkKind {
@@ -27,7 +28,11 @@ enum SinkKind {
     about = "Writes token-transfer events to the console, a JSON-lines file or PostgreSQL",
     after_help = "FLOWCTL_ON_ERROR=dead-letter (set by flowctl from `on_error`): a ledger whose \
                   events PostgreSQL rejects (SQLSTATE class 22 or 23) is recorded as a dead \
-                  letter and passed over; with `fail` (the default) the sink stops naming it."
+                  letter and passed over; with `fail` (the default) the sink stops naming it.\n\n\
+                  Exit codes: 0 once the last ledger (END_LEDGER) is committed or after a \
+                  stop; 65 when a newer copy of this sink claimed its PostgreSQL checkpoint \
+                  row (a requeued shard): this copy is stale, wrote nothing more, and flowctl \
+                  does not restart it; 1 on any other error."
 )]
 struct Args {
     #[arg(
@@ -57,6 +62,11 @@ struct Args {
     /// run (END_LEDGER set) keeps its own row, SINK_ID@START_LEDGER-END_LEDGER.
     #[arg(long, env = "SINK_ID")]
     sink_id: Option<String>,
+    /// Partition the PostgreSQL table ttp_events by ranges of this many ledgers
+    /// (ttp_events_<from>_<to>, created as batches need them); a table already made the
+    /// other way is an error.
+    #[arg(long, env = "PG_PARTITION_LEDGERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pg_partition_ledgers: Option<u32>,
     #[arg(long, env = "FLUSH_EVENTS", default_value_t = 5000)]
     flush_events: usize,
     #[arg(long, env = "FLUSH_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
@@ -80,7 +90,10 @@ async fn main() {
         Ok(()) => {}
         Err(e) => {
             eprintln!("ttp-sink: {e:#}");
-            std::process::exit(1);
+            let code = e
+                .downcast_ref::<SinkError>()
+                .map_or(1, SinkError::exit_code);
+            std::process::exit(code);
         }
     }
 }
@@ -129,7 +142,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "ttp-sink".into());
             let id = checkpoint_id(&id, args.start_ledger, end);
             Target::Postgres(
-                PgSink::new(url, &id, readiness.clone()).with_max_backoff(args.max_backoff),
+                PgSink::new(url, &id, readiness.clone())
+                    .with_max_backoff(args.max_backoff)
+                    .with_partitions(args.pg_partition_ledgers),
             )
         }
     };

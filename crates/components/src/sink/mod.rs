@@ -46,6 +46,35 @@ pub enum SinkError {
     DeadLetter(String),
     #[error("event service {addr}: {message}")]
     Upstream { addr: String, message: String },
+    /// Another copy of this sink claimed its checkpoint row since this one did (a shard
+    /// requeued elsewhere while this copy still ran): nothing more may be written by it.
+    #[error("{}", fenced(row, *theirs, *mine))]
+    Fenced {
+        row: String,
+        /// The row's epoch now; `None` when the row is gone.
+        theirs: Option<i64>,
+        mine: i64,
+    },
+}
+
+impl SinkError {
+    /// The process's exit code for this error: [`flowctl_sdk::EXIT_FENCED`] when fenced, so
+    /// that flowctl does not restart it, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SinkError::Fenced { .. } => flowctl_sdk::EXIT_FENCED,
+            _ => 1,
+        }
+    }
+}
+
+fn fenced(row: &str, theirs: Option<i64>, mine: i64) -> String {
+    let whose = match theirs {
+        Some(n) if n > mine => format!("was claimed by a newer copy (epoch {n} > mine {mine})"),
+        Some(n) => format!("has epoch {n}, not mine ({mine}): it was changed by hand"),
+        None => format!("is gone (mine had epoch {mine}): it was deleted by hand"),
+    };
+    format!("checkpoint row {row} {whose}: this copy is stale, stopping without writing")
 }
 
 fn of_ledger(ledger: Option<u32>) -> String {

@@ -11,22 +11,37 @@
 //! complete writes it again from `FROM` (a new replay; rows that did not change stay as they
 //! are).
 //!
+//! Each process of a sink claims its checkpoint row when it first connects: the row's
+//! `epoch` goes up by one and the process remembers it. Every batch transaction first locks
+//! the row (`SELECT epoch … FOR UPDATE`) and commits only while the epoch is still its own, so
+//! a copy left running on a host the scheduler gave up on (its shard requeued elsewhere) has
+//! its next batch refused and stops with [`SinkError::Fenced`] (exit code
+//! [`flowctl_sdk::EXIT_FENCED`]) instead of overwriting the newer copy's rows. A reconnect
+//! after an outage does not claim again: that would let a stale copy fence the live one.
+//!
+//! With `PG_PARTITION_LEDGERS=N`, `ttp_events` is partitioned by range of `ledger_sequence`,
+//! `ttp_events_<from>_<to>` of `N` ledgers each, and each batch creates the partitions its
+//! ledgers need before its transaction. DDL (tables, the `epoch` column of an older database,
+//! partitions) runs under one transaction-scoped advisory lock, so sinks starting together do
+//! not race on the catalog, and never inside a batch transaction, so it cannot deadlock with
+//! another sink's batch.
+//!
 //! While the database is unreachable it retries with backoff and reports not-ready; the
 //! batch stays in memory, so no event is lost. A data error (SQLSTATE class 22 or 23: a
 //! value or a constraint of the table rejects an event) is [`SinkError::Rejected`], never
 //! retried.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Transaction};
 
 use super::fields::flat;
 use super::health::Readiness;
 use super::{LedgerEvents, SinkError};
 use stellar_ttp::to_json as event_json;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS ttp_events (
+const EVENTS_COLUMNS: &str = "
     ledger_sequence   BIGINT      NOT NULL,
     transaction_index INTEGER     NOT NULL,
     -- 0 for fee events, which belong to no operation; operations count from 1.
@@ -41,13 +56,38 @@ CREATE TABLE IF NOT EXISTS ttp_events (
     asset             TEXT,
     amount            NUMERIC     NOT NULL,
     event             JSONB       NOT NULL,
-    PRIMARY KEY (ledger_sequence, transaction_index, operation_index, event_index)
-);
+    PRIMARY KEY (ledger_sequence, transaction_index, operation_index, event_index)";
+
+/// The checkpoint table, and its `epoch` column added to one made before fencing existed.
+const CHECKPOINTS: &str = "
 CREATE TABLE IF NOT EXISTS ttp_sink_checkpoints (
     sink_id     TEXT        PRIMARY KEY,
     last_ledger BIGINT      NOT NULL,
-    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now()
-);";
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    -- Raised by each process of the sink when it starts; only the latest may commit.
+    epoch       BIGINT      NOT NULL DEFAULT 0
+);
+ALTER TABLE ttp_sink_checkpoints ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;";
+
+/// What exists already: `ttp_events`'s relkind (`r` plain, `p` partitioned) and partition
+/// key, and whether the checkpoint table has its `epoch` column. Reads the catalog only, so
+/// a sink that finds everything in place takes no lock.
+const LAYOUT: &str = "
+SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('ttp_events')),
+       pg_get_partkeydef(to_regclass('ttp_events')),
+       EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = to_regclass('ttp_sink_checkpoints')
+                 AND attname = 'epoch' AND NOT attisdropped)";
+
+/// The key of the advisory lock every sink takes around DDL on the database.
+const DDL_LOCK: i64 = 0x7474_705f_6464_6c00; // "ttp_ddl\0"
+
+/// Claims the row for this process: a new epoch, the row created if absent.
+const CLAIM: &str = "
+INSERT INTO ttp_sink_checkpoints (sink_id, last_ledger, epoch) VALUES ($1, 0, 1)
+ON CONFLICT (sink_id) DO UPDATE
+SET epoch = ttp_sink_checkpoints.epoch + 1, updated_at = now()
+RETURNING epoch";
 
 const INSERT: &str = "
 INSERT INTO ttp_events (ledger_sequence, transaction_index, operation_index, event_index,
@@ -71,16 +111,14 @@ WHERE (ttp_events.closed_at, ttp_events.tx_hash, ttp_events.contract_address,
        EXCLUDED.event_type, EXCLUDED.from_address, EXCLUDED.to_address,
        EXCLUDED.asset, EXCLUDED.amount, EXCLUDED.event)";
 
+/// The row exists: it was claimed, and the fence locked it.
 const CHECKPOINT: &str = "
-INSERT INTO ttp_sink_checkpoints (sink_id, last_ledger) VALUES ($1, $2)
-ON CONFLICT (sink_id) DO UPDATE
-SET last_ledger = GREATEST(ttp_sink_checkpoints.last_ledger, EXCLUDED.last_ledger),
-    updated_at = now()";
+UPDATE ttp_sink_checkpoints SET last_ledger = GREATEST(last_ledger, $2), updated_at = now()
+WHERE sink_id = $1";
 
 /// Sets the checkpoint as given, also backwards: a completed range written again.
 const RESET_CHECKPOINT: &str = "
-INSERT INTO ttp_sink_checkpoints (sink_id, last_ledger) VALUES ($1, $2)
-ON CONFLICT (sink_id) DO UPDATE SET last_ledger = EXCLUDED.last_ledger, updated_at = now()";
+UPDATE ttp_sink_checkpoints SET last_ledger = $2, updated_at = now() WHERE sink_id = $1";
 
 /// The name of a sink's checkpoint row: the sink id for a live run, `SINK_ID@FROM-TO` for a
 /// bounded one, so that each range keeps its own progress.
@@ -94,12 +132,34 @@ pub fn checkpoint_id(sink_id: &str, start: u32, end: Option<u32>) -> String {
 /// Rows per INSERT statement.
 const CHUNK: usize = 5000;
 
+/// Why an operation on the database did not succeed: the database's error (retried when it is
+/// a connection problem), or a verdict of the sink's own.
+enum Failure {
+    Db(tokio_postgres::Error),
+    Sink(SinkError),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::Db(e)
+    }
+}
+
+type Op<'c, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, Failure>> + Send + 'c>>;
+
 pub struct PgSink {
     url: String,
     sink_id: String,
     client: Option<Client>,
     readiness: Readiness,
     max_backoff: Duration,
+    /// Ledgers per partition of `ttp_events` (`PG_PARTITION_LEDGERS`); `None`: one table.
+    partition_ledgers: Option<u32>,
+    /// This process's claim on its checkpoint row, taken on the first connection only.
+    epoch: Option<i64>,
+    /// Partitions known to exist, by first ledger.
+    partitions: BTreeSet<u64>,
 }
 
 impl PgSink {
@@ -111,6 +171,9 @@ impl PgSink {
             client: None,
             readiness,
             max_backoff: Duration::from_secs(10),
+            partition_ledgers: None,
+            epoch: None,
+            partitions: BTreeSet::new(),
         }
     }
 
@@ -119,57 +182,79 @@ impl PgSink {
         self
     }
 
-    async fn connect_once(&self) -> Result<Client, tokio_postgres::Error> {
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
+    /// `ttp_events` partitioned by ranges of `ledgers` ledgers (`PG_PARTITION_LEDGERS`).
+    pub fn with_partitions(mut self, ledgers: Option<u32>) -> Self {
+        self.partition_ledgers = ledgers.filter(|n| *n > 0);
+        self
+    }
+
+    /// This process's epoch on its checkpoint row, once it has connected.
+    pub fn epoch(&self) -> Option<i64> {
+        self.epoch
+    }
+
+    async fn connect(&mut self) -> Result<Client, Failure> {
+        let (mut client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "PostgreSQL connection closed");
             }
         });
-        client.batch_execute(SCHEMA).await?;
+        prepare_schema(&mut client, self.partition_ledgers).await?;
+        if self.epoch.is_none() {
+            let epoch: i64 = client.query_one(CLAIM, &[&self.sink_id]).await?.get(0);
+            tracing::info!(
+                checkpoint = %self.sink_id,
+                epoch,
+                "claimed the checkpoint row: older copies of this sink can no longer commit"
+            );
+            self.epoch = Some(epoch);
+        }
         Ok(client)
     }
 
     /// Runs `op` until it succeeds, reconnecting with backoff on connection-class errors.
-    /// Errors that retrying cannot fix (bad SQL data, permissions) are returned.
+    /// Errors that retrying cannot fix (bad SQL data, permissions, a fenced copy) are
+    /// returned. `op` gets the client and this process's epoch.
     async fn with_retry<T>(
         &mut self,
         what: &str,
-        mut op: impl for<'c> FnMut(
-            &'c mut Client,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'c>,
-        >,
+        mut op: impl for<'c> FnMut(&'c mut Client, i64) -> Op<'c, T>,
     ) -> Result<T, SinkError> {
         let mut delay = Duration::from_millis(100);
         loop {
             if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-                match self.connect_once().await {
+                match self.connect().await {
                     Ok(c) => self.client = Some(c),
-                    Err(e) if retryable(&e) => {
+                    Err(Failure::Db(e)) if retryable(&e) => {
                         self.wait(what, &e, &mut delay).await;
                         continue;
                     }
-                    Err(e) => return Err(SinkError::Postgres(describe(&e))),
+                    Err(Failure::Db(e)) => return Err(SinkError::Postgres(describe(&e))),
+                    Err(Failure::Sink(e)) => return Err(e),
                 }
             }
+            let epoch = self.epoch.expect("claimed on connecting");
             let client = self.client.as_mut().expect("connected above");
-            match op(client).await {
+            match op(client, epoch).await {
                 Ok(v) => {
                     self.readiness.set_ready();
                     return Ok(v);
                 }
-                Err(e) if retryable(&e) => {
+                Err(Failure::Sink(e)) => return Err(e),
+                Err(Failure::Db(e)) if retryable(&e) => {
                     self.client = None;
                     self.wait(what, &e, &mut delay).await;
                 }
-                Err(e) if rejected(&e) => {
+                Err(Failure::Db(e)) if rejected(&e) => {
                     return Err(SinkError::Rejected {
                         ledger: None,
                         message: format!("{what}: {}", describe(&e)),
                     })
                 }
-                Err(e) => return Err(SinkError::Postgres(format!("{what}: {}", describe(&e)))),
+                Err(Failure::Db(e)) => {
+                    return Err(SinkError::Postgres(format!("{what}: {}", describe(&e))))
+                }
             }
         }
     }
@@ -186,7 +271,7 @@ impl PgSink {
     pub async fn checkpoint(&mut self) -> Result<u32, SinkError> {
         let id = self.sink_id.clone();
         let last: Option<i64> = self
-            .with_retry("reading the checkpoint", move |c| {
+            .with_retry("reading the checkpoint", move |c, _| {
                 let id = id.clone();
                 Box::pin(async move {
                     let row = c
@@ -205,27 +290,32 @@ impl PgSink {
     /// Moves the checkpoint to `ledger`, also backwards.
     pub async fn reset_checkpoint(&mut self, ledger: u32) -> Result<(), SinkError> {
         let id = self.sink_id.clone();
-        self.with_retry("resetting the checkpoint", move |c| {
+        self.with_retry("resetting the checkpoint", move |c, epoch| {
             let id = id.clone();
             Box::pin(async move {
-                c.execute(RESET_CHECKPOINT, &[&id, &i64::from(ledger)])
-                    .await
-                    .map(drop)
+                let tx = c.transaction().await?;
+                fence(&tx, &id, epoch).await?;
+                tx.execute(RESET_CHECKPOINT, &[&id, &i64::from(ledger)])
+                    .await?;
+                Ok(tx.commit().await?)
             })
         })
         .await
     }
 
     /// Writes the events of complete ledgers and moves the checkpoint to `through`, in one
-    /// transaction. Retries until committed.
+    /// transaction, which commits only while this process's claim on the checkpoint row
+    /// holds. Retries until committed.
     pub async fn write(&mut self, batch: &[LedgerEvents], through: u32) -> Result<(), SinkError> {
+        self.ensure_partitions(batch).await?;
         let rows = std::sync::Arc::new(Rows::from(batch));
         let id = self.sink_id.clone();
-        self.with_retry("writing events", move |c| {
+        self.with_retry("writing events", move |c, epoch| {
             let rows = rows.clone();
             let id = id.clone();
             Box::pin(async move {
                 let tx = c.transaction().await?;
+                fence(&tx, &id, epoch).await?;
                 let stmt = tx.prepare(INSERT).await?;
                 for start in (0..rows.len()).step_by(CHUNK) {
                     let end = (start + CHUNK).min(rows.len());
@@ -240,11 +330,163 @@ impl PgSink {
                     .await?;
                 }
                 tx.execute(CHECKPOINT, &[&id, &i64::from(through)]).await?;
-                tx.commit().await
+                Ok(tx.commit().await?)
             })
         })
         .await
     }
+
+    /// Creates the partitions of `ttp_events` that the batch's events fall in and that are not
+    /// known to exist, in a transaction of their own before the batch's.
+    async fn ensure_partitions(&mut self, batch: &[LedgerEvents]) -> Result<(), SinkError> {
+        let Some(n) = self.partition_ledgers else {
+            return Ok(());
+        };
+        let wanted: BTreeSet<u64> = batch
+            .iter()
+            .filter(|l| !l.events.is_empty())
+            .map(|l| partition_start(l.ledger, n))
+            .filter(|s| !self.partitions.contains(s))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let starts: Vec<u64> = wanted.iter().copied().collect();
+        self.with_retry("creating partitions", move |c, _| {
+            let starts = starts.clone();
+            Box::pin(async move {
+                let names: Vec<String> = starts.iter().map(|s| partition_name(*s, n)).collect();
+                let missing: Vec<bool> = c
+                    .query(
+                        "SELECT to_regclass(name) IS NULL FROM unnest($1::text[]) AS name",
+                        &[&names],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                if !missing.contains(&true) {
+                    return Ok(());
+                }
+                let tx = c.transaction().await?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
+                    .await?;
+                for (start, _) in starts.iter().zip(&missing).filter(|(_, m)| **m) {
+                    let sql = format!(
+                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF ttp_events \
+                         FOR VALUES FROM ({start}) TO ({})",
+                        partition_name(*start, n),
+                        start + u64::from(n)
+                    );
+                    if let Err(e) = tx.batch_execute(&sql).await {
+                        return Err(partition_error(e, *start, n));
+                    }
+                }
+                Ok(tx.commit().await?)
+            })
+        })
+        .await?;
+        self.partitions.extend(wanted);
+        Ok(())
+    }
+}
+
+/// Locks this sink's checkpoint row for the rest of `tx` and checks that it is still claimed
+/// by `mine`; refuses otherwise (the caller's transaction then rolls back when dropped).
+async fn fence(tx: &Transaction<'_>, row: &str, mine: i64) -> Result<(), Failure> {
+    let theirs: Option<i64> = tx
+        .query_opt(
+            "SELECT epoch FROM ttp_sink_checkpoints WHERE sink_id = $1 FOR UPDATE",
+            &[&row],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if theirs == Some(mine) {
+        return Ok(());
+    }
+    Err(Failure::Sink(SinkError::Fenced {
+        row: row.to_string(),
+        theirs,
+        mine,
+    }))
+}
+
+/// Creates what is missing of the schema (under the DDL lock), then checks that `ttp_events`
+/// is laid out as `PG_PARTITION_LEDGERS` says: a table made the other way is an error, never
+/// changed behind the operator's back.
+async fn prepare_schema(
+    client: &mut Client,
+    partition_ledgers: Option<u32>,
+) -> Result<(), Failure> {
+    let layout = |r: tokio_postgres::Row| -> (Option<String>, Option<String>, bool) {
+        (r.get(0), r.get(1), r.get(2))
+    };
+    let mut found = layout(client.query_one(LAYOUT, &[]).await?);
+    if found.0.is_none() || !found.2 {
+        let partitioning = match partition_ledgers {
+            Some(_) => " PARTITION BY RANGE (ledger_sequence)",
+            None => "",
+        };
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS ttp_events ({EVENTS_COLUMNS}\n){partitioning};{CHECKPOINTS}"
+        );
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
+            .await?;
+        tx.batch_execute(&ddl).await?;
+        tx.commit().await?;
+        found = layout(client.query_one(LAYOUT, &[]).await?);
+    }
+    let (kind, key, _) = found;
+    let message = match (kind.as_deref(), partition_ledgers) {
+        (Some("p"), Some(_)) if key.as_deref() == Some("RANGE (ledger_sequence)") => return Ok(()),
+        (Some("r"), None) => return Ok(()),
+        (Some("p"), Some(n)) => format!(
+            "table ttp_events is partitioned by {}, not by RANGE (ledger_sequence) as \
+             PG_PARTITION_LEDGERS={n} needs: use another database, or move the table aside",
+            key.unwrap_or_default()
+        ),
+        (Some("p"), None) => "table ttp_events is partitioned, but PG_PARTITION_LEDGERS is not \
+             set: set it to the ledgers per partition the table was made with (see its \
+             partitions, ttp_events_<from>_<to>)"
+            .to_string(),
+        (Some("r"), Some(n)) => format!(
+            "table ttp_events is not partitioned, but PG_PARTITION_LEDGERS={n} asks for \
+             partitions by ledger range: unset PG_PARTITION_LEDGERS to write into it as it is, \
+             or move the table aside to have it made partitioned"
+        ),
+        (other, _) => format!(
+            "ttp_events is not a table (relkind {}): move it aside",
+            other.unwrap_or("none")
+        ),
+    };
+    Err(Failure::Sink(SinkError::Postgres(message)))
+}
+
+/// The first ledger of the partition of `ledger`, partitions being `n` ledgers long and
+/// starting at multiples of `n`.
+fn partition_start(ledger: u32, n: u32) -> u64 {
+    u64::from(ledger) / u64::from(n) * u64::from(n)
+}
+
+/// `ttp_events_<from>_<to>`, both ledgers included.
+fn partition_name(start: u64, n: u32) -> String {
+    format!("ttp_events_{start}_{}", start + u64::from(n) - 1)
+}
+
+/// A partition that cannot be created: when it would overlap one already there, the table's
+/// partitions were made with another `PG_PARTITION_LEDGERS`.
+fn partition_error(e: tokio_postgres::Error, start: u64, n: u32) -> Failure {
+    let overlap = e.code() == Some(&tokio_postgres::error::SqlState::INVALID_OBJECT_DEFINITION);
+    if !overlap {
+        return Failure::Db(e);
+    }
+    Failure::Sink(SinkError::Postgres(format!(
+        "creating partition {} of table ttp_events for PG_PARTITION_LEDGERS={n}: {}; its \
+         partitions were made with another PG_PARTITION_LEDGERS: use that value",
+        partition_name(start, n),
+        describe(&e)
+    )))
 }
 
 /// Column arrays for one INSERT … SELECT FROM unnest(…).

@@ -12,18 +12,17 @@ use stellar_synth::{Config, Generator};
 use super::SourceError;
 
 /// Bytes of ledgers kept after generation, so that a consumer reconnecting a little behind the
-/// tip (or a second consumer) does not restart the generator from the first ledger. 32 MiB is
-/// a few hundred busy ledgers, more than the streams hold in flight; older ones are
-/// regenerated (deterministically) when asked for.
+/// tip (or a second consumer) is served without building them again. 32 MiB is a few hundred
+/// busy ledgers, more than the streams hold in flight; older ones are regenerated
+/// (deterministically, from their epoch's start) when asked for.
 const CACHE_BYTES: usize = 32 << 20;
 
 pub struct Synthetic {
     cfg: Config,
     /// Ledgers per second; 0 = as fast as possible.
     rate: f64,
-    /// With a rate, the ledger that closes as the source starts: the network began at
-    /// `cfg.first_ledger`, but a source started at a later ledger does not wait for the
-    /// ones before it to close.
+    /// With a rate, the ledger that closes as the source starts: a source started at a later
+    /// ledger does not wait for the ones before it to close.
     clock_from: u32,
     started: Instant,
     state: Arc<Mutex<State>>,
@@ -70,13 +69,10 @@ impl Synthetic {
     }
 
     pub async fn fetch(&self, from: u32, max: u32) -> Result<Vec<RawLedger>, SourceError> {
-        if from < self.cfg.first_ledger {
+        if from < 2 {
             return Err(SourceError::Ledger {
                 seq: from,
-                message: format!(
-                    "the synthetic network starts at ledger {} (START_LEDGER)",
-                    self.cfg.first_ledger
-                ),
+                message: "the synthetic network's first ledger is 2 (ledger 1 is genesis)".into(),
             });
         }
         let mut count = max.max(1);
@@ -91,7 +87,6 @@ impl Synthetic {
             count = count.min(self.latest() - from + 1);
         }
         let state = self.state.clone();
-        let cfg = self.cfg.clone();
         tokio::task::spawn_blocking(move || {
             let mut state = state.lock().expect("generator lock");
             let mut out = Vec::with_capacity(count as usize);
@@ -103,11 +98,9 @@ impl Synthetic {
                     });
                     continue;
                 }
-                if state.generator.next_sequence() > seq {
-                    // Behind the cache: replay the deterministic generator from the start.
-                    state.generator = Generator::new(cfg.clone())?;
-                }
-                state.generator.skip_to(seq);
+                // Behind the cache or ahead of the generator: ledger N is the same from
+                // wherever it is built, and at most its epoch's ledgers before it are built.
+                state.generator.seek(seq);
                 let xdr = Bytes::from(state.generator.next_ledger_xdr());
                 state.recent_bytes += xdr.len();
                 if let Some(old) = state.recent.insert(seq, xdr.clone()) {
