@@ -172,6 +172,38 @@ fn per_ledger(events: &[serde_json::Value]) -> BTreeMap<u64, u64> {
     m
 }
 
+/// A `psql` session kept open, fed one line at a time.
+struct Session(std::process::Child);
+
+impl Session {
+    fn open(url: &str) -> Session {
+        let psql = flowctl_testkit::postgres::server_bin()
+            .unwrap()
+            .join("psql");
+        let child = Command::new(psql)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Session(child)
+    }
+
+    fn send(&self, sql: &str) {
+        use std::io::Write;
+        let mut stdin = self.0.stdin.as_ref().unwrap();
+        writeln!(stdin, "{sql}").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
 /// `PATH` for the tasks: the script runs the `flowctl` it finds there, built here.
 fn task_path() -> String {
     format!(
@@ -243,7 +275,8 @@ fn three_slurm_hosts_backfill_2_5_times_as_fast_as_one_and_a_lost_hosts_shard_re
         "3 hosts {r3:.1} ledgers/s is not 2.5× 1 host {r1:.1} ledgers/s"
     );
 
-    // host2 is lost halfway through a shard: its slurmd and the shard's processes die.
+    // host2 is lost halfway through a shard, in the middle of a transaction of its sink: its
+    // slurmd and the shard's processes die.
     let lost = Phase::new(root.path(), &pg, cluster.gateway(), "lost_host");
     let job = cluster.submit(&lost.script, &[], &lost.dir, &[("PATH", &task_path())]);
     let mut victim = None;
@@ -270,15 +303,35 @@ fn three_slurm_hosts_backfill_2_5_times_as_fast_as_one_and_a_lost_hosts_shard_re
         std::thread::sleep(Duration::from_millis(50));
     }
     let victim = victim.unwrap();
-    cluster.lose("host2");
+    let (from, to) = shard(victim);
+    // Every sink's next batch waits at its insert, its transaction open, until host2's does.
+    let hold = Session::open(&pg.url_on("127.0.0.1", &lost.database));
+    hold.send("BEGIN; LOCK TABLE ttp_events IN SHARE MODE;");
+    let host2 = &cluster.hosts()[1].addr;
+    wait_for(
+        "host2's sink to wait in an open transaction",
+        Duration::from_secs(30),
+        || {
+            pg.query_in(
+                &lost.database,
+                &format!(
+                    "SELECT count(*) > 0 FROM pg_stat_activity WHERE client_addr = '{host2}' \
+                     AND xact_start IS NOT NULL AND wait_event_type = 'Lock'"
+                ),
+            )
+            .is_some_and(|waits| waits == "t")
+        },
+    );
     let at_kill = lost.checkpoint(&pg, victim).unwrap();
+    cluster.lose("host2");
     cluster.set_down("host2", "lost");
-    // A commit already sent when the sink died may still land; then nothing moves.
+    hold.send("ROLLBACK;");
+    drop(hold);
+    // The dead sink's transaction never committed: its checkpoint stays where it was.
     std::thread::sleep(Duration::from_secs(1));
     let checkpoint = lost.checkpoint(&pg, victim).unwrap();
-    let (from, to) = shard(victim);
     assert!(
-        checkpoint >= at_kill && checkpoint > i64::from(from) && checkpoint < i64::from(to),
+        checkpoint == at_kill && checkpoint > i64::from(from) && checkpoint < i64::from(to),
         "shard {victim} ({from}-{to}): checkpoint {checkpoint} after the kill, {at_kill} at it"
     );
 
