@@ -96,12 +96,13 @@ fn pid_alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The pid a leftover name carries (`fsl1234h1` → 1234), if it is one of ours.
+/// The pid a leftover name carries (`fsl1234h1`, `fsl1234br`, the dir `fsl1234-…` → 1234),
+/// if it is one of ours.
 fn owner(name: &str) -> Option<i32> {
     let rest = name.strip_prefix(PREFIX)?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let tail = &rest[digits.len()..];
-    (tail.starts_with('h') || tail == "br")
+    (tail.starts_with('h') || tail.starts_with('-') || tail == "br")
         .then(|| digits.parse().ok())
         .flatten()
 }
@@ -124,8 +125,8 @@ fn kill_netns(netns: &str) {
     }
 }
 
-/// Deletes the namespaces and bridges of runs whose process is gone (killed before their
-/// drop could run).
+/// Deletes the namespaces, bridges and temp dirs of runs whose process is gone (killed
+/// before their drop could run).
 fn sweep_leftovers() {
     let netns = String::from_utf8_lossy(&ip(&["netns", "list"]).stdout).to_string();
     for name in netns.lines().filter_map(|l| l.split_whitespace().next()) {
@@ -143,6 +144,16 @@ fn sweep_leftovers() {
     {
         if owner(name).is_some_and(|pid| !pid_alive(pid)) {
             let _ = ip(&["link", "del", name]);
+        }
+    }
+    for entry in std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if owner(&name).is_some_and(|pid| !pid_alive(pid)) {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
@@ -222,7 +233,7 @@ impl Cluster {
         sweep_leftovers();
         let pid = std::process::id();
         let dir = tempfile::Builder::new()
-            .prefix("flowctl-slurm-")
+            .prefix(&format!("{PREFIX}{pid}-"))
             .tempdir()
             .expect("a temp dir for the cluster");
         // 10.A.B.0/24 from the pid: concurrent runs get their own subnet.
@@ -596,6 +607,7 @@ mod tests {
     fn leftovers_are_known_by_their_prefix_and_pid() {
         assert_eq!(owner("fsl1234h2"), Some(1234));
         assert_eq!(owner("fsl1234br"), Some(1234));
+        assert_eq!(owner("fsl1234-x1Yz"), Some(1234));
         assert_eq!(owner("fsl1234v2"), None);
         assert_eq!(owner("eth0"), None);
     }
