@@ -97,51 +97,71 @@ impl RunStore {
         Ok(store)
     }
 
+    /// Sets the store up, waiting for other processes opening it at the same time (the shards
+    /// of a backfill on one host, with one `--state-dir`).
     fn init(&self) -> Result<(), StoreError> {
-        self.conn
-            .execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = NORMAL;
-                 PRAGMA busy_timeout = 5000;
-                 CREATE TABLE IF NOT EXISTS runs (
-                     run_id TEXT PRIMARY KEY,
-                     pipeline_id TEXT NOT NULL,
-                     pipeline_name TEXT NOT NULL,
-                     status TEXT NOT NULL,
-                     start_time_ms INTEGER NOT NULL,
-                     end_time_ms INTEGER,
-                     config_yaml TEXT NOT NULL,
-                     events_processed INTEGER NOT NULL DEFAULT 0,
-                     events_per_second REAL NOT NULL DEFAULT 0,
-                     bytes_processed INTEGER NOT NULL DEFAULT 0,
-                     component_metrics TEXT NOT NULL DEFAULT '{}',
-                     error TEXT NOT NULL DEFAULT '',
-                     component_ids TEXT NOT NULL DEFAULT '[]'
-                 );
-                 CREATE INDEX IF NOT EXISTS runs_by_start ON runs (start_time_ms DESC);
-                 CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline_name, start_time_ms DESC);",
-            )
-            .map_err(|e| self.err(e))?;
+        // SQLite answers "busy" at once, without waiting, where waiting could deadlock (two
+        // openers of a new store upgrading their locks); setting up is idempotent, so again.
+        let mut tries = 0;
+        loop {
+            match self.init_once() {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 100 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10 + 10 * (tries % 5)));
+                }
+                done => return done.map_err(|e| self.err(e)),
+            }
+        }
+    }
+
+    fn init_once(&self) -> rusqlite::Result<()> {
+        self.conn.execute_batch(
+            "PRAGMA busy_timeout = 5000;
+             PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;",
+        )?;
+        // One write transaction: two openers that both found a column missing would both
+        // add it, and one would fail.
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS runs (
+                 run_id TEXT PRIMARY KEY,
+                 pipeline_id TEXT NOT NULL,
+                 pipeline_name TEXT NOT NULL,
+                 status TEXT NOT NULL,
+                 start_time_ms INTEGER NOT NULL,
+                 end_time_ms INTEGER,
+                 config_yaml TEXT NOT NULL,
+                 events_processed INTEGER NOT NULL DEFAULT 0,
+                 events_per_second REAL NOT NULL DEFAULT 0,
+                 bytes_processed INTEGER NOT NULL DEFAULT 0,
+                 component_metrics TEXT NOT NULL DEFAULT '{}',
+                 error TEXT NOT NULL DEFAULT '',
+                 component_ids TEXT NOT NULL DEFAULT '[]'
+             );
+             CREATE INDEX IF NOT EXISTS runs_by_start ON runs (start_time_ms DESC);
+             CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline_name, start_time_ms DESC);",
+        )?;
         // Columns added after the first release: a store written by an older flowctl gains
         // them, with 0 (no range) for its runs.
         for column in ["from_ledger", "to_ledger", "last_ledger_done"] {
-            let present: bool = self
-                .conn
-                .query_row(
-                    "SELECT COUNT(*) > 0 FROM pragma_table_info('runs') WHERE name = ?1",
-                    params![column],
-                    |row| row.get(0),
-                )
-                .map_err(|e| self.err(e))?;
+            let present: bool = tx.query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('runs') WHERE name = ?1",
+                params![column],
+                |row| row.get(0),
+            )?;
             if !present {
-                self.conn
-                    .execute_batch(&format!(
-                        "ALTER TABLE runs ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
-                    ))
-                    .map_err(|e| self.err(e))?;
+                tx.execute_batch(&format!(
+                    "ALTER TABLE runs ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+                ))?;
             }
         }
-        Ok(())
+        tx.commit()
     }
 
     pub fn path(&self) -> &Path {
@@ -472,6 +492,27 @@ mod tests {
             }),
             component_ids: vec!["src".into(), "sink".into()],
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn shards_opening_one_new_store_at_once_all_open_it() {
+        // Backfill shards on one host start together with one --state-dir.
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (dir, start) = (dir.path().to_path_buf(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        RunStore::open(&dir, 10).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in openers {
+                o.join().unwrap().unwrap();
+            }
         }
     }
 

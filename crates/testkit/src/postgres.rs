@@ -1,5 +1,6 @@
 //! A throwaway PostgreSQL cluster: `initdb` in a temp dir, `pg_ctl start` on a free loopback
-//! port, stopped (immediate) when dropped. Needs the server binaries of Debian's `postgresql`
+//! port (and, for tests with hosts in network namespaces, on one more address), stopped
+//! (immediate) when dropped. Needs the server binaries of Debian's `postgresql`
 //! package (`/usr/lib/postgresql/N/bin`); run as root, the cluster belongs to `postgres`.
 
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ pub struct PgCluster {
     port: u16,
     as_root: bool,
     durability: Durability,
+    /// `listen_addresses`: loopback, and the address other hosts reach it on.
+    listen: String,
 }
 
 /// The newest installed server's `bin` directory.
@@ -49,6 +52,21 @@ impl PgCluster {
     /// A running cluster, or `None` after a skip message when PostgreSQL is not installed.
     /// Panics, with PostgreSQL's own message, when it is installed but does not start.
     pub fn start(durability: Durability) -> Option<PgCluster> {
+        PgCluster::start_on(durability, None)
+    }
+
+    /// [`PgCluster::start`], also listening on `address` (an address of this host, e.g. a
+    /// bridge's) and trusting every client of `allow` (a CIDR, e.g. `10.0.0.0/8`): for
+    /// programs in network namespaces, to which this host's loopback is not theirs.
+    pub fn start_reachable(
+        durability: Durability,
+        address: &str,
+        allow: &str,
+    ) -> Option<PgCluster> {
+        PgCluster::start_on(durability, Some((address, allow)))
+    }
+
+    fn start_on(durability: Durability, reachable: Option<(&str, &str)>) -> Option<PgCluster> {
         let Some(bin) = server_bin() else {
             eprintln!(
                 "skipped: PostgreSQL server binaries are absent (apt-get install postgresql)"
@@ -73,6 +91,10 @@ impl PgCluster {
             port: free_port(),
             as_root,
             durability,
+            listen: match reachable {
+                Some((address, _)) => format!("127.0.0.1,{address}"),
+                None => "127.0.0.1".into(),
+            },
         };
         let init = pg
             .cmd("initdb")
@@ -86,6 +108,14 @@ impl PgCluster {
             "initdb: {}",
             String::from_utf8_lossy(&init.stderr)
         );
+        if let Some((_, allow)) = reachable {
+            use std::io::Write;
+            let mut hba = std::fs::OpenOptions::new()
+                .append(true)
+                .open(pg.data.join("pg_hba.conf"))
+                .expect("initdb wrote pg_hba.conf");
+            writeln!(hba, "host all all {allow} trust").expect("pg_hba.conf is writable");
+        }
         pg.up();
         Some(pg)
     }
@@ -105,9 +135,10 @@ impl PgCluster {
     /// Starts the server (again, after `down`), on the same port and data.
     pub fn up(&self) {
         let mut opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            "-p {} -k {} -c listen_addresses={}",
             self.port,
-            self.data.parent().expect("data dir has a parent").display()
+            self.data.parent().expect("data dir has a parent").display(),
+            self.listen
         );
         if self.durability == Durability::Off {
             opts.push_str(" -c fsync=off");
@@ -148,10 +179,28 @@ impl PgCluster {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// The URL of `database` on `host` (an address it listens on).
+    pub fn url_on(&self, host: &str, database: &str) -> String {
+        format!("postgres://postgres@{host}:{}/{database}", self.port)
+    }
+
     /// One value from `psql`, `None` when the query fails (e.g. no table yet).
     pub fn query(&self, sql: &str) -> Option<String> {
+        self.query_in("postgres", sql)
+    }
+
+    /// [`PgCluster::query`] in `database`.
+    pub fn query_in(&self, database: &str, sql: &str) -> Option<String> {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-t", "-A", "-d", &self.url(), "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-d",
+                &self.url_on("127.0.0.1", database),
+            ])
+            .args(["-c", sql])
             .output()
             .ok()?;
         out.status
