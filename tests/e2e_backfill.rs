@@ -21,6 +21,30 @@ fn sharded_pipeline(dir: &Path) -> std::path::PathBuf {
     file
 }
 
+/// A synthetic pipeline `history` over `spec.range` 2..=`to`, at `rate` ledgers/s (0: as fast
+/// as it goes), into the PostgreSQL sink `history` of `pg`; shards take their range from the
+/// command line.
+fn postgres_range_pipeline(
+    dir: &Path,
+    pg: &flowctl_testkit::postgres::PgCluster,
+    to: u32,
+    rate: f64,
+) -> std::path::PathBuf {
+    let sink_env = format!(
+        "        SINK: postgres\n        DATABASE_URL: \"{}\"\n        SINK_ID: history",
+        pg.url()
+    );
+    let text: String = synthetic_pipeline("history", 2, to, rate, &sink_env)
+        .lines()
+        .filter(|l| !l.contains("START_LEDGER") && !l.contains("END_LEDGER"))
+        .map(|l| match l {
+            "spec:" => format!("spec:\n  range: {{from_ledger: 2, to_ledger: {to}}}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    pipeline(dir, "history", &text)
+}
+
 fn plan(dir: &Path, file: &Path, engine: &str, out: &Path) {
     let plan = Command::new(flowctl())
         .args(["backfill", "plan", "-f"])
@@ -126,19 +150,7 @@ fn backfill_status_reads_each_shards_state_from_its_postgresql_checkpoint() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let sink_env = format!(
-        "        SINK: postgres\n        DATABASE_URL: \"{}\"\n        SINK_ID: history",
-        pg.url()
-    );
-    let text: String = synthetic_pipeline("history", 2, 127, 0.0, &sink_env)
-        .lines()
-        .filter(|l| !l.contains("START_LEDGER") && !l.contains("END_LEDGER"))
-        .map(|l| match l {
-            "spec:" => "spec:\n  range: {from_ledger: 2, to_ledger: 127}\n".to_string(),
-            _ => format!("{l}\n"),
-        })
-        .collect();
-    let file = pipeline(dir.path(), "history", &text);
+    let file = postgres_range_pipeline(dir.path(), &pg, 127, 0.0);
     let status = || {
         let out = Command::new(flowctl())
             .args(["backfill", "status", "-f"])
@@ -201,21 +213,8 @@ fn a_second_run_of_a_shard_fences_the_first_which_exits_65_without_a_restart() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let sink_env = format!(
-        "        SINK: postgres\n        DATABASE_URL: \"{}\"\n        SINK_ID: history",
-        pg.url()
-    );
     // 20 ledgers/s: the first copy is still at work when the second starts.
-    let text: String = synthetic_pipeline("history", 2, 191, 20.0, &sink_env)
-        .lines()
-        .filter(|l| !l.contains("START_LEDGER") && !l.contains("END_LEDGER"))
-        .map(|l| match l {
-            "spec:" => "spec:\n  range: {from_ledger: 2, to_ledger: 191}\n".to_string(),
-            l if l.contains("SYNTHETIC_RATE") => format!("        SYNTHETIC_GENESIS: \"2\"\n{l}\n"),
-            _ => format!("{l}\n"),
-        })
-        .collect();
-    let file = pipeline(dir.path(), "history", &text);
+    let file = postgres_range_pipeline(dir.path(), &pg, 191, 20.0);
     let shard_1 = || {
         let out = backfill_cmd(&file, "status")
             .args(["-o", "json"])
@@ -318,20 +317,8 @@ fn reconcile_writes_the_work_of_the_missing_and_stalled_shards_only_and_then_not
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let sink_env = format!(
-        "        SINK: postgres\n        DATABASE_URL: \"{}\"\n        SINK_ID: history",
-        pg.url()
-    );
     // 40 ledgers/s, so a shard can be killed halfway.
-    let text: String = synthetic_pipeline("history", 2, 191, 40.0, &sink_env)
-        .lines()
-        .filter(|l| !l.contains("START_LEDGER") && !l.contains("END_LEDGER"))
-        .map(|l| match l {
-            "spec:" => "spec:\n  range: {from_ledger: 2, to_ledger: 191}\n".to_string(),
-            _ => format!("{l}\n"),
-        })
-        .collect();
-    let file = pipeline(dir.path(), "history", &text);
+    let file = postgres_range_pipeline(dir.path(), &pg, 191, 40.0);
     let state = dir.path().join("state");
     let states = || {
         let out = backfill_cmd(&file, "status")
