@@ -66,6 +66,8 @@ pub struct ComponentPlan {
     /// Pass the supervisor's whole environment through (default false).
     pub inherit_env: bool,
     pub on_error: OnError,
+    /// How `FLOWCTL_HEARTBEAT_INTERVAL` is written for it (`heartbeat_interval_format`).
+    pub heartbeat_interval_format: HeartbeatFormat,
     pub working_dir: Option<PathBuf>,
     pub user: Option<String>,
     pub group: Option<String>,
@@ -130,6 +132,32 @@ impl OnError {
         match self {
             OnError::Fail => "fail",
             OnError::DeadLetter => "dead-letter",
+        }
+    }
+}
+
+/// How a component reads `FLOWCTL_HEARTBEAT_INTERVAL`: the Go components parse a Go
+/// duration (`10s`), ttp-processor-demo's Node.js consumer a number of milliseconds (`10000`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeartbeatFormat {
+    #[default]
+    Go,
+    Millis,
+}
+
+impl HeartbeatFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeartbeatFormat::Go => "go",
+            HeartbeatFormat::Millis => "millis",
+        }
+    }
+
+    /// `interval` as a component of this kind reads it.
+    pub fn render(self, interval: Duration) -> String {
+        match self {
+            HeartbeatFormat::Go => humantime::format_duration(interval).to_string(),
+            HeartbeatFormat::Millis => interval.as_millis().to_string(),
         }
     }
 }

@@ -764,6 +764,31 @@ fn a_range_ending_before_it_starts_or_without_a_start_is_an_error_with_its_posit
 }
 
 #[test]
+fn heartbeat_interval_format_defaults_to_go_and_millis_is_per_component() {
+    let p = plan(
+        "  sources:
+    - id: src
+      command: src
+  sinks:
+    - id: consumer
+      command: node
+      inputs: [src]
+      heartbeat_interval_format: millis
+",
+        &opts_with(&[]),
+    );
+    use flowctl::plan::HeartbeatFormat;
+    assert_eq!(
+        get(&p, "src").heartbeat_interval_format,
+        HeartbeatFormat::Go
+    );
+    assert_eq!(
+        get(&p, "consumer").heartbeat_interval_format,
+        HeartbeatFormat::Millis
+    );
+}
+
+#[test]
 fn on_error_defaults_to_fail_and_dead_letter_is_per_component() {
     let p = plan(
         "  sources:

@@ -77,6 +77,7 @@ pub mod store;
 
 pub use health::HealthStatus;
 pub use server::{RegistryServer, ServerError, ServerOptions, TlsFiles, REGISTRY_SOCKET};
+pub use state::{component_type_of, service_type_name};
 pub use state::{
     ComponentRegistration, MetricValue, NewRun, Registry, RegistryConfig, RegistryError,
     RegistryEvent, ReplayRequest, Replayer, RunOwner, RunUpdate, StopRequest, SupervisedComponent,

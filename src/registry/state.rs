@@ -205,7 +205,18 @@ pub enum RegistryEvent {
         component_id: String,
         health: HealthStatus,
     },
+    /// It heartbeats far faster than it was told to (announced once per component).
+    HeartbeatTooFast {
+        service_id: String,
+        component_id: String,
+        /// The mean gap between its recent heartbeats.
+        every: Duration,
+    },
 }
+
+/// Heartbeats closer together than a tenth of the interval, this many in a row, are a
+/// component misreading `FLOWCTL_HEARTBEAT_INTERVAL` rather than jitter or a catch-up.
+const FAST_BEATS_TO_WARN: u32 = 20;
 
 /// Asks the owner of a running pipeline (the supervisor) to stop it. The owner answers on
 /// `reply` once the pipeline has stopped, or with the reason it could not.
@@ -268,6 +279,9 @@ struct Entry {
     /// The health last announced as an event.
     announced: HealthStatus,
     owner: Option<SupervisedComponent>,
+    /// Consecutive heartbeats that came far sooner than the interval, and when the run began.
+    fast_beats: u32,
+    fast_since: Instant,
 }
 
 impl Entry {
@@ -348,6 +362,8 @@ struct Inner {
     supervised_starts: std::sync::atomic::AtomicU64,
     runs: Mutex<Runs>,
     dead_letters: Mutex<DeadLetterStore>,
+    /// Components already warned about heartbeating too fast.
+    warned_fast: Mutex<std::collections::HashSet<String>>,
     /// Set by a daemon that runs pipelines; without it replays are refused.
     replayer: Mutex<Option<Replayer>>,
     events: broadcast::Sender<RegistryEvent>,
@@ -414,6 +430,7 @@ impl Registry {
                 supervised_starts: Default::default(),
                 runs: Mutex::new(Runs { store, active }),
                 dead_letters: Mutex::new(dead_letters),
+                warned_fast: Mutex::default(),
                 replayer: Mutex::new(None),
                 events,
             }),
@@ -504,11 +521,8 @@ impl Registry {
             registration.service_id.clone()
         } else {
             let kind = match registration.service_type {
-                ServiceType::Source => "source",
-                ServiceType::Processor => "processor",
-                ServiceType::Sink => "sink",
-                ServiceType::Pipeline => "pipeline",
                 ServiceType::Unspecified => "service",
+                known => service_type_name(known),
             };
             let id = uuid::Uuid::new_v4().simple().to_string();
             format!("{kind}-{}", &id[..12])
@@ -548,6 +562,8 @@ impl Registry {
             metrics: HashMap::new(),
             announced: HealthStatus::Healthy,
             owner,
+            fast_beats: 0,
+            fast_since: Instant::now(),
         };
         services.insert(service_id.clone(), entry);
         drop(services);
@@ -615,11 +631,27 @@ impl Registry {
         metrics: HashMap<String, MetricValue>,
     ) -> Result<(), RegistryError> {
         let now = Instant::now();
+        let mut too_fast = None;
         let changed = {
             let mut services = self.services_write();
             let entry = services
                 .get_mut(service_id)
                 .ok_or_else(|| RegistryError::ServiceNotFound(service_id.to_string()))?;
+            if now.saturating_duration_since(entry.last_seen)
+                < self.inner.config.heartbeat_interval / 10
+            {
+                if entry.fast_beats == 0 {
+                    entry.fast_since = entry.last_seen;
+                }
+                entry.fast_beats += 1;
+                if entry.fast_beats == FAST_BEATS_TO_WARN {
+                    let every =
+                        now.saturating_duration_since(entry.fast_since) / FAST_BEATS_TO_WARN;
+                    too_fast = Some((entry.registration.component_id.clone(), every));
+                }
+            } else {
+                entry.fast_beats = 0;
+            }
             entry.last_seen = now;
             entry.last_heartbeat = Some(SystemTime::now());
             entry.reported = health::merge_reported(entry.reported, status);
@@ -651,7 +683,35 @@ impl Registry {
                 health,
             });
         }
+        if let Some((component_id, every)) = too_fast {
+            self.warn_too_fast(service_id, component_id, every);
+        }
         Ok(())
+    }
+
+    /// Says once per component that it misreads the interval, and how to fix it.
+    fn warn_too_fast(&self, service_id: &str, component_id: String, every: Duration) {
+        let name = if component_id.is_empty() {
+            service_id.to_string()
+        } else {
+            component_id.clone()
+        };
+        if !lock(&self.inner.warned_fast).insert(name.clone()) {
+            return;
+        }
+        let told = humantime::format_duration(self.inner.config.heartbeat_interval);
+        tracing::warn!(
+            component = %name,
+            "component {name} heartbeats every {every:?} though it was told \
+             FLOWCTL_HEARTBEAT_INTERVAL={told}: it reads the interval as milliseconds (and \
+             takes `{told}` for a few of them). Set `heartbeat_interval_format: millis` on \
+             component {name} in the pipeline file"
+        );
+        self.emit(RegistryEvent::HeartbeatTooFast {
+            service_id: service_id.to_string(),
+            component_id,
+            every,
+        });
     }
 
     /// Re-evaluates every component's health and announces the changes (TTL expiry has no
@@ -1204,13 +1264,26 @@ pub fn sum_metrics(
     }
 }
 
-/// The v1 component type of a `flowctl.ControlPlane` service type.
+/// The v1 component type of a `flowctl.ControlPlane` service type. Type 4 is `PIPELINE` in
+/// our proto and the Go one, but `CONSUMER` in the proto ttp-processor-demo's Node.js consumer
+/// was built from, and only consumers send it: it is read as one.
 pub fn component_type_of(service_type: ServiceType) -> ComponentType {
     match service_type {
         ServiceType::Source => ComponentType::Source,
         ServiceType::Processor => ComponentType::Processor,
-        ServiceType::Sink => ComponentType::Consumer,
-        ServiceType::Pipeline | ServiceType::Unspecified => ComponentType::Unspecified,
+        ServiceType::Sink | ServiceType::Pipeline => ComponentType::Consumer,
+        ServiceType::Unspecified => ComponentType::Unspecified,
+    }
+}
+
+/// How a `flowctl.ControlPlane` service type is shown (type 4: see [`component_type_of`]).
+pub fn service_type_name(service_type: ServiceType) -> &'static str {
+    match service_type {
+        ServiceType::Source => "source",
+        ServiceType::Processor => "processor",
+        ServiceType::Sink => "sink",
+        ServiceType::Pipeline => "consumer",
+        ServiceType::Unspecified => "-",
     }
 }
 
@@ -1244,6 +1317,75 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), MetricValue::Number(*v)))
             .collect()
+    }
+
+    #[test]
+    fn a_component_heartbeating_far_faster_than_told_is_warned_about_once() {
+        let registry = Registry::open(RegistryConfig::default()).unwrap();
+        let mut events = registry.subscribe();
+        let id = registry.register(reg("consumer"));
+        for _ in 0..3 * FAST_BEATS_TO_WARN {
+            registry
+                .heartbeat(&id, HealthStatus::Unknown, HashMap::new())
+                .unwrap();
+        }
+        let mut warnings = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if let RegistryEvent::HeartbeatTooFast {
+                component_id,
+                every,
+                ..
+            } = event
+            {
+                warnings.push((component_id, every));
+            }
+        }
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].0, "consumer");
+        assert!(warnings[0].1 < Duration::from_secs(1));
+
+        // Heartbeats at the interval's pace are never a warning.
+        let slow = Registry::open(RegistryConfig {
+            heartbeat_interval: Duration::from_millis(20),
+            ..RegistryConfig::default()
+        })
+        .unwrap();
+        let mut events = slow.subscribe();
+        let id = slow.register(reg("processor"));
+        for _ in 0..FAST_BEATS_TO_WARN + 2 {
+            std::thread::sleep(Duration::from_millis(3));
+            slow.heartbeat(&id, HealthStatus::Unknown, HashMap::new())
+                .unwrap();
+        }
+        while let Ok(event) = events.try_recv() {
+            assert!(
+                !matches!(event, RegistryEvent::HeartbeatTooFast { .. }),
+                "{event:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn service_type_4_is_a_consumer_whichever_proto_named_it() {
+        // PIPELINE in ours and the Go proto, CONSUMER in the Node.js consumer's: both 4.
+        assert_eq!(ServiceType::Pipeline as i32, 4);
+        assert_eq!(service_type_name(ServiceType::Pipeline), "consumer");
+        assert_eq!(
+            component_type_of(ServiceType::Pipeline),
+            ComponentType::Consumer
+        );
+        let mut r = reg("");
+        r.service_type = ServiceType::Pipeline;
+        let registry = Registry::open(RegistryConfig::default()).unwrap();
+        assert!(registry.register(r).starts_with("consumer-"));
+        for (t, name) in [
+            (ServiceType::Source, "source"),
+            (ServiceType::Processor, "processor"),
+            (ServiceType::Sink, "sink"),
+            (ServiceType::Unspecified, "-"),
+        ] {
+            assert_eq!(service_type_name(t), name);
+        }
     }
 
     #[test]

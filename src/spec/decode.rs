@@ -12,7 +12,7 @@ use super::model::{
 use super::node::{Node, Pos, Value};
 use super::reader::{scalar_text, suggest, Ctx, Obj};
 use super::units;
-use crate::plan::{OnError, Resources, RestartPolicy, Rlimits, Role};
+use crate::plan::{HeartbeatFormat, OnError, Resources, RestartPolicy, Rlimits, Role};
 
 const TOP: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 const METADATA: &[&str] = &["name", "namespace", "labels", "annotations", "description"];
@@ -60,6 +60,7 @@ const COMPONENT: &[&str] = &[
     "stop",
     "watchdog",
     "on_error",
+    "heartbeat_interval_format",
 ];
 const PORT: &[&str] = &["name", "containerPort", "hostPort", "protocol"];
 const RESOURCES: &[&str] = &["requests", "limits"];
@@ -106,6 +107,7 @@ const DRIVERS: &[&str] = &["process", "local", "dag"];
 const CONTAINER_DRIVERS: &[&str] = &["docker", "container", "kubernetes", "k8s", "nomad"];
 const RESTART_POLICIES: &[&str] = &["no", "always", "on-failure", "unless-stopped"];
 const ON_ERROR: &[&str] = &["fail", "dead-letter"];
+const HEARTBEAT_FORMATS: &[&str] = &["go", "millis"];
 
 pub const API_VERSION: &str = "flowctl/v1";
 
@@ -439,6 +441,7 @@ fn component(
         group: None,
         inherit_env: None,
         on_error: None,
+        heartbeat_interval_format: None,
     };
 
     let (argv, implied_env) = program(ctx, &o, &c, &what);
@@ -533,6 +536,9 @@ fn component(
     }
     if let Some(n) = o.get("on_error") {
         c.on_error = on_error(ctx, n);
+    }
+    if let Some(n) = o.get("heartbeat_interval_format") {
+        c.heartbeat_interval_format = heartbeat_format(ctx, n);
     }
     if let Some(n) = o.get("replicas") {
         if let Some(r) = ctx.int(n, "replicas", i128::MIN, i128::MAX) {
@@ -994,6 +1000,27 @@ fn on_error(ctx: &mut Ctx, n: &Node) -> Option<OnError> {
                 format!(
                     "`on_error: {s}` is not known (known: {}){hint}",
                     ON_ERROR.join(", ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn heartbeat_format(ctx: &mut Ctx, n: &Node) -> Option<HeartbeatFormat> {
+    let s = ctx.string(n, "heartbeat_interval_format")?;
+    match s.as_str() {
+        "go" => Some(HeartbeatFormat::Go),
+        "millis" => Some(HeartbeatFormat::Millis),
+        _ => {
+            let hint = suggest(&s, HEARTBEAT_FORMATS)
+                .map(|h| format!("; did you mean `{h}`?"))
+                .unwrap_or_default();
+            ctx.error(
+                n.pos,
+                format!(
+                    "`heartbeat_interval_format: {s}` is not known (known: `go` for a Go \
+                     duration such as `10s`, `millis` for milliseconds such as `10000`){hint}"
                 ),
             );
             None

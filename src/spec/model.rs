@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::diag::Diagnostics;
 use super::node::Pos;
-use crate::plan::{OnError, Resources, RestartPolicy, Rlimits, Role};
+use crate::plan::{HeartbeatFormat, OnError, Resources, RestartPolicy, Rlimits, Role};
 
 /// A value and where it was written.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +90,7 @@ pub struct Component {
     pub group: Option<At<String>>,
     pub inherit_env: Option<bool>,
     pub on_error: Option<OnError>,
+    pub heartbeat_interval_format: Option<HeartbeatFormat>,
 }
 
 impl Component {

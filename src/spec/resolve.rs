@@ -197,6 +197,7 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
             env,
             inherit_env: c.inherit_env.unwrap_or(d.inherit_env),
             on_error: c.on_error.unwrap_or_default(),
+            heartbeat_interval_format: c.heartbeat_interval_format.unwrap_or_default(),
             working_dir: c.working_dir.as_ref().map(|w| w.value.clone()),
             user: c.user.as_ref().map(|u| u.value.clone()),
             group: c.group.as_ref().map(|g| g.value.clone()),

@@ -20,6 +20,7 @@ pub fn component(id: &str) -> ComponentPlan {
         env: BTreeMap::new(),
         inherit_env: false,
         on_error: Default::default(),
+        heartbeat_interval_format: Default::default(),
         working_dir: None,
         user: None,
         group: None,
