@@ -363,6 +363,7 @@ mod tests {
         source.registration = Some(RegistrationInfo {
             health: "healthy".into(),
             heartbeat_age_ms: Some(2500),
+            linked_by: Some("peer process".into()),
             metrics: [
                 ("success_count".to_string(), "7".to_string()),
                 ("mode".to_string(), "fast".to_string()),

@@ -187,6 +187,10 @@ pub struct RegistrationInfo {
     pub health: String,
     /// Time since the last heartbeat; `None` before the first one.
     pub heartbeat_age_ms: Option<u64>,
+    /// How the registration was tied to the component: `peer process`, `component id`,
+    /// `metadata` or `health port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_by: Option<String>,
     /// The metrics of the last heartbeat, as text.
     pub metrics: std::collections::BTreeMap<String, String>,
 }

@@ -623,6 +623,7 @@ mod tests {
             c.registration = Some(crate::api::protocol::RegistrationInfo {
                 health: "healthy".into(),
                 heartbeat_age_ms: Some(10),
+                linked_by: None,
                 metrics: [("ledgers_per_second".to_string(), rate.to_string())].into(),
             });
             c

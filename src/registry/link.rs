@@ -71,7 +71,13 @@ pub fn decide(
         [one] => Some(one.component.clone()),
         _ => None,
     };
-    let named = |id: &str| only(live.iter().filter(|c| c.component.component == id).collect());
+    let named = |id: &str| {
+        only(
+            live.iter()
+                .filter(|c| c.component.component == id)
+                .collect(),
+        )
+    };
     if !claims.component_id.is_empty() {
         return named(claims.component_id).map(|c| (c, LinkedBy::ComponentId));
     }
@@ -133,7 +139,11 @@ mod tests {
         let consumer_meta = meta("consumer");
         let nobody_meta = meta("nobody");
         let peer = c("ttp", "processor");
-        let rows: Vec<(Claims, Option<&SupervisedComponent>, Option<(SupervisedComponent, LinkedBy)>)> = vec![
+        let rows: Vec<(
+            Claims,
+            Option<&SupervisedComponent>,
+            Option<(SupervisedComponent, LinkedBy)>,
+        )> = vec![
             // The peer process wins over anything the registration claims.
             (
                 Claims {

@@ -67,6 +67,7 @@ pub mod embedded;
 pub mod grpc;
 pub mod health;
 pub mod limits;
+pub mod link;
 mod peer;
 mod probe;
 pub mod redact;

@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::dead_letters::{DeadLetterError, DeadLetterStore};
 use super::health::{self, HealthStatus, Liveness};
+use super::link::{self, Candidate, Claims, LinkedBy};
 use super::store::{system_time_timestamp, timestamp_ms, RunFilter, RunStore, StoreError};
 
 /// How the registry judges liveness and keeps history.
@@ -31,6 +32,9 @@ pub struct RegistryConfig {
     pub run_retention: usize,
     /// How long `StopPipelineRun` waits for the owner of a run to stop it.
     pub stop_timeout: Duration,
+    /// How long a registration linked to no supervised component stays listed once it is
+    /// unhealthy (silent past the TTL); then it is dropped and counted.
+    pub unlinked_retention: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -41,6 +45,7 @@ impl Default for RegistryConfig {
             state_dir: None,
             run_retention: 1000,
             stop_timeout: Duration::from_secs(120),
+            unlinked_retention: Duration::from_secs(300),
         }
     }
 }
@@ -170,6 +175,8 @@ pub struct ComponentRegistration {
     /// The supervised component whose process registered it; `None` for registrations made
     /// by an operator, in process, or on a registry that supervises nothing.
     pub owner: Option<SupervisedComponent>,
+    /// The supervised component it belongs to and how that was found (see [`link`]).
+    pub linked: Option<(SupervisedComponent, LinkedBy)>,
 }
 
 impl ComponentRegistration {
@@ -211,6 +218,8 @@ pub enum RegistryEvent {
         component_id: String,
         /// The mean gap between its recent heartbeats.
         every: Duration,
+        /// What to tell the operator: the component and the fix.
+        message: String,
     },
 }
 
@@ -279,6 +288,7 @@ struct Entry {
     /// The health last announced as an event.
     announced: HealthStatus,
     owner: Option<SupervisedComponent>,
+    linked: Option<(SupervisedComponent, LinkedBy)>,
     /// Consecutive heartbeats that came far sooner than the interval, and when the run began.
     fast_beats: u32,
     fast_since: Instant,
@@ -317,6 +327,7 @@ impl Entry {
             reported: self.reported,
             metrics: self.metrics.clone(),
             owner: self.owner.clone(),
+            linked: self.linked.clone(),
         }
     }
 }
@@ -362,6 +373,10 @@ struct Inner {
     supervised_starts: std::sync::atomic::AtomicU64,
     runs: Mutex<Runs>,
     dead_letters: Mutex<DeadLetterStore>,
+    /// The `HEALTH_PORT` of each supervised component, for linking by health endpoint.
+    health_ports: RwLock<HashMap<SupervisedComponent, u16>>,
+    /// Unlinked registrations dropped after staying unhealthy past the retention.
+    dropped_unlinked: std::sync::atomic::AtomicU64,
     /// Components already warned about heartbeating too fast.
     warned_fast: Mutex<std::collections::HashSet<String>>,
     /// Set by a daemon that runs pipelines; without it replays are refused.
@@ -431,6 +446,8 @@ impl Registry {
                 runs: Mutex::new(Runs { store, active }),
                 dead_letters: Mutex::new(dead_letters),
                 warned_fast: Mutex::default(),
+                health_ports: RwLock::default(),
+                dropped_unlinked: Default::default(),
                 replayer: Mutex::new(None),
                 events,
             }),
@@ -514,6 +531,20 @@ impl Registry {
         mut registration: Registration,
         owner: Option<SupervisedComponent>,
     ) -> Result<String, RegistryError> {
+        let linked = link::decide(
+            &Claims {
+                component_id: &registration.component_id,
+                metadata: Some(&registration.info.metadata),
+                health_endpoint: &registration.info.endpoint,
+            },
+            owner.as_ref(),
+            &self.live_components(),
+        );
+        if let Some((component, _)) = &linked {
+            if registration.component_id.is_empty() {
+                registration.component_id.clone_from(&component.component);
+            }
+        }
         let mut services = self.services_write();
         let mut service_id = if !registration.component_id.is_empty() {
             registration.component_id.clone()
@@ -562,12 +593,18 @@ impl Registry {
             metrics: HashMap::new(),
             announced: HealthStatus::Healthy,
             owner,
+            linked: linked.clone(),
             fast_beats: 0,
             fast_since: Instant::now(),
         };
         services.insert(service_id.clone(), entry);
         drop(services);
-        tracing::info!(service_id, component_id, "component registered");
+        tracing::info!(
+            service_id,
+            component_id,
+            linked_by = linked.as_ref().map_or("nothing", |(_, by)| by.as_str()),
+            "component registered"
+        );
         self.emit(RegistryEvent::Registered {
             service_id: service_id.clone(),
             component_id,
@@ -605,12 +642,66 @@ impl Registry {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    pub fn process_exited(&self, pid: u32) {
+    /// The `HEALTH_PORT` the supervisor gave `component`.
+    pub fn component_health_port(&self, component: SupervisedComponent, port: u16) {
         self.inner
-            .supervised
+            .health_ports
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid);
+            .insert(component, port);
+    }
+
+    /// `pid` has exited: when it was its component's last live process, the registrations
+    /// linked to that component go too (a restarted process registers anew, so a crash loop
+    /// does not pile up dead registrations).
+    pub fn process_exited(&self, pid: u32) {
+        let gone = {
+            let mut supervised = self
+                .inner
+                .supervised
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            supervised
+                .remove(&pid)
+                .filter(|c| !supervised.values().any(|other| other == c))
+        };
+        let Some(component) = gone else { return };
+        let linked: Vec<String> = self
+            .services_read()
+            .iter()
+            .filter(|(_, e)| e.linked.as_ref().is_some_and(|(c, _)| *c == component))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in linked {
+            tracing::info!(service_id = %id, component = %component, "its process exited");
+            self.unregister(&id);
+        }
+    }
+
+    /// The components with a live process, for linking registrations to them.
+    fn live_components(&self) -> Vec<Candidate> {
+        let ports = self
+            .inner
+            .health_ports
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut live: Vec<Candidate> = Vec::new();
+        for component in self.supervised_processes().into_values() {
+            if !live.iter().any(|c| c.component == component) {
+                live.push(Candidate {
+                    health_port: ports.get(&component).copied().unwrap_or(0),
+                    component,
+                });
+            }
+        }
+        live
+    }
+
+    /// How many unlinked registrations were dropped after staying unhealthy.
+    pub fn dropped_unlinked(&self) -> u64 {
+        self.inner
+            .dropped_unlinked
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The live supervised processes.
@@ -700,17 +791,18 @@ impl Registry {
             return;
         }
         let told = humantime::format_duration(self.inner.config.heartbeat_interval);
-        tracing::warn!(
-            component = %name,
+        let message = format!(
             "component {name} heartbeats every {every:?} though it was told \
              FLOWCTL_HEARTBEAT_INTERVAL={told}: it reads the interval as milliseconds (and \
              takes `{told}` for a few of them). Set `heartbeat_interval_format: millis` on \
              component {name} in the pipeline file"
         );
+        tracing::warn!(component = %name, "{message}");
         self.emit(RegistryEvent::HeartbeatTooFast {
             service_id: service_id.to_string(),
             component_id,
             every,
+            message,
         });
     }
 
@@ -719,6 +811,31 @@ impl Registry {
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
         let mut changes = Vec::new();
+        let stale_after = self.inner.ttl + self.inner.config.unlinked_retention;
+        let stale: Vec<String> = self
+            .services_read()
+            .iter()
+            .filter(|(_, e)| {
+                e.linked.is_none() && now.saturating_duration_since(e.last_seen) >= stale_after
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            if self.unregister(&id) {
+                let n = self
+                    .inner
+                    .dropped_unlinked
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1;
+                tracing::info!(
+                    service_id = %id,
+                    dropped = n,
+                    "dropped: linked to no supervised component and silent for {} \
+                     (TTL plus unlinked retention); {n} dropped so far",
+                    humantime::format_duration(stale_after)
+                );
+            }
+        }
         {
             let mut services = self.services_write();
             for (id, entry) in services.iter_mut() {
@@ -1363,6 +1480,76 @@ mod tests {
                 "{event:?}"
             );
         }
+    }
+
+    fn supervised(pipeline: &str, component: &str) -> SupervisedComponent {
+        SupervisedComponent {
+            pipeline: pipeline.into(),
+            component: component.into(),
+        }
+    }
+
+    #[test]
+    fn a_registration_without_component_id_is_linked_by_health_port_and_goes_with_its_process() {
+        let registry = Registry::open(RegistryConfig::default()).unwrap();
+        let consumer = supervised("ttp", "consumer");
+        registry.component_health_port(consumer.clone(), 18089);
+        registry.process_started(4242, consumer.clone());
+        let mut r = reg("");
+        r.service_type = ServiceType::Pipeline;
+        r.info.endpoint = "http://127.0.0.1:18089/health".into();
+        let id = registry.register(r);
+        assert_eq!(
+            id, "consumer",
+            "the component id is filled in from the link"
+        );
+        let status = registry.status("consumer").unwrap();
+        assert_eq!(status.linked, Some((consumer, LinkedBy::HealthPort)));
+
+        // One the supervisor cannot tie to anything stays unlinked.
+        let stranger = registry.register(reg(""));
+        assert!(registry.status(&stranger).unwrap().linked.is_none());
+
+        registry.process_exited(4242);
+        assert!(!registry.is_registered("consumer"), "gone with its process");
+        assert!(registry.is_registered(&stranger), "unlinked ones stay");
+    }
+
+    #[test]
+    fn unlinked_registrations_silent_past_ttl_and_retention_are_dropped_and_counted() {
+        let registry = Registry::open(RegistryConfig {
+            ttl: Some(Duration::from_millis(20)),
+            unlinked_retention: Duration::from_millis(30),
+            ..RegistryConfig::default()
+        })
+        .unwrap();
+        let linked = supervised("ttp", "processor");
+        registry.process_started(4343, linked.clone());
+        let mut processor = reg("");
+        processor
+            .info
+            .metadata
+            .insert("component_id".into(), "processor".into());
+        registry.register(processor);
+        assert_eq!(
+            registry.status("processor").unwrap().linked,
+            Some((linked, LinkedBy::Metadata))
+        );
+        let stale = registry.register(reg(""));
+        std::thread::sleep(Duration::from_millis(25));
+        registry.sweep();
+        assert!(
+            registry.is_registered(&stale),
+            "unhealthy, still within retention"
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        registry.sweep();
+        assert!(!registry.is_registered(&stale));
+        assert_eq!(registry.dropped_unlinked(), 1);
+        assert!(
+            registry.is_registered("processor"),
+            "a linked one stays listed while its process lives"
+        );
     }
 
     #[test]

@@ -1254,7 +1254,7 @@ impl Supervisor {
         c.generation = generation;
         c.pid = Some(spawned.pid);
         if let Some(registry) = &self.options.registry {
-            registry.process_started(&c.pipeline, &c.id, spawned.pid as u32);
+            registry.process_started(&c.pipeline, &c.id, spawned.pid as u32, c.plan.health_port);
         }
         c.main_start = descendants::stat(spawned.pid).map(|p| p.id.start);
         c.started_at = Some(now);
