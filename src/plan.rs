@@ -84,6 +84,9 @@ pub struct ComponentPlan {
     pub readiness: Option<ProbePlan>,
     pub liveness: Option<ProbePlan>,
     pub stop: StopPlan,
+    /// With a readiness check: not ready this long after the start, it is stopped and its
+    /// restart policy decides (`start_timeout`, systemd's `TimeoutStartSec=`); `None` waits.
+    pub start_timeout: Option<Duration>,
     /// The child must send sd_notify `WATCHDOG=1` at least this often, or it is restarted.
     pub watchdog: Option<Duration>,
     pub resources: Resources,

@@ -204,3 +204,50 @@ spec:
         "{table}"
     );
 }
+
+#[test]
+fn a_component_never_ready_is_stopped_at_its_start_timeout_and_restarted_by_its_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline(
+        dir.path(),
+        "stuck",
+        "apiVersion: flowctl/v1
+kind: Pipeline
+metadata:
+  name: stuck
+spec:
+  processors:
+    - id: silent
+      command: [sleep, \"600\"]
+      readiness: {registered: true}
+      start_timeout: 1s
+      restart:
+        policy: on-failure
+        initial_delay: 100ms
+  sinks:
+    - id: after
+      command: [sleep, \"600\"]
+      inputs: [silent]
+",
+    );
+    let run = Running::start(dir.path(), &file);
+    let first = Instant::now();
+    wait_for(
+        "a restart after the start timeout",
+        Duration::from_secs(10),
+        || {
+            run.component("silent")
+                .is_some_and(|c| c["restarts"].as_u64() >= Some(1))
+        },
+    );
+    assert!(first.elapsed() >= Duration::from_secs(1));
+    let c = run.component("silent").unwrap();
+    assert!(
+        c["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not ready within 1s (start_timeout)")),
+        "{c}"
+    );
+    let after = run.component("after").unwrap();
+    assert_eq!(after["state"], "pending", "{after}");
+}

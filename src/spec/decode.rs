@@ -61,6 +61,7 @@ const COMPONENT: &[&str] = &[
     "watchdog",
     "on_error",
     "heartbeat_interval_format",
+    "start_timeout",
 ];
 const PORT: &[&str] = &["name", "containerPort", "hostPort", "protocol"];
 const RESOURCES: &[&str] = &["requests", "limits"];
@@ -442,6 +443,7 @@ fn component(
         inherit_env: None,
         on_error: None,
         heartbeat_interval_format: None,
+        start_timeout: None,
     };
 
     let (argv, implied_env) = program(ctx, &o, &c, &what);
@@ -536,6 +538,9 @@ fn component(
     }
     if let Some(n) = o.get("on_error") {
         c.on_error = on_error(ctx, n);
+    }
+    if let Some(n) = o.get("start_timeout") {
+        c.start_timeout = ctx.duration(n, "start_timeout");
     }
     if let Some(n) = o.get("heartbeat_interval_format") {
         c.heartbeat_interval_format = heartbeat_format(ctx, n);

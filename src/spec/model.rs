@@ -91,6 +91,8 @@ pub struct Component {
     pub inherit_env: Option<bool>,
     pub on_error: Option<OnError>,
     pub heartbeat_interval_format: Option<HeartbeatFormat>,
+    /// `start_timeout`; zero waits for ever.
+    pub start_timeout: Option<Duration>,
 }
 
 impl Component {

@@ -189,6 +189,9 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
                 depends_on.push(dep.value.clone());
             }
         }
+        // Without a readiness check a component is ready once started: nothing to time out.
+        let start_timeout = Some(c.start_timeout.unwrap_or(d.start_timeout))
+            .filter(|t| !t.is_zero() && readiness.is_some());
         plans.push(ComponentPlan {
             id: c.id.clone(),
             role: c.role,
@@ -226,6 +229,7 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
                 timeout: c.stop.timeout.unwrap_or(d.stop.timeout),
             },
             watchdog: c.watchdog,
+            start_timeout,
             resources: c.resources.clone(),
         });
     }

@@ -636,6 +636,16 @@ impl Supervisor {
                 let event = match c.state {
                     State::Backoff => Event::BackoffElapsed,
                     State::Stopping(_) => Event::StopTimeout,
+                    State::Starting => {
+                        tracing::warn!(
+                            pipeline = %c.pipeline,
+                            component = %c.id,
+                            "not ready within {} (start_timeout): stopping it; its restart \
+                             policy decides what follows",
+                            humantime::format_duration(c.plan.start_timeout.unwrap_or_default())
+                        );
+                        Event::StartTimedOut
+                    }
                     _ => return,
                 };
                 self.feed(idx, event);
@@ -1103,7 +1113,9 @@ impl Supervisor {
                     }
                 }
             }
-            Action::ArmStopTimer(delay) => self.arm_timer(idx, delay),
+            Action::ArmStopTimer(delay) | Action::ArmStartTimer(delay) => {
+                self.arm_timer(idx, delay)
+            }
             Action::ArmBackoff { delay, attempt } => {
                 self.components[idx].history.attempt = attempt;
                 self.arm_timer(idx, delay);

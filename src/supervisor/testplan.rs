@@ -21,6 +21,7 @@ pub fn component(id: &str) -> ComponentPlan {
         inherit_env: false,
         on_error: Default::default(),
         heartbeat_interval_format: Default::default(),
+        start_timeout: None,
         working_dir: None,
         user: None,
         group: None,
