@@ -331,6 +331,7 @@ mod tests {
             pipelines: vec![PipelineStatus {
                 name: "p".into(),
                 completed: false,
+                stalled: None,
                 components: vec![component("c", StateName::Stopping)],
             }],
         })
@@ -376,6 +377,7 @@ mod tests {
             pipelines: vec![PipelineStatus {
                 name: "ttp".into(),
                 completed: false,
+                stalled: None,
                 components: vec![source, sink],
             }],
         })

@@ -22,6 +22,9 @@ pub struct PipelinePlan {
     pub components: Vec<ComponentPlan>,
     /// The ledgers a bounded run covers (`spec.range`, or `--from-ledger`/`--to-ledger`).
     pub range: Option<LedgerRange>,
+    /// A bounded run that writes no ledger for this long is reported stalled
+    /// (`spec.range.stalled_after`, default 5 min); `None` never.
+    pub stalled_after: Option<Duration>,
 }
 
 /// A range of ledgers: `from..=to`, or from `from` on, following the tip, without `to`.

@@ -251,3 +251,46 @@ spec:
     let after = run.component("after").unwrap();
     assert_eq!(after["state"], "pending", "{after}");
 }
+
+#[test]
+fn a_bounded_run_whose_ledgers_stop_advancing_is_shown_stalled_in_status_and_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = pipeline(
+        dir.path(),
+        "hang",
+        "apiVersion: flowctl/v1
+kind: Pipeline
+metadata:
+  name: hang
+spec:
+  range: {from_ledger: 100, to_ledger: 200, stalled_after: 1s}
+  sources:
+    - id: source
+      command: [sleep, \"600\"]
+  sinks:
+    - id: sink
+      command: [sleep, \"600\"]
+      inputs: [source]
+",
+    );
+    let run = Running::start(dir.path(), &file);
+    let stderr = || std::fs::read_to_string(dir.path().join("flowctl.stderr")).unwrap();
+    wait_for("the stall on stderr", Duration::from_secs(20), || {
+        stderr().contains("stalled: no ledger of 100-200 written yet")
+    });
+    let table = sup_status_table(dir.path());
+    assert!(table.contains("hang (stalled)"), "{table}");
+    let out = Command::new(env!("CARGO_BIN_EXE_flowctl-sup"))
+        .arg("--socket")
+        .arg(socket(dir.path()))
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = v.get("status").unwrap_or(&v);
+    let stalled = status["pipelines"][0]["stalled"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(stalled.contains("spec.range.stalled_after"), "{v}");
+    drop(run);
+}

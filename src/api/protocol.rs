@@ -105,6 +105,10 @@ pub struct PipelineStatus {
     /// Every sink finished by itself (a bounded run): the rest was drained, nothing restarts.
     #[serde(default)]
     pub completed: bool,
+    /// Its bounded run has written no ledger for `spec.range.stalled_after`: why, as the
+    /// run record says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -26,6 +26,8 @@ pub fn table(status: &SupervisorStatus) -> String {
     for pipeline in &status.pipelines {
         let name = if pipeline.completed {
             format!("{} (completed)", pipeline.name)
+        } else if pipeline.stalled.is_some() {
+            format!("{} (stalled)", pipeline.name)
         } else {
             pipeline.name.clone()
         };

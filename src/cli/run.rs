@@ -283,6 +283,11 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
                     Ok(registry::RegistryEvent::HeartbeatTooFast { message, .. }) => {
                         crate::stderr_line!("flowctl: warning: {message}");
                     }
+                    Ok(registry::RegistryEvent::RunStalled {
+                        run_id, message, ..
+                    }) => {
+                        crate::stderr_line!("flowctl: warning: run {run_id} {message}");
+                    }
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
                 }

@@ -18,6 +18,11 @@ pub trait Registrations: Send + Sync {
         None
     }
 
+    /// Why the current bounded run of `pipeline` is stalled, when it is.
+    fn run_stalled(&self, _pipeline: &str) -> Option<String> {
+        None
+    }
+
     /// The supervisor stopped the component on purpose: it is no longer a service.
     fn unregister(&self, _pipeline: &str, _component: &str) {}
 

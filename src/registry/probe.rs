@@ -44,6 +44,10 @@ impl Registrations for Registry {
         })
     }
 
+    fn run_stalled(&self, pipeline: &str) -> Option<String> {
+        Registry::run_stalled(self, pipeline)
+    }
+
     fn unregister(&self, pipeline: &str, component: &str) {
         while let Some(found) = registration_of(self, pipeline, component) {
             if !Registry::unregister(self, &found.service_id) {

@@ -212,6 +212,12 @@ pub enum RegistryEvent {
         component_id: String,
         health: HealthStatus,
     },
+    /// A bounded run has made no progress for its `stalled_after` (announced once per stall).
+    RunStalled {
+        run_id: String,
+        pipeline: String,
+        message: String,
+    },
     /// It heartbeats far faster than it was told to (announced once per component).
     HeartbeatTooFast {
         service_id: String,
@@ -267,6 +273,8 @@ pub struct NewRun {
     /// The ledger range of a bounded run; 0 leaves that end open.
     pub from_ledger: u32,
     pub to_ledger: u32,
+    /// A bounded run that makes no progress for this long is reported stalled.
+    pub stalled_after: Option<Duration>,
 }
 
 /// A change to a run; `None` fields are left as they are.
@@ -341,6 +349,11 @@ struct ActiveRun {
     seen: HashMap<String, ComponentMetrics>,
     /// The last ledger each sink reported written, kept when it goes away.
     sink_ledgers: HashMap<String, u32>,
+    stalled_after: Option<Duration>,
+    /// The last progress seen (ledger done, events counted) and when it changed.
+    progress: ((u32, i64), Instant),
+    /// Why it is stalled, once reported.
+    stalled: Option<String>,
 }
 
 impl ActiveRun {
@@ -427,6 +440,9 @@ impl Registry {
                         explicit_metrics: false,
                         seen,
                         sink_ledgers: HashMap::new(),
+                        stalled_after: None,
+                        progress: ((0, 0), Instant::now()),
+                        stalled: None,
                     },
                 )
             })
@@ -877,6 +893,7 @@ impl Registry {
         loop {
             tick.tick().await;
             self.sweep();
+            self.check_stalls();
             if last_flush.elapsed() >= RUN_FLUSH_PERIOD {
                 last_flush = Instant::now();
                 if let Err(e) = self.flush_active_runs() {
@@ -884,6 +901,88 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// Reports each bounded run whose ledgers have stopped advancing for its `stalled_after`:
+    /// in its record's `error`, the log and a [`RegistryEvent::RunStalled`]. A run that moves
+    /// again is no longer stalled. Returns the runs newly stalled.
+    pub fn check_stalls(&self) -> Vec<String> {
+        let now = Instant::now();
+        let mut newly = Vec::new();
+        let mut events = Vec::new();
+        {
+            let mut runs = lock(&self.inner.runs);
+            let ids: Vec<String> = runs
+                .active
+                .iter()
+                .filter(|(_, a)| a.run.to_ledger > 0 && a.stalled_after.is_some())
+                .filter(|(_, a)| a.run.status == RunStatus::Running as i32)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in ids {
+                let Some(mut active) = runs.active.remove(&id) else {
+                    continue;
+                };
+                self.refresh(&mut active);
+                let events_done = active
+                    .run
+                    .metrics
+                    .as_ref()
+                    .map_or(0, |m| m.events_processed);
+                let seen = (active.run.last_ledger_done, events_done);
+                if seen != active.progress.0 {
+                    active.progress = (seen, now);
+                    if active.stalled.take().is_some() {
+                        active.run.error.clear();
+                        tracing::info!(run_id = %id, "run moves again: no longer stalled");
+                    }
+                } else if let (None, Some(after)) = (&active.stalled, active.stalled_after) {
+                    let quiet = now.saturating_duration_since(active.progress.1);
+                    if quiet >= after {
+                        let run = active.run.clone();
+                        let at = if run.last_ledger_done > 0 {
+                            format!("past ledger {}", run.last_ledger_done)
+                        } else {
+                            "yet".to_string()
+                        };
+                        let message = format!(
+                            "stalled: no ledger of {}-{} written {at} for {} \
+                             (spec.range.stalled_after)",
+                            run.from_ledger,
+                            run.to_ledger,
+                            humantime::format_duration(Duration::from_secs(quiet.as_secs())),
+                        );
+                        tracing::warn!(run_id = %id, pipeline = %run.pipeline_name, "{message}");
+                        active.run.error.clone_from(&message);
+                        events.push(RegistryEvent::RunStalled {
+                            run_id: id.clone(),
+                            pipeline: run.pipeline_name.clone(),
+                            message: message.clone(),
+                        });
+                        active.stalled = Some(message);
+                        newly.push(id.clone());
+                        if let Err(e) = runs.store.put(&active.run) {
+                            tracing::warn!(error = %e, "cannot save the stalled run");
+                        }
+                    }
+                }
+                runs.active.insert(id, active);
+            }
+        }
+        for event in events {
+            self.emit(event);
+        }
+        newly
+    }
+
+    /// Why the current run of `pipeline` is stalled, when it is.
+    pub fn run_stalled(&self, pipeline: &str) -> Option<String> {
+        let runs = lock(&self.inner.runs);
+        runs.active
+            .values()
+            .filter(|a| a.run.pipeline_name == pipeline)
+            .max_by_key(|a| a.run.start_time.as_ref().map(timestamp_ms))
+            .and_then(|a| a.stalled.clone())
     }
 
     /// Saves the summed metrics of every active run, so that history keeps recent numbers
@@ -1059,6 +1158,9 @@ impl Registry {
                 explicit_metrics: false,
                 seen: HashMap::new(),
                 sink_ledgers: HashMap::new(),
+                stalled_after: new.stalled_after,
+                progress: ((0, 0), Instant::now()),
+                stalled: None,
             },
         );
         Ok(run)
@@ -1550,6 +1652,70 @@ mod tests {
             registry.is_registered("processor"),
             "a linked one stays listed while its process lives"
         );
+    }
+
+    #[test]
+    fn a_bounded_run_whose_sinks_stop_advancing_is_reported_stalled_until_it_moves_again() {
+        let registry = Registry::open(RegistryConfig::default()).unwrap();
+        let mut events = registry.subscribe();
+        let run = registry
+            .create_run(NewRun {
+                pipeline_name: "ttp".into(),
+                component_ids: vec!["sink".into()],
+                from_ledger: 10,
+                to_ledger: 20,
+                stalled_after: Some(Duration::from_millis(50)),
+                ..Default::default()
+            })
+            .unwrap();
+        registry
+            .update_run(
+                &run.run_id,
+                RunUpdate {
+                    status: Some(RunStatus::Running),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut sink = reg("sink");
+        sink.service_type = ServiceType::Sink;
+        registry.register(sink);
+        let wrote = |ledger: f64| {
+            registry
+                .heartbeat(
+                    "sink",
+                    HealthStatus::Unknown,
+                    num(&[("last_ledger_written", ledger)]),
+                )
+                .unwrap()
+        };
+        wrote(12.0);
+        assert!(registry.check_stalls().is_empty());
+        std::thread::sleep(Duration::from_millis(30));
+        wrote(13.0);
+        assert!(registry.check_stalls().is_empty(), "it moved");
+        std::thread::sleep(Duration::from_millis(70));
+        assert_eq!(registry.check_stalls(), vec![run.run_id.clone()]);
+        assert!(registry.check_stalls().is_empty(), "reported once");
+        let error = registry.get_run(&run.run_id).unwrap().error;
+        assert!(
+            error.starts_with("stalled: no ledger of 10-20 written past ledger 13 for"),
+            "{error}"
+        );
+        assert_eq!(registry.run_stalled("ttp"), Some(error.clone()));
+        let mut announced = 0;
+        while let Ok(event) = events.try_recv() {
+            if let RegistryEvent::RunStalled { message, .. } = event {
+                assert_eq!(message, error);
+                announced += 1;
+            }
+        }
+        assert_eq!(announced, 1);
+
+        wrote(14.0);
+        registry.check_stalls();
+        assert_eq!(registry.run_stalled("ttp"), None);
+        assert_eq!(registry.get_run(&run.run_id).unwrap().error, "");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::bundled;
 use super::model::{
@@ -26,7 +27,7 @@ const SPEC: &[&str] = &[
     "pipelines",
     "range",
 ];
-const RANGE: &[&str] = &["from_ledger", "to_ledger"];
+const RANGE: &[&str] = &["from_ledger", "to_ledger", "stalled_after"];
 const COMPONENT: &[&str] = &[
     // The Go flowctl's fields.
     "id",
@@ -113,8 +114,16 @@ const HEARTBEAT_FORMATS: &[&str] = &["go", "millis"];
 pub const API_VERSION: &str = "flowctl/v1";
 
 /// `spec.range: {from_ledger: A, to_ledger: B}`; without `to_ledger` the run follows the tip.
-fn range(ctx: &mut Ctx, n: &Node) -> Option<crate::plan::LedgerRange> {
+/// `stalled_after` is read into `stalled_after`.
+fn range(
+    ctx: &mut Ctx,
+    n: &Node,
+    stalled_after: &mut Option<Duration>,
+) -> Option<crate::plan::LedgerRange> {
     let o = ctx.object(n, "spec.range", RANGE)?;
+    if let Some(after) = o.get("stalled_after") {
+        *stalled_after = ctx.duration(after, "spec.range.stalled_after");
+    }
     let Some(from_node) = o.get("from_ledger") else {
         ctx.error(
             o.pos,
@@ -188,6 +197,7 @@ pub fn pipeline(ctx: &mut Ctx, root: &Node, text: &str) -> Pipeline {
         driver: None,
         components: Vec::new(),
         range: None,
+        stalled_after: None,
         notices: Default::default(),
     };
     if root.value == Value::Null {
@@ -288,7 +298,7 @@ pub fn pipeline(ctx: &mut Ctx, root: &Node, text: &str) -> Pipeline {
         p.driver = driver(ctx, n);
     }
     if let Some(n) = spec.get("range") {
-        p.range = range(ctx, n);
+        p.range = range(ctx, n, &mut p.stalled_after);
     }
     if let Some(pos) = spec.key_pos("pipelines") {
         ctx.error(

@@ -45,6 +45,8 @@ pub struct Pipeline {
     pub components: Vec<Component>,
     /// `spec.range`: the ledgers a bounded run covers.
     pub range: Option<crate::plan::LedgerRange>,
+    /// `spec.range.stalled_after`; zero never reports a stall.
+    pub stalled_after: Option<Duration>,
     /// Things the operator should know that do not stop the pipeline (a bundled component
     /// standing in for an image, an ignored `image`).
     pub notices: Diagnostics,

@@ -2,6 +2,7 @@
 //! `${…}` expanded, secrets read, upstream addresses injected, defaults filled in.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use super::defaults::Defaults;
 use super::diag::Diagnostics;
@@ -260,8 +261,13 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
         config_yaml: p.text.clone(),
         components,
         range,
+        stalled_after: Some(p.stalled_after.unwrap_or(DEFAULT_STALLED_AFTER))
+            .filter(|d| !d.is_zero()),
     })
 }
+
+/// `spec.range.stalled_after` when the file leaves it out.
+pub const DEFAULT_STALLED_AFTER: Duration = Duration::from_secs(300);
 
 /// Fixed ports must not clash between components; the rest get free loopback ports.
 fn allocate_ports(

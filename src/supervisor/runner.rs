@@ -974,6 +974,11 @@ impl Supervisor {
                 .map(|group| PipelineStatus {
                     name: group.plan.name.clone(),
                     completed: group.completed,
+                    stalled: self
+                        .options
+                        .registry
+                        .as_ref()
+                        .and_then(|r| r.run_stalled(&group.plan.name)),
                     components: group
                         .members
                         .iter()

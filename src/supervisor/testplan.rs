@@ -73,5 +73,6 @@ pub fn pipeline(name: &str, components: Vec<ComponentPlan>) -> PipelinePlan {
         config_yaml: String::new(),
         components,
         range: None,
+        stalled_after: None,
     }
 }
