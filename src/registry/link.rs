@@ -132,6 +132,13 @@ mod tests {
         ]
     }
 
+    /// What a registration claims, its peer, and the link expected.
+    type Row<'a> = (
+        Claims<'a>,
+        Option<&'a SupervisedComponent>,
+        Option<(SupervisedComponent, LinkedBy)>,
+    );
+
     #[test]
     fn links_are_made_by_peer_then_component_id_then_metadata_then_health_port() {
         let meta = |id: &str| HashMap::from([("component_id".to_string(), id.to_string())]);
@@ -139,11 +146,7 @@ mod tests {
         let consumer_meta = meta("consumer");
         let nobody_meta = meta("nobody");
         let peer = c("ttp", "processor");
-        let rows: Vec<(
-            Claims,
-            Option<&SupervisedComponent>,
-            Option<(SupervisedComponent, LinkedBy)>,
-        )> = vec![
+        let rows: Vec<Row> = vec![
             // The peer process wins over anything the registration claims.
             (
                 Claims {
