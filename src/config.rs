@@ -91,12 +91,27 @@ pub struct PathsConfig {
     pub pipelines_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Defaults {
+    /// A component with a readiness check not ready this long after its start is stopped and
+    /// handled by its restart policy (systemd's `TimeoutStartSec=`, 90 s); `0s` waits for ever.
+    #[serde(deserialize_with = "duration")]
+    pub start_timeout: Duration,
     pub restart: RestartDefaults,
     pub probes: ProbeDefaults,
     pub stop: StopDefaults,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            start_timeout: crate::spec::Defaults::default().start_timeout,
+            restart: RestartDefaults::default(),
+            probes: ProbeDefaults::default(),
+            stop: StopDefaults::default(),
+        }
+    }
 }
 
 /// Used where a component's `restart` leaves a field out (systemd's `Restart=`,
@@ -417,6 +432,7 @@ impl Config {
         d.probe.failure_threshold = p.failure_threshold;
         d.probe.success_threshold = p.success_threshold;
         d.stop.timeout = self.defaults.stop.timeout;
+        d.start_timeout = self.defaults.start_timeout;
         d
     }
 

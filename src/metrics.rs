@@ -198,6 +198,15 @@ impl Collector for Snapshot {
                 "Pipelines whose bounded run completed: every sink finished, the rest drained",
                 self.0.pipelines.iter().filter(|p| p.completed).count(),
             ),
+            (
+                "pipelines_stalled",
+                "Pipelines whose bounded run has written no ledger for spec.range.stalled_after",
+                self.0
+                    .pipelines
+                    .iter()
+                    .filter(|p| p.stalled.is_some())
+                    .count(),
+            ),
         ] {
             let metric = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
             gauge(n as i64).encode(metric)?;
@@ -331,6 +340,7 @@ mod tests {
             pipelines: vec![PipelineStatus {
                 name: "p".into(),
                 completed: false,
+                stalled: None,
                 components: vec![component("c", StateName::Stopping)],
             }],
         })
@@ -363,6 +373,7 @@ mod tests {
         source.registration = Some(RegistrationInfo {
             health: "healthy".into(),
             heartbeat_age_ms: Some(2500),
+            linked_by: Some("peer process".into()),
             metrics: [
                 ("success_count".to_string(), "7".to_string()),
                 ("mode".to_string(), "fast".to_string()),
@@ -375,6 +386,7 @@ mod tests {
             pipelines: vec![PipelineStatus {
                 name: "ttp".into(),
                 completed: false,
+                stalled: Some("stalled: no ledger of 1-9 written yet for 5m".into()),
                 components: vec![source, sink],
             }],
         })
@@ -382,6 +394,7 @@ mod tests {
         let l = r#"{pipeline="ttp",component="src"}"#;
         for want in [
             "flowctl_pipelines 1".to_string(),
+            "flowctl_pipelines_stalled 1".into(),
             "flowctl_components 2".into(),
             format!("flowctl_component_up{l} 1"),
             format!("flowctl_component_ready{l} 1"),

@@ -22,6 +22,9 @@ pub struct PipelinePlan {
     pub components: Vec<ComponentPlan>,
     /// The ledgers a bounded run covers (`spec.range`, or `--from-ledger`/`--to-ledger`).
     pub range: Option<LedgerRange>,
+    /// A bounded run that writes no ledger for this long is reported stalled
+    /// (`spec.range.stalled_after`, default 5 min); `None` never.
+    pub stalled_after: Option<Duration>,
 }
 
 /// A range of ledgers: `from..=to`, or from `from` on, following the tip, without `to`.
@@ -66,6 +69,8 @@ pub struct ComponentPlan {
     /// Pass the supervisor's whole environment through (default false).
     pub inherit_env: bool,
     pub on_error: OnError,
+    /// How `FLOWCTL_HEARTBEAT_INTERVAL` is written for it (`heartbeat_interval_format`).
+    pub heartbeat_interval_format: HeartbeatFormat,
     pub working_dir: Option<PathBuf>,
     pub user: Option<String>,
     pub group: Option<String>,
@@ -82,6 +87,9 @@ pub struct ComponentPlan {
     pub readiness: Option<ProbePlan>,
     pub liveness: Option<ProbePlan>,
     pub stop: StopPlan,
+    /// With a readiness check: not ready this long after the start, it is stopped and its
+    /// restart policy decides (`start_timeout`, systemd's `TimeoutStartSec=`); `None` waits.
+    pub start_timeout: Option<Duration>,
     /// The child must send sd_notify `WATCHDOG=1` at least this often, or it is restarted.
     pub watchdog: Option<Duration>,
     pub resources: Resources,
@@ -130,6 +138,32 @@ impl OnError {
         match self {
             OnError::Fail => "fail",
             OnError::DeadLetter => "dead-letter",
+        }
+    }
+}
+
+/// How a component reads `FLOWCTL_HEARTBEAT_INTERVAL`: the Go components parse a Go
+/// duration (`10s`), ttp-processor-demo's Node.js consumer a number of milliseconds (`10000`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeartbeatFormat {
+    #[default]
+    Go,
+    Millis,
+}
+
+impl HeartbeatFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeartbeatFormat::Go => "go",
+            HeartbeatFormat::Millis => "millis",
+        }
+    }
+
+    /// `interval` as a component of this kind reads it.
+    pub fn render(self, interval: Duration) -> String {
+        match self {
+            HeartbeatFormat::Go => humantime::format_duration(interval).to_string(),
+            HeartbeatFormat::Millis => interval.as_millis().to_string(),
         }
     }
 }

@@ -26,6 +26,10 @@ impl Drop for Server {
 }
 
 fn start_server(dir: &Path) -> Server {
+    start_server_with(dir, &[])
+}
+
+fn start_server_with(dir: &Path, extra: &[&str]) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -36,6 +40,7 @@ fn start_server(dir: &Path) -> Server {
         .arg(dir.join("state"))
         .arg("--runtime-dir")
         .arg(dir.join("run"))
+        .args(extra)
         .spawn()
         .unwrap();
     let socket = dir.join("run/registry.sock");
@@ -269,4 +274,43 @@ async fn list_prints_the_longest_allowed_id_and_an_escape_sequence_id_escaped_an
     assert!(!table.contains('\x1b'), "raw escape printed");
     assert!(table.contains("evil\\u{1b}[2Jid"), "{}", &table[..200]);
     assert!(table.contains(&long));
+}
+
+#[tokio::test]
+async fn a_silent_registration_tied_to_no_component_is_dropped_after_ttl_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server_with(
+        dir.path(),
+        &["--heartbeat-ttl", "200ms", "--unlinked-retention", "300ms"],
+    );
+    let ep = server.endpoint.clone();
+    let mut c = connect(&ClientOptions::from_env(ep.clone())).await.unwrap();
+    let ack =
+        c.v0.register(ServiceInfo {
+            service_type: ServiceType::Processor as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = || {
+        let out = flowctl(&["list", "--endpoint", &ep, "-o", "json"]);
+        stdout(&out)
+    };
+    assert!(listed().contains(&ack.service_id));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listed().contains(&ack.service_id) {
+        assert!(Instant::now() < deadline, "still listed: {}", listed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Dropped, not merely unhealthy: its heartbeat is told to register again.
+    let beat =
+        c.v0.heartbeat(ServiceHeartbeat {
+            service_id: ack.service_id.clone(),
+            timestamp: None,
+            metrics: HashMap::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(beat.code(), tonic::Code::NotFound, "{beat}");
 }

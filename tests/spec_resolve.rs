@@ -764,6 +764,70 @@ fn a_range_ending_before_it_starts_or_without_a_start_is_an_error_with_its_posit
 }
 
 #[test]
+fn start_timeout_defaults_to_90s_for_a_component_with_readiness_and_flowctl_toml_can_change_it() {
+    let text = "  sources:
+    - id: src
+      command: src
+      readiness: {tcp: {}}
+    - id: quick
+      command: quick
+      readiness: {tcp: {}}
+      start_timeout: 5s
+    - id: patient
+      command: patient
+      readiness: {tcp: {}}
+      start_timeout: 0s
+    - id: plain
+      command: plain
+";
+    let p = plan(text, &opts_with(&[]));
+    assert_eq!(get(&p, "src").start_timeout, Some(Duration::from_secs(90)));
+    assert_eq!(get(&p, "quick").start_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(get(&p, "patient").start_timeout, None, "0s waits for ever");
+    assert_eq!(
+        get(&p, "plain").start_timeout,
+        None,
+        "no readiness, nothing to wait for"
+    );
+
+    let config = flowctl::config::Config::parse(
+        Path::new("flowctl.toml"),
+        "[defaults]\nstart_timeout = \"3m\"\n",
+    )
+    .unwrap();
+    let mut opts = opts_with(&[]);
+    opts.defaults = config.spec_defaults();
+    let p = plan(text, &opts);
+    assert_eq!(get(&p, "src").start_timeout, Some(Duration::from_secs(180)));
+    assert_eq!(get(&p, "quick").start_timeout, Some(Duration::from_secs(5)));
+}
+
+#[test]
+fn heartbeat_interval_format_defaults_to_go_and_millis_is_per_component() {
+    let p = plan(
+        "  sources:
+    - id: src
+      command: src
+  sinks:
+    - id: consumer
+      command: node
+      inputs: [src]
+      heartbeat_interval_format: millis
+",
+        &opts_with(&[]),
+    );
+    use flowctl::plan::HeartbeatFormat;
+    assert_eq!(
+        get(&p, "src").heartbeat_interval_format,
+        HeartbeatFormat::Go
+    );
+    assert_eq!(
+        get(&p, "consumer").heartbeat_interval_format,
+        HeartbeatFormat::Millis
+    );
+}
+
+#[test]
 fn on_error_defaults_to_fail_and_dead_letter_is_per_component() {
     let p = plan(
         "  sources:

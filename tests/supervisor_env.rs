@@ -44,6 +44,7 @@ async fn child_sees_exact_environment() {
         ("FLOWCTL_SERVICE_ID", "ttp-processor"),
         ("FLOWCTL_HEARTBEAT_INTERVAL", "10000"),
         ("HEALTH_PORT", "18088"),
+        ("HEALTH_ENDPOINT", "http://127.0.0.1:18088/health"),
         ("FLOWCTL_ON_ERROR", "fail"),
         ("PORT", "50052"),
         ("SOURCE_SERVICE_ADDRESS", "127.0.0.1:50051"),

@@ -105,6 +105,10 @@ pub struct PipelineStatus {
     /// Every sink finished by itself (a bounded run): the rest was drained, nothing restarts.
     #[serde(default)]
     pub completed: bool,
+    /// Its bounded run has written no ledger for `spec.range.stalled_after`: why, as the
+    /// run record says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,6 +191,10 @@ pub struct RegistrationInfo {
     pub health: String,
     /// Time since the last heartbeat; `None` before the first one.
     pub heartbeat_age_ms: Option<u64>,
+    /// How the registration was tied to the component: `peer process`, `component id`,
+    /// `metadata` or `health port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_by: Option<String>,
     /// The metrics of the last heartbeat, as text.
     pub metrics: std::collections::BTreeMap<String, String>,
 }

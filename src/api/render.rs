@@ -26,6 +26,8 @@ pub fn table(status: &SupervisorStatus) -> String {
     for pipeline in &status.pipelines {
         let name = if pipeline.completed {
             format!("{} (completed)", pipeline.name)
+        } else if pipeline.stalled.is_some() {
+            format!("{} (stalled)", pipeline.name)
         } else {
             pipeline.name.clone()
         };
@@ -73,10 +75,17 @@ pub fn table(status: &SupervisorStatus) -> String {
                 },
                 c.next_restart_ms.map(ms).unwrap_or_else(|| "-".into()),
                 match &c.registration {
-                    Some(r) => match r.heartbeat_age_ms {
-                        Some(age) => format!("{}, beat {} ago", r.health, ms(age)),
-                        None => format!("{}, no beat yet", r.health),
-                    },
+                    Some(r) => {
+                        let by = r
+                            .linked_by
+                            .as_ref()
+                            .map(|by| format!(" by {by}"))
+                            .unwrap_or_default();
+                        match r.heartbeat_age_ms {
+                            Some(age) => format!("{}{by}, beat {} ago", r.health, ms(age)),
+                            None => format!("{}{by}, no beat yet", r.health),
+                        }
+                    }
                     None => "-".into(),
                 },
                 detail,

@@ -146,6 +146,7 @@ mod tests {
         PipelineStatus {
             name: "p".into(),
             completed: false,
+            stalled: None,
             components: states
                 .iter()
                 .map(|&state| ComponentStatus {
@@ -173,11 +174,13 @@ mod tests {
         }
         let done = PipelineStatus {
             completed: true,
+            stalled: None,
             ..pipeline(&[Stopped, Stopped, Exited])
         };
         assert_eq!(pipeline_state(&done), "completed");
         let draining = PipelineStatus {
             completed: true,
+            stalled: None,
             ..pipeline(&[Stopping, Stopped, Exited])
         };
         assert_eq!(pipeline_state(&draining), "stopping");

@@ -152,8 +152,9 @@ pub async fn list_services(conn: &Conn) -> anyhow::Result<i32> {
         .map_err(status_error)?
         .into_inner()
         .components;
-    // The component id (the supervisor's name for the process) is only on the v0 view.
-    let component_ids: HashMap<String, String> = client
+    // The component id (the supervisor's name for the process) and the service type as
+    // registered are only on the v0 view.
+    let v0: HashMap<String, (String, i32)> = client
         .v0
         .list_services(())
         .await
@@ -161,13 +162,26 @@ pub async fn list_services(conn: &Conn) -> anyhow::Result<i32> {
         .into_inner()
         .services
         .into_iter()
-        .map(|s| (s.service_id, s.component_id))
+        .map(|s| (s.service_id, (s.component_id, s.service_type)))
         .collect();
-    let type_name = |t: i32| match flowctl_proto::flowctl::v1::ComponentType::try_from(t) {
-        Ok(flowctl_proto::flowctl::v1::ComponentType::Source) => "source",
-        Ok(flowctl_proto::flowctl::v1::ComponentType::Processor) => "processor",
-        Ok(flowctl_proto::flowctl::v1::ComponentType::Consumer) => "sink",
-        _ => "-",
+    let component_ids: HashMap<String, String> = v0
+        .iter()
+        .map(|(id, (component, _))| (id.clone(), component.clone()))
+        .collect();
+    let type_name = |id: &str, t: i32| {
+        use flowctl_proto::flowctl::v1::ComponentType;
+        use flowctl_proto::flowctl::ServiceType;
+        match v0.get(id).map(|(_, t)| ServiceType::try_from(*t)) {
+            Some(Ok(service_type)) if service_type != ServiceType::Unspecified => {
+                crate::registry::service_type_name(service_type)
+            }
+            _ => match ComponentType::try_from(t) {
+                Ok(ComponentType::Source) => "source",
+                Ok(ComponentType::Processor) => "processor",
+                Ok(ComponentType::Consumer) => "sink",
+                _ => "-",
+            },
+        }
     };
     let health = |s: i32| status_name(HealthStatus::try_from(s).unwrap_or(HealthStatus::Unknown));
     match conn.output {
@@ -180,7 +194,7 @@ pub async fn list_services(conn: &Conn) -> anyhow::Result<i32> {
                     json!({
                         "service_id": info.id,
                         "component_id": component_ids.get(&info.id).cloned().unwrap_or_default(),
-                        "type": type_name(info.r#type),
+                        "type": type_name(&info.id, info.r#type),
                         "health": health(c.status),
                         "registered_at": c.registered_at.as_ref().map(rfc3339),
                         "last_heartbeat": c.last_heartbeat.as_ref().map(rfc3339),
@@ -203,7 +217,7 @@ pub async fn list_services(conn: &Conn) -> anyhow::Result<i32> {
                     let metrics: BTreeMap<_, _> = c.metrics.iter().collect();
                     vec![
                         info.id.clone(),
-                        type_name(info.r#type).to_string(),
+                        type_name(&info.id, info.r#type).to_string(),
                         health(c.status).to_string(),
                         c.last_heartbeat
                             .as_ref()

@@ -273,6 +273,28 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         socket.display()
     );
 
+    // What the registry has to tell the operator; `flowctl run` has no log but stderr.
+    let notices = embedded.as_ref().map(|embedded| {
+        let mut events = embedded.registry.subscribe();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match events.recv().await {
+                    Ok(registry::RegistryEvent::HeartbeatTooFast { message, .. }) => {
+                        crate::stderr_line!("flowctl: warning: {message}");
+                    }
+                    Ok(registry::RegistryEvent::RunStalled {
+                        run_id, message, ..
+                    }) => {
+                        crate::stderr_line!("flowctl: warning: run {run_id} {message}");
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        })
+    });
+
     let stop = handle.clone();
     let signals = tokio::spawn(async move {
         let (Ok(mut int), Ok(mut term)) = (interrupts, terminates) else {
@@ -313,7 +335,7 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
     if let Some(tree) = &options.cgroups {
         tree.dissolve();
     }
-    if let Some(task) = remote_stop {
+    for task in remote_stop.into_iter().chain(notices) {
         task.abort();
     }
     if let (Some(embedded), Some(run_id), Ok(summary)) = (&embedded, &run_id, &summary) {

@@ -40,6 +40,10 @@ pub struct Args {
     /// Finished runs kept in history.
     #[arg(long, default_value_t = 1000)]
     run_retention: usize,
+    /// How long a registration tied to no supervised component stays listed once unhealthy
+    /// before it is dropped (and counted).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    unlinked_retention: Duration,
     /// File holding the bearer token clients must send (they set FLOWCTL_TOKEN).
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -82,6 +86,7 @@ impl Args {
             ttl: self.heartbeat_ttl,
             state_dir: Some(state_dir.clone()),
             run_retention: self.run_retention,
+            unlinked_retention: self.unlinked_retention,
             ..Default::default()
         })?;
         let token = self

@@ -595,6 +595,7 @@ mod tests {
             pipelines: vec![PipelineStatus {
                 name: "p".into(),
                 completed: false,
+                stalled: None,
                 components: cs,
             }],
         };
@@ -623,6 +624,7 @@ mod tests {
             c.registration = Some(crate::api::protocol::RegistrationInfo {
                 health: "healthy".into(),
                 heartbeat_age_ms: Some(10),
+                linked_by: None,
                 metrics: [("ledgers_per_second".to_string(), rate.to_string())].into(),
             });
             c
@@ -632,11 +634,13 @@ mod tests {
                 PipelineStatus {
                     name: "a".into(),
                     completed: false,
+                    stalled: None,
                     components: vec![with_rate(Some(10), "1000.5"), comp(StateName::Ready, true)],
                 },
                 PipelineStatus {
                     name: "b".into(),
                     completed: false,
+                    stalled: None,
                     // A stopped source's last report is not a current rate; garbage is ignored.
                     components: vec![
                         with_rate(Some(11), "203.9"),
@@ -654,6 +658,7 @@ mod tests {
             pipelines: vec![PipelineStatus {
                 name: "a".into(),
                 completed: false,
+                stalled: None,
                 components: vec![comp(StateName::Ready, true)],
             }],
         };

@@ -18,12 +18,18 @@ pub trait Registrations: Send + Sync {
         None
     }
 
+    /// Why the current bounded run of `pipeline` is stalled, when it is.
+    fn run_stalled(&self, _pipeline: &str) -> Option<String> {
+        None
+    }
+
     /// The supervisor stopped the component on purpose: it is no longer a service.
     fn unregister(&self, _pipeline: &str, _component: &str) {}
 
     /// The supervisor started `pid` as the component: the control plane accepts that
     /// component's registration and heartbeats from this process (and its descendants) only.
-    fn process_started(&self, _pipeline: &str, _component: &str, _pid: u32) {}
+    /// `health_port` is its `HEALTH_PORT`, by which a registration may be linked to it.
+    fn process_started(&self, _pipeline: &str, _component: &str, _pid: u32, _health_port: u16) {}
 
     /// `pid` has exited.
     fn process_exited(&self, _pid: u32) {}

@@ -82,6 +82,7 @@ impl EmbeddedRegistry {
             owner: Some(owner),
             from_ledger: plan.range.map_or(0, |r| r.from),
             to_ledger: plan.range.and_then(|r| r.to).unwrap_or(0),
+            stalled_after: plan.stalled_after,
             ..Default::default()
         })?;
         self.registry.update_run(

@@ -208,6 +208,8 @@ impl ControlPlane for ControlPlaneV0 {
             owner: None,
             from_ledger: req.from_ledger,
             to_ledger: req.to_ledger,
+            // A remote client's run has no pipeline file of ours saying when it is stalled.
+            stalled_after: None,
         })?;
         Ok(Response::new(shown(run)))
     }

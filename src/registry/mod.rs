@@ -67,6 +67,7 @@ pub mod embedded;
 pub mod grpc;
 pub mod health;
 pub mod limits;
+pub mod link;
 mod peer;
 mod probe;
 pub mod redact;
@@ -77,6 +78,7 @@ pub mod store;
 
 pub use health::HealthStatus;
 pub use server::{RegistryServer, ServerError, ServerOptions, TlsFiles, REGISTRY_SOCKET};
+pub use state::{component_type_of, service_type_name};
 pub use state::{
     ComponentRegistration, MetricValue, NewRun, Registry, RegistryConfig, RegistryError,
     RegistryEvent, ReplayRequest, Replayer, RunOwner, RunUpdate, StopRequest, SupervisedComponent,

@@ -1,9 +1,12 @@
 //! Which supervised process is on the other end of a loopback TCP connection.
 //!
 //! The kernel knows: `/proc/net/tcp` maps the connection's two addresses to a socket inode,
-//! and `/proc/PID/fd` shows which processes hold that socket. Only the supervisor's children
-//! and their descendants are searched, so the cost is bounded by what this supervisor runs.
-//! A process of another user cannot be inspected and is therefore never taken for a child.
+//! and `/proc/PID/fd` shows which processes hold that socket. A process belongs to a
+//! supervised component when it is, or descends from, the component's main process, or is in
+//! its process group (a double-forked daemon re-parented away from it), or in its own cgroup
+//! (one that also left the group). Only those processes are searched, so the cost is bounded
+//! by what this supervisor runs. A process of another user cannot be inspected and is
+//! therefore never taken for a child.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,16 +26,47 @@ pub fn component_behind(
         return None;
     }
     let inode = client_socket_inode(ours, theirs)?;
-    let parents = parent_pids();
-    for (&pid, &ppid) in &parents {
-        let Some(component) = supervised_ancestor(pid, ppid, &parents, supervised) else {
-            continue;
-        };
-        if holds_socket(pid, inode) {
-            return Some(component.clone());
+    let procs = process_table();
+    let parents: HashMap<u32, u32> = procs.iter().map(|(&pid, p)| (pid, p.ppid)).collect();
+    let mut unclaimed = Vec::new();
+    for (&pid, p) in &procs {
+        let found = supervised_ancestor(pid, p.ppid, &parents, supervised)
+            .or_else(|| supervised.get(&p.pgrp));
+        match found {
+            Some(component) if holds_socket(pid, inode) => return Some(component.clone()),
+            Some(_) => {}
+            None => unclaimed.push(pid),
         }
     }
-    None
+    // Last, the components' own cgroups: only where they have one apart from ours.
+    let ours_cgroup = cgroup_of(std::process::id());
+    let by_cgroup: HashMap<String, &SupervisedComponent> = supervised
+        .iter()
+        .filter_map(|(&pid, c)| Some((cgroup_of(pid)?, c)))
+        .filter(|(cg, _)| Some(cg) != ours_cgroup.as_ref())
+        .collect();
+    if by_cgroup.is_empty() {
+        return None;
+    }
+    unclaimed.into_iter().find_map(|pid| {
+        let component = by_cgroup.get(&cgroup_of(pid)?)?;
+        holds_socket(pid, inode).then(|| (*component).clone())
+    })
+}
+
+/// A process's parent and process group.
+struct Proc {
+    ppid: u32,
+    pgrp: u32,
+}
+
+/// The cgroup v2 path of `pid`.
+fn cgroup_of(pid: u32) -> Option<String> {
+    let groups = Process::new(pid as i32).ok()?.cgroups().ok()?;
+    groups
+        .into_iter()
+        .find(|g| g.hierarchy == 0)
+        .map(|g| g.pathname)
 }
 
 /// The inode of the socket whose local address is `theirs` and remote address is `ours`.
@@ -55,14 +89,22 @@ fn same(a: SocketAddr, b: SocketAddr) -> bool {
     canonical(a) == canonical(b)
 }
 
-/// pid → parent pid of every process this one can see.
-fn parent_pids() -> HashMap<u32, u32> {
+/// Every process this one can see, by pid.
+fn process_table() -> HashMap<u32, Proc> {
     let Ok(all) = procfs::process::all_processes() else {
         return HashMap::new();
     };
     all.filter_map(Result::ok)
         .filter_map(|p| p.stat().ok())
-        .map(|s| (s.pid as u32, s.ppid as u32))
+        .map(|s| {
+            (
+                s.pid as u32,
+                Proc {
+                    ppid: s.ppid as u32,
+                    pgrp: s.pgrp as u32,
+                },
+            )
+        })
         .collect()
 }
 
@@ -146,6 +188,37 @@ mod tests {
         assert_eq!(component_behind(addr, my_addr, &supervised), None);
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_process_re_parented_away_from_its_component_is_found_by_its_process_group() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The outer bash (the supervised pid, leader of its own group) exits at once; the
+        // subshell holding the connection is re-parented, and only its group still says whose
+        // it is.
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new("bash")
+            .process_group(0)
+            .arg("-c")
+            .arg(format!(
+                "( exec 3<>/dev/tcp/127.0.0.1/{}; sleep 30 ) & exit 0",
+                addr.port()
+            ))
+            .spawn()
+            .unwrap();
+        let (_conn, theirs) = listener.accept().unwrap();
+        let leader = child.id();
+        child.wait().unwrap();
+        let supervised = HashMap::from([(leader, component("processor"))]);
+        assert_eq!(
+            component_behind(addr, theirs, &supervised),
+            Some(component("processor"))
+        );
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(leader as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 
     #[test]

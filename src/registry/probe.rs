@@ -35,12 +35,17 @@ impl Registrations for Registry {
         Some(RegistrationInfo {
             health: format!("{:?}", found.health).to_lowercase(),
             heartbeat_age_ms: found.last_heartbeat_age().map(|a| a.as_millis() as u64),
+            linked_by: found.linked.map(|(_, by)| by.as_str().to_string()),
             metrics: found
                 .metrics
                 .iter()
                 .map(|(k, v)| (k.clone(), v.to_text()))
                 .collect(),
         })
+    }
+
+    fn run_stalled(&self, pipeline: &str) -> Option<String> {
+        Registry::run_stalled(self, pipeline)
     }
 
     fn unregister(&self, pipeline: &str, component: &str) {
@@ -51,15 +56,13 @@ impl Registrations for Registry {
         }
     }
 
-    fn process_started(&self, pipeline: &str, component: &str, pid: u32) {
-        Registry::process_started(
-            self,
-            pid,
-            SupervisedComponent {
-                pipeline: pipeline.to_string(),
-                component: component.to_string(),
-            },
-        );
+    fn process_started(&self, pipeline: &str, component: &str, pid: u32, health_port: u16) {
+        let component = SupervisedComponent {
+            pipeline: pipeline.to_string(),
+            component: component.to_string(),
+        };
+        Registry::component_health_port(self, component.clone(), health_port);
+        Registry::process_started(self, pid, component);
     }
 
     fn process_exited(&self, pid: u32) {

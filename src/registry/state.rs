@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::dead_letters::{DeadLetterError, DeadLetterStore};
 use super::health::{self, HealthStatus, Liveness};
+use super::link::{self, Candidate, Claims, LinkedBy};
 use super::store::{system_time_timestamp, timestamp_ms, RunFilter, RunStore, StoreError};
 
 /// How the registry judges liveness and keeps history.
@@ -31,6 +32,9 @@ pub struct RegistryConfig {
     pub run_retention: usize,
     /// How long `StopPipelineRun` waits for the owner of a run to stop it.
     pub stop_timeout: Duration,
+    /// How long a registration linked to no supervised component stays listed once it is
+    /// unhealthy (silent past the TTL); then it is dropped and counted.
+    pub unlinked_retention: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -41,6 +45,7 @@ impl Default for RegistryConfig {
             state_dir: None,
             run_retention: 1000,
             stop_timeout: Duration::from_secs(120),
+            unlinked_retention: Duration::from_secs(300),
         }
     }
 }
@@ -170,6 +175,8 @@ pub struct ComponentRegistration {
     /// The supervised component whose process registered it; `None` for registrations made
     /// by an operator, in process, or on a registry that supervises nothing.
     pub owner: Option<SupervisedComponent>,
+    /// The supervised component it belongs to and how that was found (see [`link`]).
+    pub linked: Option<(SupervisedComponent, LinkedBy)>,
 }
 
 impl ComponentRegistration {
@@ -205,7 +212,26 @@ pub enum RegistryEvent {
         component_id: String,
         health: HealthStatus,
     },
+    /// A bounded run has made no progress for its `stalled_after` (announced once per stall).
+    RunStalled {
+        run_id: String,
+        pipeline: String,
+        message: String,
+    },
+    /// It heartbeats far faster than it was told to (announced once per component).
+    HeartbeatTooFast {
+        service_id: String,
+        component_id: String,
+        /// The mean gap between its recent heartbeats.
+        every: Duration,
+        /// What to tell the operator: the component and the fix.
+        message: String,
+    },
 }
+
+/// Heartbeats closer together than a tenth of the interval, this many in a row, are a
+/// component misreading `FLOWCTL_HEARTBEAT_INTERVAL` rather than jitter or a catch-up.
+const FAST_BEATS_TO_WARN: u32 = 20;
 
 /// Asks the owner of a running pipeline (the supervisor) to stop it. The owner answers on
 /// `reply` once the pipeline has stopped, or with the reason it could not.
@@ -247,6 +273,8 @@ pub struct NewRun {
     /// The ledger range of a bounded run; 0 leaves that end open.
     pub from_ledger: u32,
     pub to_ledger: u32,
+    /// A bounded run that makes no progress for this long is reported stalled.
+    pub stalled_after: Option<Duration>,
 }
 
 /// A change to a run; `None` fields are left as they are.
@@ -268,6 +296,10 @@ struct Entry {
     /// The health last announced as an event.
     announced: HealthStatus,
     owner: Option<SupervisedComponent>,
+    linked: Option<(SupervisedComponent, LinkedBy)>,
+    /// Consecutive heartbeats that came far sooner than the interval, and when the run began.
+    fast_beats: u32,
+    fast_since: Instant,
 }
 
 impl Entry {
@@ -303,6 +335,7 @@ impl Entry {
             reported: self.reported,
             metrics: self.metrics.clone(),
             owner: self.owner.clone(),
+            linked: self.linked.clone(),
         }
     }
 }
@@ -316,6 +349,11 @@ struct ActiveRun {
     seen: HashMap<String, ComponentMetrics>,
     /// The last ledger each sink reported written, kept when it goes away.
     sink_ledgers: HashMap<String, u32>,
+    stalled_after: Option<Duration>,
+    /// The last progress seen (ledger done, events counted) and when it changed.
+    progress: ((u32, i64), Instant),
+    /// Why it is stalled, once reported.
+    stalled: Option<String>,
 }
 
 impl ActiveRun {
@@ -348,6 +386,12 @@ struct Inner {
     supervised_starts: std::sync::atomic::AtomicU64,
     runs: Mutex<Runs>,
     dead_letters: Mutex<DeadLetterStore>,
+    /// The `HEALTH_PORT` of each supervised component, for linking by health endpoint.
+    health_ports: RwLock<HashMap<SupervisedComponent, u16>>,
+    /// Unlinked registrations dropped after staying unhealthy past the retention.
+    dropped_unlinked: std::sync::atomic::AtomicU64,
+    /// Components already warned about heartbeating too fast.
+    warned_fast: Mutex<std::collections::HashSet<String>>,
     /// Set by a daemon that runs pipelines; without it replays are refused.
     replayer: Mutex<Option<Replayer>>,
     events: broadcast::Sender<RegistryEvent>,
@@ -396,6 +440,9 @@ impl Registry {
                         explicit_metrics: false,
                         seen,
                         sink_ledgers: HashMap::new(),
+                        stalled_after: None,
+                        progress: ((0, 0), Instant::now()),
+                        stalled: None,
                     },
                 )
             })
@@ -414,6 +461,9 @@ impl Registry {
                 supervised_starts: Default::default(),
                 runs: Mutex::new(Runs { store, active }),
                 dead_letters: Mutex::new(dead_letters),
+                warned_fast: Mutex::default(),
+                health_ports: RwLock::default(),
+                dropped_unlinked: Default::default(),
                 replayer: Mutex::new(None),
                 events,
             }),
@@ -497,6 +547,20 @@ impl Registry {
         mut registration: Registration,
         owner: Option<SupervisedComponent>,
     ) -> Result<String, RegistryError> {
+        let linked = link::decide(
+            &Claims {
+                component_id: &registration.component_id,
+                metadata: Some(&registration.info.metadata),
+                health_endpoint: &registration.info.endpoint,
+            },
+            owner.as_ref(),
+            &self.live_components(),
+        );
+        if let Some((component, _)) = &linked {
+            if registration.component_id.is_empty() {
+                registration.component_id.clone_from(&component.component);
+            }
+        }
         let mut services = self.services_write();
         let mut service_id = if !registration.component_id.is_empty() {
             registration.component_id.clone()
@@ -504,11 +568,8 @@ impl Registry {
             registration.service_id.clone()
         } else {
             let kind = match registration.service_type {
-                ServiceType::Source => "source",
-                ServiceType::Processor => "processor",
-                ServiceType::Sink => "sink",
-                ServiceType::Pipeline => "pipeline",
                 ServiceType::Unspecified => "service",
+                known => service_type_name(known),
             };
             let id = uuid::Uuid::new_v4().simple().to_string();
             format!("{kind}-{}", &id[..12])
@@ -548,10 +609,18 @@ impl Registry {
             metrics: HashMap::new(),
             announced: HealthStatus::Healthy,
             owner,
+            linked: linked.clone(),
+            fast_beats: 0,
+            fast_since: Instant::now(),
         };
         services.insert(service_id.clone(), entry);
         drop(services);
-        tracing::info!(service_id, component_id, "component registered");
+        tracing::info!(
+            service_id,
+            component_id,
+            linked_by = linked.as_ref().map_or("nothing", |(_, by)| by.as_str()),
+            "component registered"
+        );
         self.emit(RegistryEvent::Registered {
             service_id: service_id.clone(),
             component_id,
@@ -589,12 +658,66 @@ impl Registry {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    pub fn process_exited(&self, pid: u32) {
+    /// The `HEALTH_PORT` the supervisor gave `component`.
+    pub fn component_health_port(&self, component: SupervisedComponent, port: u16) {
         self.inner
-            .supervised
+            .health_ports
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid);
+            .insert(component, port);
+    }
+
+    /// `pid` has exited: when it was its component's last live process, the registrations
+    /// linked to that component go too (a restarted process registers anew, so a crash loop
+    /// does not pile up dead registrations).
+    pub fn process_exited(&self, pid: u32) {
+        let gone = {
+            let mut supervised = self
+                .inner
+                .supervised
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            supervised
+                .remove(&pid)
+                .filter(|c| !supervised.values().any(|other| other == c))
+        };
+        let Some(component) = gone else { return };
+        let linked: Vec<String> = self
+            .services_read()
+            .iter()
+            .filter(|(_, e)| e.linked.as_ref().is_some_and(|(c, _)| *c == component))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in linked {
+            tracing::info!(service_id = %id, component = %component, "its process exited");
+            self.unregister(&id);
+        }
+    }
+
+    /// The components with a live process, for linking registrations to them.
+    fn live_components(&self) -> Vec<Candidate> {
+        let ports = self
+            .inner
+            .health_ports
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut live: Vec<Candidate> = Vec::new();
+        for component in self.supervised_processes().into_values() {
+            if !live.iter().any(|c| c.component == component) {
+                live.push(Candidate {
+                    health_port: ports.get(&component).copied().unwrap_or(0),
+                    component,
+                });
+            }
+        }
+        live
+    }
+
+    /// How many unlinked registrations were dropped after staying unhealthy.
+    pub fn dropped_unlinked(&self) -> u64 {
+        self.inner
+            .dropped_unlinked
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The live supervised processes.
@@ -615,11 +738,27 @@ impl Registry {
         metrics: HashMap<String, MetricValue>,
     ) -> Result<(), RegistryError> {
         let now = Instant::now();
+        let mut too_fast = None;
         let changed = {
             let mut services = self.services_write();
             let entry = services
                 .get_mut(service_id)
                 .ok_or_else(|| RegistryError::ServiceNotFound(service_id.to_string()))?;
+            if now.saturating_duration_since(entry.last_seen)
+                < self.inner.config.heartbeat_interval / 10
+            {
+                if entry.fast_beats == 0 {
+                    entry.fast_since = entry.last_seen;
+                }
+                entry.fast_beats += 1;
+                if entry.fast_beats == FAST_BEATS_TO_WARN {
+                    let every =
+                        now.saturating_duration_since(entry.fast_since) / FAST_BEATS_TO_WARN;
+                    too_fast = Some((entry.registration.component_id.clone(), every));
+                }
+            } else {
+                entry.fast_beats = 0;
+            }
             entry.last_seen = now;
             entry.last_heartbeat = Some(SystemTime::now());
             entry.reported = health::merge_reported(entry.reported, status);
@@ -651,7 +790,36 @@ impl Registry {
                 health,
             });
         }
+        if let Some((component_id, every)) = too_fast {
+            self.warn_too_fast(service_id, component_id, every);
+        }
         Ok(())
+    }
+
+    /// Says once per component that it misreads the interval, and how to fix it.
+    fn warn_too_fast(&self, service_id: &str, component_id: String, every: Duration) {
+        let name = if component_id.is_empty() {
+            service_id.to_string()
+        } else {
+            component_id.clone()
+        };
+        if !lock(&self.inner.warned_fast).insert(name.clone()) {
+            return;
+        }
+        let told = humantime::format_duration(self.inner.config.heartbeat_interval);
+        let message = format!(
+            "component {name} heartbeats every {every:?} though it was told \
+             FLOWCTL_HEARTBEAT_INTERVAL={told}: it reads the interval as milliseconds (and \
+             takes `{told}` for a few of them). Set `heartbeat_interval_format: millis` on \
+             component {name} in the pipeline file"
+        );
+        tracing::warn!(component = %name, "{message}");
+        self.emit(RegistryEvent::HeartbeatTooFast {
+            service_id: service_id.to_string(),
+            component_id,
+            every,
+            message,
+        });
     }
 
     /// Re-evaluates every component's health and announces the changes (TTL expiry has no
@@ -659,6 +827,31 @@ impl Registry {
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
         let mut changes = Vec::new();
+        let stale_after = self.inner.ttl + self.inner.config.unlinked_retention;
+        let stale: Vec<String> = self
+            .services_read()
+            .iter()
+            .filter(|(_, e)| {
+                e.linked.is_none() && now.saturating_duration_since(e.last_seen) >= stale_after
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            if self.unregister(&id) {
+                let n = self
+                    .inner
+                    .dropped_unlinked
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1;
+                tracing::info!(
+                    service_id = %id,
+                    dropped = n,
+                    "dropped: linked to no supervised component and silent for {} \
+                     (TTL plus unlinked retention); {n} dropped so far",
+                    humantime::format_duration(stale_after)
+                );
+            }
+        }
         {
             let mut services = self.services_write();
             for (id, entry) in services.iter_mut() {
@@ -700,6 +893,7 @@ impl Registry {
         loop {
             tick.tick().await;
             self.sweep();
+            self.check_stalls();
             if last_flush.elapsed() >= RUN_FLUSH_PERIOD {
                 last_flush = Instant::now();
                 if let Err(e) = self.flush_active_runs() {
@@ -707,6 +901,88 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// Reports each bounded run whose ledgers have stopped advancing for its `stalled_after`:
+    /// in its record's `error`, the log and a [`RegistryEvent::RunStalled`]. A run that moves
+    /// again is no longer stalled. Returns the runs newly stalled.
+    pub fn check_stalls(&self) -> Vec<String> {
+        let now = Instant::now();
+        let mut newly = Vec::new();
+        let mut events = Vec::new();
+        {
+            let mut runs = lock(&self.inner.runs);
+            let ids: Vec<String> = runs
+                .active
+                .iter()
+                .filter(|(_, a)| a.run.to_ledger > 0 && a.stalled_after.is_some())
+                .filter(|(_, a)| a.run.status == RunStatus::Running as i32)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in ids {
+                let Some(mut active) = runs.active.remove(&id) else {
+                    continue;
+                };
+                self.refresh(&mut active);
+                let events_done = active
+                    .run
+                    .metrics
+                    .as_ref()
+                    .map_or(0, |m| m.events_processed);
+                let seen = (active.run.last_ledger_done, events_done);
+                if seen != active.progress.0 {
+                    active.progress = (seen, now);
+                    if active.stalled.take().is_some() {
+                        active.run.error.clear();
+                        tracing::info!(run_id = %id, "run moves again: no longer stalled");
+                    }
+                } else if let (None, Some(after)) = (&active.stalled, active.stalled_after) {
+                    let quiet = now.saturating_duration_since(active.progress.1);
+                    if quiet >= after {
+                        let run = active.run.clone();
+                        let at = if run.last_ledger_done > 0 {
+                            format!("past ledger {}", run.last_ledger_done)
+                        } else {
+                            "yet".to_string()
+                        };
+                        let message = format!(
+                            "stalled: no ledger of {}-{} written {at} for {} \
+                             (spec.range.stalled_after)",
+                            run.from_ledger,
+                            run.to_ledger,
+                            humantime::format_duration(Duration::from_secs(quiet.as_secs())),
+                        );
+                        tracing::warn!(run_id = %id, pipeline = %run.pipeline_name, "{message}");
+                        active.run.error.clone_from(&message);
+                        events.push(RegistryEvent::RunStalled {
+                            run_id: id.clone(),
+                            pipeline: run.pipeline_name.clone(),
+                            message: message.clone(),
+                        });
+                        active.stalled = Some(message);
+                        newly.push(id.clone());
+                        if let Err(e) = runs.store.put(&active.run) {
+                            tracing::warn!(error = %e, "cannot save the stalled run");
+                        }
+                    }
+                }
+                runs.active.insert(id, active);
+            }
+        }
+        for event in events {
+            self.emit(event);
+        }
+        newly
+    }
+
+    /// Why the current run of `pipeline` is stalled, when it is.
+    pub fn run_stalled(&self, pipeline: &str) -> Option<String> {
+        let runs = lock(&self.inner.runs);
+        runs.active
+            .values()
+            .filter(|a| a.run.pipeline_name == pipeline)
+            .max_by_key(|a| a.run.start_time.as_ref().map(timestamp_ms))
+            .and_then(|a| a.stalled.clone())
     }
 
     /// Saves the summed metrics of every active run, so that history keeps recent numbers
@@ -882,6 +1158,9 @@ impl Registry {
                 explicit_metrics: false,
                 seen: HashMap::new(),
                 sink_ledgers: HashMap::new(),
+                stalled_after: new.stalled_after,
+                progress: ((0, 0), Instant::now()),
+                stalled: None,
             },
         );
         Ok(run)
@@ -1204,13 +1483,26 @@ pub fn sum_metrics(
     }
 }
 
-/// The v1 component type of a `flowctl.ControlPlane` service type.
+/// The v1 component type of a `flowctl.ControlPlane` service type. Type 4 is `PIPELINE` in
+/// our proto and the Go one, but `CONSUMER` in the proto ttp-processor-demo's Node.js consumer
+/// was built from, and only consumers send it: it is read as one.
 pub fn component_type_of(service_type: ServiceType) -> ComponentType {
     match service_type {
         ServiceType::Source => ComponentType::Source,
         ServiceType::Processor => ComponentType::Processor,
-        ServiceType::Sink => ComponentType::Consumer,
-        ServiceType::Pipeline | ServiceType::Unspecified => ComponentType::Unspecified,
+        ServiceType::Sink | ServiceType::Pipeline => ComponentType::Consumer,
+        ServiceType::Unspecified => ComponentType::Unspecified,
+    }
+}
+
+/// How a `flowctl.ControlPlane` service type is shown (type 4: see [`component_type_of`]).
+pub fn service_type_name(service_type: ServiceType) -> &'static str {
+    match service_type {
+        ServiceType::Source => "source",
+        ServiceType::Processor => "processor",
+        ServiceType::Sink => "sink",
+        ServiceType::Pipeline => "consumer",
+        ServiceType::Unspecified => "-",
     }
 }
 
@@ -1244,6 +1536,209 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), MetricValue::Number(*v)))
             .collect()
+    }
+
+    #[test]
+    fn a_component_heartbeating_far_faster_than_told_is_warned_about_once() {
+        let registry = Registry::open(RegistryConfig::default()).unwrap();
+        let mut events = registry.subscribe();
+        let id = registry.register(reg("consumer"));
+        for _ in 0..3 * FAST_BEATS_TO_WARN {
+            registry
+                .heartbeat(&id, HealthStatus::Unknown, HashMap::new())
+                .unwrap();
+        }
+        let mut warnings = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if let RegistryEvent::HeartbeatTooFast {
+                component_id,
+                every,
+                ..
+            } = event
+            {
+                warnings.push((component_id, every));
+            }
+        }
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].0, "consumer");
+        assert!(warnings[0].1 < Duration::from_secs(1));
+
+        // Heartbeats at the interval's pace are never a warning.
+        let slow = Registry::open(RegistryConfig {
+            heartbeat_interval: Duration::from_millis(20),
+            ..RegistryConfig::default()
+        })
+        .unwrap();
+        let mut events = slow.subscribe();
+        let id = slow.register(reg("processor"));
+        for _ in 0..FAST_BEATS_TO_WARN + 2 {
+            std::thread::sleep(Duration::from_millis(3));
+            slow.heartbeat(&id, HealthStatus::Unknown, HashMap::new())
+                .unwrap();
+        }
+        while let Ok(event) = events.try_recv() {
+            assert!(
+                !matches!(event, RegistryEvent::HeartbeatTooFast { .. }),
+                "{event:?}"
+            );
+        }
+    }
+
+    fn supervised(pipeline: &str, component: &str) -> SupervisedComponent {
+        SupervisedComponent {
+            pipeline: pipeline.into(),
+            component: component.into(),
+        }
+    }
+
+    #[test]
+    fn a_registration_without_component_id_is_linked_by_health_port_and_goes_with_its_process() {
+        let registry = Registry::open(RegistryConfig::default()).unwrap();
+        let consumer = supervised("ttp", "consumer");
+        registry.component_health_port(consumer.clone(), 18089);
+        registry.process_started(4242, consumer.clone());
+        let mut r = reg("");
+        r.service_type = ServiceType::Pipeline;
+        r.info.endpoint = "http://127.0.0.1:18089/health".into();
+        let id = registry.register(r);
+        assert_eq!(
+            id, "consumer",
+            "the component id is filled in from the link"
+        );
+        let status = registry.status("consumer").unwrap();
+        assert_eq!(status.linked, Some((consumer, LinkedBy::HealthPort)));
+
+        // One the supervisor cannot tie to anything stays unlinked.
+        let stranger = registry.register(reg(""));
+        assert!(registry.status(&stranger).unwrap().linked.is_none());
+
+        registry.process_exited(4242);
+        assert!(!registry.is_registered("consumer"), "gone with its process");
+        assert!(registry.is_registered(&stranger), "unlinked ones stay");
+    }
+
+    #[test]
+    fn unlinked_registrations_silent_past_ttl_and_retention_are_dropped_and_counted() {
+        let registry = Registry::open(RegistryConfig {
+            ttl: Some(Duration::from_millis(20)),
+            unlinked_retention: Duration::from_millis(30),
+            ..RegistryConfig::default()
+        })
+        .unwrap();
+        let linked = supervised("ttp", "processor");
+        registry.process_started(4343, linked.clone());
+        let mut processor = reg("");
+        processor
+            .info
+            .metadata
+            .insert("component_id".into(), "processor".into());
+        registry.register(processor);
+        assert_eq!(
+            registry.status("processor").unwrap().linked,
+            Some((linked, LinkedBy::Metadata))
+        );
+        let stale = registry.register(reg(""));
+        std::thread::sleep(Duration::from_millis(25));
+        registry.sweep();
+        assert!(
+            registry.is_registered(&stale),
+            "unhealthy, still within retention"
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        registry.sweep();
+        assert!(!registry.is_registered(&stale));
+        assert_eq!(registry.dropped_unlinked(), 1);
+        assert!(
+            registry.is_registered("processor"),
+            "a linked one stays listed while its process lives"
+        );
+    }
+
+    #[test]
+    fn a_bounded_run_whose_sinks_stop_advancing_is_reported_stalled_until_it_moves_again() {
+        let registry = Registry::open(RegistryConfig::default()).unwrap();
+        let mut events = registry.subscribe();
+        let run = registry
+            .create_run(NewRun {
+                pipeline_name: "ttp".into(),
+                component_ids: vec!["sink".into()],
+                from_ledger: 10,
+                to_ledger: 20,
+                stalled_after: Some(Duration::from_millis(50)),
+                ..Default::default()
+            })
+            .unwrap();
+        registry
+            .update_run(
+                &run.run_id,
+                RunUpdate {
+                    status: Some(RunStatus::Running),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut sink = reg("sink");
+        sink.service_type = ServiceType::Sink;
+        registry.register(sink);
+        let wrote = |ledger: f64| {
+            registry
+                .heartbeat(
+                    "sink",
+                    HealthStatus::Unknown,
+                    num(&[("last_ledger_written", ledger)]),
+                )
+                .unwrap()
+        };
+        wrote(12.0);
+        assert!(registry.check_stalls().is_empty());
+        std::thread::sleep(Duration::from_millis(30));
+        wrote(13.0);
+        assert!(registry.check_stalls().is_empty(), "it moved");
+        std::thread::sleep(Duration::from_millis(70));
+        assert_eq!(registry.check_stalls(), vec![run.run_id.clone()]);
+        assert!(registry.check_stalls().is_empty(), "reported once");
+        let error = registry.get_run(&run.run_id).unwrap().error;
+        assert!(
+            error.starts_with("stalled: no ledger of 10-20 written past ledger 13 for"),
+            "{error}"
+        );
+        assert_eq!(registry.run_stalled("ttp"), Some(error.clone()));
+        let mut announced = 0;
+        while let Ok(event) = events.try_recv() {
+            if let RegistryEvent::RunStalled { message, .. } = event {
+                assert_eq!(message, error);
+                announced += 1;
+            }
+        }
+        assert_eq!(announced, 1);
+
+        wrote(14.0);
+        registry.check_stalls();
+        assert_eq!(registry.run_stalled("ttp"), None);
+        assert_eq!(registry.get_run(&run.run_id).unwrap().error, "");
+    }
+
+    #[test]
+    fn service_type_4_is_a_consumer_whichever_proto_named_it() {
+        // PIPELINE in ours and the Go proto, CONSUMER in the Node.js consumer's: both 4.
+        assert_eq!(ServiceType::Pipeline as i32, 4);
+        assert_eq!(service_type_name(ServiceType::Pipeline), "consumer");
+        assert_eq!(
+            component_type_of(ServiceType::Pipeline),
+            ComponentType::Consumer
+        );
+        let mut r = reg("");
+        r.service_type = ServiceType::Pipeline;
+        let registry = Registry::open(RegistryConfig::default()).unwrap();
+        assert!(registry.register(r).starts_with("consumer-"));
+        for (t, name) in [
+            (ServiceType::Source, "source"),
+            (ServiceType::Processor, "processor"),
+            (ServiceType::Sink, "sink"),
+            (ServiceType::Unspecified, "-"),
+        ] {
+            assert_eq!(service_type_name(t), name);
+        }
     }
 
     #[test]

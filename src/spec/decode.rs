@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::bundled;
 use super::model::{
@@ -12,7 +13,7 @@ use super::model::{
 use super::node::{Node, Pos, Value};
 use super::reader::{scalar_text, suggest, Ctx, Obj};
 use super::units;
-use crate::plan::{OnError, Resources, RestartPolicy, Rlimits, Role};
+use crate::plan::{HeartbeatFormat, OnError, Resources, RestartPolicy, Rlimits, Role};
 
 const TOP: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 const METADATA: &[&str] = &["name", "namespace", "labels", "annotations", "description"];
@@ -26,7 +27,7 @@ const SPEC: &[&str] = &[
     "pipelines",
     "range",
 ];
-const RANGE: &[&str] = &["from_ledger", "to_ledger"];
+const RANGE: &[&str] = &["from_ledger", "to_ledger", "stalled_after"];
 const COMPONENT: &[&str] = &[
     // The Go flowctl's fields.
     "id",
@@ -60,6 +61,8 @@ const COMPONENT: &[&str] = &[
     "stop",
     "watchdog",
     "on_error",
+    "heartbeat_interval_format",
+    "start_timeout",
 ];
 const PORT: &[&str] = &["name", "containerPort", "hostPort", "protocol"];
 const RESOURCES: &[&str] = &["requests", "limits"];
@@ -106,12 +109,21 @@ const DRIVERS: &[&str] = &["process", "local", "dag"];
 const CONTAINER_DRIVERS: &[&str] = &["docker", "container", "kubernetes", "k8s", "nomad"];
 const RESTART_POLICIES: &[&str] = &["no", "always", "on-failure", "unless-stopped"];
 const ON_ERROR: &[&str] = &["fail", "dead-letter"];
+const HEARTBEAT_FORMATS: &[&str] = &["go", "millis"];
 
 pub const API_VERSION: &str = "flowctl/v1";
 
 /// `spec.range: {from_ledger: A, to_ledger: B}`; without `to_ledger` the run follows the tip.
-fn range(ctx: &mut Ctx, n: &Node) -> Option<crate::plan::LedgerRange> {
+/// `stalled_after` is read into `stalled_after`.
+fn range(
+    ctx: &mut Ctx,
+    n: &Node,
+    stalled_after: &mut Option<Duration>,
+) -> Option<crate::plan::LedgerRange> {
     let o = ctx.object(n, "spec.range", RANGE)?;
+    if let Some(after) = o.get("stalled_after") {
+        *stalled_after = ctx.duration(after, "spec.range.stalled_after");
+    }
     let Some(from_node) = o.get("from_ledger") else {
         ctx.error(
             o.pos,
@@ -185,6 +197,7 @@ pub fn pipeline(ctx: &mut Ctx, root: &Node, text: &str) -> Pipeline {
         driver: None,
         components: Vec::new(),
         range: None,
+        stalled_after: None,
         notices: Default::default(),
     };
     if root.value == Value::Null {
@@ -285,7 +298,7 @@ pub fn pipeline(ctx: &mut Ctx, root: &Node, text: &str) -> Pipeline {
         p.driver = driver(ctx, n);
     }
     if let Some(n) = spec.get("range") {
-        p.range = range(ctx, n);
+        p.range = range(ctx, n, &mut p.stalled_after);
     }
     if let Some(pos) = spec.key_pos("pipelines") {
         ctx.error(
@@ -439,6 +452,8 @@ fn component(
         group: None,
         inherit_env: None,
         on_error: None,
+        heartbeat_interval_format: None,
+        start_timeout: None,
     };
 
     let (argv, implied_env) = program(ctx, &o, &c, &what);
@@ -533,6 +548,12 @@ fn component(
     }
     if let Some(n) = o.get("on_error") {
         c.on_error = on_error(ctx, n);
+    }
+    if let Some(n) = o.get("start_timeout") {
+        c.start_timeout = ctx.duration(n, "start_timeout");
+    }
+    if let Some(n) = o.get("heartbeat_interval_format") {
+        c.heartbeat_interval_format = heartbeat_format(ctx, n);
     }
     if let Some(n) = o.get("replicas") {
         if let Some(r) = ctx.int(n, "replicas", i128::MIN, i128::MAX) {
@@ -994,6 +1015,27 @@ fn on_error(ctx: &mut Ctx, n: &Node) -> Option<OnError> {
                 format!(
                     "`on_error: {s}` is not known (known: {}){hint}",
                     ON_ERROR.join(", ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn heartbeat_format(ctx: &mut Ctx, n: &Node) -> Option<HeartbeatFormat> {
+    let s = ctx.string(n, "heartbeat_interval_format")?;
+    match s.as_str() {
+        "go" => Some(HeartbeatFormat::Go),
+        "millis" => Some(HeartbeatFormat::Millis),
+        _ => {
+            let hint = suggest(&s, HEARTBEAT_FORMATS)
+                .map(|h| format!("; did you mean `{h}`?"))
+                .unwrap_or_default();
+            ctx.error(
+                n.pos,
+                format!(
+                    "`heartbeat_interval_format: {s}` is not known (known: `go` for a Go \
+                     duration such as `10s`, `millis` for milliseconds such as `10000`){hint}"
                 ),
             );
             None

@@ -36,6 +36,9 @@ pub struct Defaults {
     pub probe: ProbeTiming,
     /// Whether children see the supervisor's whole environment (default false).
     pub inherit_env: bool,
+    /// Not ready this long after its start, a component is stopped and its restart policy
+    /// decides (systemd's `TimeoutStartSec=`, 90 s); zero waits for ever.
+    pub start_timeout: Duration,
 }
 
 impl Default for Defaults {
@@ -64,6 +67,7 @@ impl Default for Defaults {
                 success_threshold: 1,
             },
             inherit_env: false,
+            start_timeout: Duration::from_secs(90),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::diag::Diagnostics;
 use super::node::Pos;
-use crate::plan::{OnError, Resources, RestartPolicy, Rlimits, Role};
+use crate::plan::{HeartbeatFormat, OnError, Resources, RestartPolicy, Rlimits, Role};
 
 /// A value and where it was written.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +45,8 @@ pub struct Pipeline {
     pub components: Vec<Component>,
     /// `spec.range`: the ledgers a bounded run covers.
     pub range: Option<crate::plan::LedgerRange>,
+    /// `spec.range.stalled_after`; zero never reports a stall.
+    pub stalled_after: Option<Duration>,
     /// Things the operator should know that do not stop the pipeline (a bundled component
     /// standing in for an image, an ignored `image`).
     pub notices: Diagnostics,
@@ -90,6 +92,9 @@ pub struct Component {
     pub group: Option<At<String>>,
     pub inherit_env: Option<bool>,
     pub on_error: Option<OnError>,
+    pub heartbeat_interval_format: Option<HeartbeatFormat>,
+    /// `start_timeout`; zero waits for ever.
+    pub start_timeout: Option<Duration>,
 }
 
 impl Component {

@@ -2,6 +2,7 @@
 //! `${…}` expanded, secrets read, upstream addresses injected, defaults filled in.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use super::defaults::Defaults;
 use super::diag::Diagnostics;
@@ -189,6 +190,9 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
                 depends_on.push(dep.value.clone());
             }
         }
+        // Without a readiness check a component is ready once started: nothing to time out.
+        let start_timeout = Some(c.start_timeout.unwrap_or(d.start_timeout))
+            .filter(|t| !t.is_zero() && readiness.is_some());
         plans.push(ComponentPlan {
             id: c.id.clone(),
             role: c.role,
@@ -197,6 +201,7 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
             env,
             inherit_env: c.inherit_env.unwrap_or(d.inherit_env),
             on_error: c.on_error.unwrap_or_default(),
+            heartbeat_interval_format: c.heartbeat_interval_format.unwrap_or_default(),
             working_dir: c.working_dir.as_ref().map(|w| w.value.clone()),
             user: c.user.as_ref().map(|u| u.value.clone()),
             group: c.group.as_ref().map(|g| g.value.clone()),
@@ -225,6 +230,7 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
                 timeout: c.stop.timeout.unwrap_or(d.stop.timeout),
             },
             watchdog: c.watchdog,
+            start_timeout,
             resources: c.resources.clone(),
         });
     }
@@ -255,8 +261,13 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
         config_yaml: p.text.clone(),
         components,
         range,
+        stalled_after: Some(p.stalled_after.unwrap_or(DEFAULT_STALLED_AFTER))
+            .filter(|d| !d.is_zero()),
     })
 }
+
+/// `spec.range.stalled_after` when the file leaves it out.
+pub const DEFAULT_STALLED_AFTER: Duration = Duration::from_secs(300);
 
 /// Fixed ports must not clash between components; the rest get free loopback ports.
 fn allocate_ports(

@@ -9,8 +9,9 @@ use std::path::Path;
 
 use crate::plan::ComponentPlan;
 
-/// `FLOWCTL_HEARTBEAT_INTERVAL` as the Go flowctl sets it.
-pub const HEARTBEAT_INTERVAL: &str = "10s";
+/// The heartbeat interval components are told (`FLOWCTL_HEARTBEAT_INTERVAL`, `10s` as the Go
+/// flowctl sets it).
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Used when the supervisor itself has no `PATH`.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -69,9 +70,14 @@ pub fn child_env(plan: &ComponentPlan, inputs: &EnvInputs<'_>) -> BTreeMap<Strin
     env.insert("FLOWCTL_SERVICE_ID".to_string(), plan.id.clone());
     env.insert(
         "FLOWCTL_HEARTBEAT_INTERVAL".to_string(),
-        HEARTBEAT_INTERVAL.to_string(),
+        plan.heartbeat_interval_format.render(HEARTBEAT_INTERVAL),
     );
     env.insert("HEALTH_PORT".to_string(), plan.health_port.to_string());
+    // The Node.js consumer reports this as its health endpoint, else a hard-coded one.
+    env.insert(
+        "HEALTH_ENDPOINT".to_string(),
+        format!("http://127.0.0.1:{}/health", plan.health_port),
+    );
     env.insert(
         "FLOWCTL_ON_ERROR".to_string(),
         plan.on_error.as_str().to_string(),
@@ -129,6 +135,7 @@ mod tests {
             ("FLOWCTL_SERVICE_ID", "ttp"),
             ("FLOWCTL_HEARTBEAT_INTERVAL", "10s"),
             ("HEALTH_PORT", "8088"),
+            ("HEALTH_ENDPOINT", "http://127.0.0.1:8088/health"),
             ("FLOWCTL_ON_ERROR", "fail"),
             ("PORT", "50051"),
         ]
@@ -161,6 +168,26 @@ mod tests {
         assert_eq!(env["ENABLE_FLOWCTL"], "false");
         assert_eq!(env["NOTIFY_SOCKET"], "/run/n.sock");
         assert!(!env.contains_key("FLOWCTL_ENDPOINT"));
+    }
+
+    #[test]
+    fn heartbeat_interval_is_written_in_the_form_the_component_reads() {
+        let mut plan = component("consumer");
+        let inputs = EnvInputs {
+            endpoint: None,
+            notify_socket: None,
+            user_home: None,
+            parent: &[],
+        };
+        assert_eq!(
+            child_env(&plan, &inputs)["FLOWCTL_HEARTBEAT_INTERVAL"],
+            "10s"
+        );
+        plan.heartbeat_interval_format = crate::plan::HeartbeatFormat::Millis;
+        assert_eq!(
+            child_env(&plan, &inputs)["FLOWCTL_HEARTBEAT_INTERVAL"],
+            "10000"
+        );
     }
 
     #[test]

@@ -636,6 +636,16 @@ impl Supervisor {
                 let event = match c.state {
                     State::Backoff => Event::BackoffElapsed,
                     State::Stopping(_) => Event::StopTimeout,
+                    State::Starting => {
+                        tracing::warn!(
+                            pipeline = %c.pipeline,
+                            component = %c.id,
+                            "not ready within {} (start_timeout): stopping it; its restart \
+                             policy decides what follows",
+                            humantime::format_duration(c.plan.start_timeout.unwrap_or_default())
+                        );
+                        Event::StartTimedOut
+                    }
                     _ => return,
                 };
                 self.feed(idx, event);
@@ -964,6 +974,11 @@ impl Supervisor {
                 .map(|group| PipelineStatus {
                     name: group.plan.name.clone(),
                     completed: group.completed,
+                    stalled: self
+                        .options
+                        .registry
+                        .as_ref()
+                        .and_then(|r| r.run_stalled(&group.plan.name)),
                     components: group
                         .members
                         .iter()
@@ -1103,7 +1118,9 @@ impl Supervisor {
                     }
                 }
             }
-            Action::ArmStopTimer(delay) => self.arm_timer(idx, delay),
+            Action::ArmStopTimer(delay) | Action::ArmStartTimer(delay) => {
+                self.arm_timer(idx, delay)
+            }
             Action::ArmBackoff { delay, attempt } => {
                 self.components[idx].history.attempt = attempt;
                 self.arm_timer(idx, delay);
@@ -1254,7 +1271,7 @@ impl Supervisor {
         c.generation = generation;
         c.pid = Some(spawned.pid);
         if let Some(registry) = &self.options.registry {
-            registry.process_started(&c.pipeline, &c.id, spawned.pid as u32);
+            registry.process_started(&c.pipeline, &c.id, spawned.pid as u32, c.plan.health_port);
         }
         c.main_start = descendants::stat(spawned.pid).map(|p| p.id.start);
         c.started_at = Some(now);

@@ -133,6 +133,8 @@ pub enum Event {
     ReadinessFailed,
     /// The liveness check reached its failure threshold, or the watchdog expired.
     LivenessFailed { reason: String },
+    /// Its start timeout passed before its readiness check did.
+    StartTimedOut,
     /// The restart delay is over.
     BackoffElapsed,
     /// The stop timeout is over and the main process is still there.
@@ -162,6 +164,8 @@ pub enum Action {
     Kill,
     /// Deliver `StopTimeout` after this long.
     ArmStopTimer(Duration),
+    /// Deliver `StartTimedOut` after this long, unless it becomes ready first.
+    ArmStartTimer(Duration),
     /// Deliver `BackoffElapsed` after `delay`, and remember `attempt` for the next delay.
     ArmBackoff { delay: Duration, attempt: u32 },
     /// Forget a pending timer.
@@ -200,6 +204,7 @@ pub fn next(state: &State, event: &Event, ctx: &Ctx<'_>) -> (State, Vec<Action>)
             | E::ReadinessPassed
             | E::ReadinessFailed
             | E::LivenessFailed { .. }
+            | E::StartTimedOut
             | E::BackoffElapsed
             | E::StopTimeout
             | E::StartRequested
@@ -208,12 +213,12 @@ pub fn next(state: &State, event: &Event, ctx: &Ctx<'_>) -> (State, Vec<Action>)
         ) => stay(),
 
         (S::Starting | S::Ready, E::Spawned) => {
-            let state = if ctx.plan.readiness.is_some() {
-                S::Starting
-            } else {
-                S::Ready
-            };
-            (state, vec![Action::StartProbes])
+            if ctx.plan.readiness.is_none() {
+                return (S::Ready, vec![Action::StartProbes]);
+            }
+            let mut actions = vec![Action::StartProbes];
+            actions.extend(ctx.plan.start_timeout.map(Action::ArmStartTimer));
+            (S::Starting, actions)
         }
         (
             S::Starting | S::Ready,
@@ -243,7 +248,21 @@ pub fn next(state: &State, event: &Event, ctx: &Ctx<'_>) -> (State, Vec<Action>)
                 description,
             },
         ) => after_exit(ctx, *outcome, *ran_for, description, vec![]),
-        (S::Starting | S::Ready, E::ReadinessPassed) => (S::Ready, vec![]),
+        (S::Starting, E::ReadinessPassed) => (S::Ready, vec![Action::CancelTimer]),
+        (S::Ready, E::ReadinessPassed) => stay(),
+        (S::Starting, E::StartTimedOut) => {
+            let after = ctx.plan.start_timeout.unwrap_or_default();
+            stop(
+                ctx,
+                StopIntent::Recover {
+                    reason: format!(
+                        "not ready within {} (start_timeout)",
+                        humantime::format_duration(after)
+                    ),
+                },
+            )
+        }
+        (S::Ready, E::StartTimedOut) => stay(),
         (S::Starting | S::Ready, E::ReadinessFailed) => (S::Starting, vec![]),
         (S::Starting | S::Ready, E::LivenessFailed { reason }) => stop(
             ctx,
@@ -279,6 +298,7 @@ pub fn next(state: &State, event: &Event, ctx: &Ctx<'_>) -> (State, Vec<Action>)
             | E::ReadinessPassed
             | E::ReadinessFailed
             | E::LivenessFailed { .. }
+            | E::StartTimedOut
             | E::StopTimeout
             | E::DependencyRestarted,
         ) => stay(),
@@ -320,6 +340,7 @@ pub fn next(state: &State, event: &Event, ctx: &Ctx<'_>) -> (State, Vec<Action>)
             | E::ReadinessPassed
             | E::ReadinessFailed
             | E::LivenessFailed { .. }
+            | E::StartTimedOut
             | E::BackoffElapsed
             | E::DependencyRestarted,
         ) => stay(),
@@ -337,6 +358,7 @@ pub fn next(state: &State, event: &Event, ctx: &Ctx<'_>) -> (State, Vec<Action>)
             | E::ReadinessPassed
             | E::ReadinessFailed
             | E::LivenessFailed { .. }
+            | E::StartTimedOut
             | E::BackoffElapsed
             | E::StopTimeout
             | E::StopRequested
@@ -497,7 +519,13 @@ mod tests {
                     },
                 ],
             ),
-            (S::Starting, Event::ReadinessPassed, true, S::Ready, vec![]),
+            (
+                S::Starting,
+                Event::ReadinessPassed,
+                true,
+                S::Ready,
+                vec![A::CancelTimer],
+            ),
             (S::Ready, Event::ReadinessFailed, true, S::Starting, vec![]),
             (
                 S::Ready,
@@ -646,6 +674,89 @@ mod tests {
         };
         let (state, _) = next(&State::Ready, &Event::DependencyRestarted, &ctx);
         assert_eq!(state, State::Stopping(StopIntent::Restart));
+    }
+
+    #[test]
+    fn a_start_timeout_is_armed_cancelled_by_readiness_and_stops_for_the_restart_policy() {
+        let mut plan = component("c");
+        plan.readiness = Some(crate::plan::ProbePlan {
+            check: crate::plan::ProbeCheck::Registered,
+            initial_delay: Duration::ZERO,
+            period: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            failure_threshold: 1,
+            success_threshold: 1,
+        });
+        plan.start_timeout = Some(Duration::from_secs(90));
+        plan.restart.initial_delay = Duration::from_millis(100);
+        let history = RestartHistory::default();
+        let ctx = Ctx {
+            plan: &plan,
+            history: &history,
+            now: Instant::now(),
+            jitter: 0.0,
+        };
+        assert_eq!(
+            next(&State::Starting, &Event::Spawned, &ctx),
+            (
+                State::Starting,
+                vec![
+                    Action::StartProbes,
+                    Action::ArmStartTimer(Duration::from_secs(90))
+                ]
+            )
+        );
+        assert_eq!(
+            next(&State::Starting, &Event::ReadinessPassed, &ctx),
+            (State::Ready, vec![Action::CancelTimer])
+        );
+        assert_eq!(
+            next(&State::Ready, &Event::StartTimedOut, &ctx).0,
+            State::Ready
+        );
+        let (state, actions) = next(&State::Starting, &Event::StartTimedOut, &ctx);
+        let reason = "not ready within 1m 30s (start_timeout)".to_string();
+        assert_eq!(
+            state,
+            State::Stopping(StopIntent::Recover {
+                reason: reason.clone()
+            })
+        );
+        assert_eq!(actions, stop_actions());
+        // Once it is down, the restart policy decides, as for any failure.
+        let (state, actions) = next(&state, &exited(Outcome::Failure), &ctx);
+        assert_eq!(state, State::Backoff);
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::SetReason(Some(r)) if r.starts_with(&reason))),
+            "{actions:?}"
+        );
+        plan.restart.policy = crate::plan::RestartPolicy::Never;
+        let ctx = Ctx {
+            plan: &plan,
+            history: &history,
+            now: Instant::now(),
+            jitter: 0.0,
+        };
+        let (state, _) = next(
+            &State::Stopping(StopIntent::Recover { reason }),
+            &exited(Outcome::Failure),
+            &ctx,
+        );
+        assert_eq!(state, State::Failed);
+        // Without a start timeout nothing is armed.
+        plan.start_timeout = None;
+        let ctx = Ctx {
+            plan: &plan,
+            history: &history,
+            now: Instant::now(),
+            jitter: 0.0,
+        };
+        assert_eq!(
+            next(&State::Starting, &Event::Spawned, &ctx).1,
+            vec![Action::StartProbes]
+        );
     }
 
     #[test]

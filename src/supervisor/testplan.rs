@@ -20,6 +20,8 @@ pub fn component(id: &str) -> ComponentPlan {
         env: BTreeMap::new(),
         inherit_env: false,
         on_error: Default::default(),
+        heartbeat_interval_format: Default::default(),
+        start_timeout: None,
         working_dir: None,
         user: None,
         group: None,
@@ -71,5 +73,6 @@ pub fn pipeline(name: &str, components: Vec<ComponentPlan>) -> PipelinePlan {
         config_yaml: String::new(),
         components,
         range: None,
+        stalled_after: None,
     }
 }

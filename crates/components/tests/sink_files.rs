@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
@@ -449,4 +450,66 @@ async fn file_sink_checkpoints_what_it_wrote_while_the_stream_is_quiet() {
         .unwrap()
         .unwrap();
     assert_eq!(c.offset, std::fs::metadata(&out).unwrap().len());
+}
+
+/// Answers every request as the Go ttp-processor does when its source's stream ends before
+/// the end of a bounded request: the events of the first ledger asked for, then
+/// `Unavailable`. Counts the requests.
+#[derive(Clone)]
+struct EndsEarly(Arc<std::sync::atomic::AtomicUsize>);
+
+#[tonic::async_trait]
+impl EventService for EndsEarly {
+    type GetTTPEventsStream = EventStream;
+    async fn get_ttp_events(
+        &self,
+        request: Request<GetEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ledger = request.into_inner().start_ledger;
+        let event = TokenTransferEvent {
+            meta: Some(EventMeta {
+                ledger_sequence: ledger,
+                ..Default::default()
+            }),
+            event: None,
+        };
+        let items = vec![Ok(event), Err(Status::unavailable("source stream ended"))];
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_whose_upstream_ends_each_stream_early_backs_off_instead_of_reconnecting_at_a_fixed_pace(
+) {
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EventServiceServer::new(EndsEarly(requests.clone())))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let _sink = ttp_sink(
+        addr.port(),
+        &[
+            ("SINK", "jsonl"),
+            ("OUTPUT_FILE", out.to_str().unwrap()),
+            ("START_LEDGER", "10"),
+            ("END_LEDGER", "12"),
+            ("MAX_BACKOFF", "2s"),
+        ],
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let asked = requests.load(std::sync::atomic::Ordering::Relaxed);
+    // At a fixed 100 ms that would be about 50; doubling from 100 ms (each wait drawn from its
+    // upper half) to the 2 s cap allows at most 8 in 5 s.
+    assert!((2..=9).contains(&asked), "{asked} requests in 5 s");
+    let written = std::fs::read_to_string(&out).unwrap_or_default();
+    assert_eq!(
+        written, "",
+        "ledger 10 never completed, so nothing is written"
+    );
 }

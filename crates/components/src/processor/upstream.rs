@@ -12,35 +12,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Streaming;
 
 use super::readiness::Readiness;
-
-/// Doubling waits between reconnection attempts, reset by a delivered ledger.
-#[derive(Clone, Copy, Debug)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max,
-            current: initial,
-        }
-    }
-
-    /// The wait before the next attempt; each call doubles the following one up to `max`.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.current;
-        self.current = (self.current * 2).min(self.max);
-        d
-    }
-
-    pub fn reset(&mut self) {
-        self.current = self.initial;
-    }
-}
+pub use crate::backoff::Backoff;
 
 pub struct LedgerFeed {
     endpoint: Endpoint,
@@ -165,19 +137,5 @@ pub async fn watch_source(endpoint: Endpoint, readiness: Readiness, every: Durat
             .is_ok_and(|r| r.is_ok());
         readiness.set(ok).await;
         tokio::time::sleep(every).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_until_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
-        let got: Vec<_> = (0..5).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(got, [100, 200, 400, 500, 500]);
-        b.reset();
-        assert_eq!(b.next_delay().as_millis(), 100);
     }
 }

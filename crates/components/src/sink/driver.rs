@@ -21,6 +21,7 @@ use super::metrics::SinkMetrics;
 use super::output::Output;
 use super::postgres::PgSink;
 use super::{LedgerEvents, SinkError};
+use crate::backoff::Backoff;
 
 pub enum Target {
     Output(Output),
@@ -195,7 +196,7 @@ impl Driver {
             through: resume,
             dead_letters: 0,
         };
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), self.max_backoff);
         loop {
             if let Some(end) = self.end {
                 if next > end && next != 0 {
@@ -214,19 +215,20 @@ impl Driver {
                 Ok(s) => s,
                 Err(message) => {
                     let reason = format!("event service {} unreachable: {message}", self.addr);
+                    let delay = backoff.next_delay();
                     tracing::warn!(retry_in = ?delay, "{reason}");
                     self.readiness.set_degraded(reason);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = &mut stop => break,
                     }
-                    delay = (delay * 2).min(self.max_backoff);
                     continue;
                 }
             };
             // The database (if any) answered the checkpoint query or the last write; a
             // failing write marks the sink not ready again.
             self.readiness.set_ready();
+            let asked_from = next;
             let mut current: Option<LedgerEvents> = None;
             let mut pending = Pending {
                 ledgers: Vec::new(),
@@ -239,7 +241,6 @@ impl Driver {
                 tokio::select! {
                     msg = stream.message() => match msg {
                         Ok(Some(ev)) => {
-                            delay = Duration::from_millis(100);
                             if let Err(e) = accept(ev, next, &mut current, &mut pending) {
                                 tracing::warn!(error = %e, "reconnecting");
                                 break Ended::Broken;
@@ -287,13 +288,24 @@ impl Driver {
             if let Ended::Stopped = ended {
                 break;
             }
+            // Only a ledger completed on this stream is progress: events of one that never
+            // completes (an upstream ending each stream early) must not keep the wait short.
+            if next > asked_from {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay();
+            tracing::warn!(
+                next,
+                retry_in = ?delay,
+                "reconnecting to the event service {}",
+                self.addr
+            );
             self.readiness
                 .set_degraded(format!("reconnecting to {} from ledger {next}", self.addr));
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = &mut stop => break,
             }
-            delay = (delay * 2).min(self.max_backoff);
         }
         self.target.finish()?;
         Ok(summary)
