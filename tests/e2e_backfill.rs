@@ -45,6 +45,18 @@ fn postgres_range_pipeline(
     pipeline(dir, "history", &text)
 }
 
+/// The shards `flowctl backfill status -o json` lists, its exit checked.
+fn shard_rows(mut status: Command) -> Vec<serde_json::Value> {
+    let out = status.args(["-o", "json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows.as_array().expect("a list of shards").clone()
+}
+
 fn plan(dir: &Path, file: &Path, engine: &str, out: &Path) {
     let plan = Command::new(flowctl())
         .args(["backfill", "plan", "-f"])
@@ -152,28 +164,16 @@ fn backfill_status_reads_each_shards_state_from_its_postgresql_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let file = postgres_range_pipeline(dir.path(), &pg, 127, 0.0);
     let status = || {
-        let out = Command::new(flowctl())
-            .args(["backfill", "status", "-f"])
-            .arg(&file)
-            .args([
-                "--from-ledger",
-                "2",
-                "--to-ledger",
-                "127",
-                "--shard-size",
-                "64",
-            ])
-            .args(["-o", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array()
-            .unwrap()
+        let mut cmd = Command::new(flowctl());
+        cmd.args(["backfill", "status", "-f"]).arg(&file).args([
+            "--from-ledger",
+            "2",
+            "--to-ledger",
+            "127",
+            "--shard-size",
+            "64",
+        ]);
+        shard_rows(cmd)
             .iter()
             .map(|s| {
                 (
@@ -216,17 +216,7 @@ fn a_second_run_of_a_shard_fences_the_first_which_exits_65_without_a_restart() {
     // 20 ledgers/s: the first copy is still at work when the second starts.
     let file = postgres_range_pipeline(dir.path(), &pg, 191, 20.0);
     let shard_1 = || {
-        let out = backfill_cmd(&file, "status")
-            .args(["-o", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let s = &v[1];
+        let s = &shard_rows(backfill_cmd(&file, "status"))[1];
         (
             s["state"].as_str().unwrap().to_string(),
             s["checkpoint"].as_i64(),
@@ -321,18 +311,7 @@ fn reconcile_writes_the_work_of_the_missing_and_stalled_shards_only_and_then_not
     let file = postgres_range_pipeline(dir.path(), &pg, 191, 40.0);
     let state = dir.path().join("state");
     let states = || {
-        let out = backfill_cmd(&file, "status")
-            .args(["-o", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array()
-            .unwrap()
+        shard_rows(backfill_cmd(&file, "status"))
             .iter()
             .map(|s| {
                 (
