@@ -126,17 +126,6 @@ spec:
     assert_eq!(ids, ["processor"]);
 }
 
-/// `FLOWCTL_ENDPOINT` as the supervisor gave it to the process `pid`.
-fn endpoint_of(pid: i32) -> String {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    environ
-        .split(|b| *b == 0)
-        .filter_map(|kv| std::str::from_utf8(kv).ok())
-        .find_map(|kv| kv.strip_prefix("FLOWCTL_ENDPOINT="))
-        .expect("the component was given FLOWCTL_ENDPOINT")
-        .to_string()
-}
-
 #[test]
 fn a_consumer_reading_the_interval_as_milliseconds_is_warned_about_once_and_millis_format_fixes_it()
 {

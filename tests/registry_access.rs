@@ -24,17 +24,6 @@ async fn client(endpoint: &str, token: Option<&str>) -> RegistryClient {
     connect(&options).await.expect("connect")
 }
 
-/// `FLOWCTL_ENDPOINT` as the supervisor gave it to the process `pid`.
-fn endpoint_of(pid: i32) -> String {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    environ
-        .split(|b| *b == 0)
-        .filter_map(|kv| std::str::from_utf8(kv).ok())
-        .find_map(|kv| kv.strip_prefix("FLOWCTL_ENDPOINT="))
-        .expect("the component was given FLOWCTL_ENDPOINT")
-        .to_string()
-}
-
 async fn services(c: &mut RegistryClient) -> Vec<String> {
     c.v0.list_services(())
         .await

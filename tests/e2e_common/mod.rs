@@ -322,3 +322,14 @@ pub fn reference_events(start: u32, end: u32) -> Vec<serde_json::Value> {
     );
     parse_jsonl(&std::fs::read_to_string(&out).unwrap())
 }
+
+/// `FLOWCTL_ENDPOINT` as the supervisor gave it to the process `pid`.
+pub fn endpoint_of(pid: i32) -> String {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix("FLOWCTL_ENDPOINT="))
+        .expect("the component was given FLOWCTL_ENDPOINT")
+        .to_string()
+}

@@ -16,26 +16,8 @@ import re
 import sys
 import time
 
-
-def generate(proto_dir, out_dir):
-    from grpc_tools import protoc
-    import grpc_tools
-
-    if not os.path.exists(os.path.join(out_dir, "flowctl", "control_plane_pb2.py")):
-        os.makedirs(out_dir, exist_ok=True)
-        well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-        code = protoc.main([
-            "grpc_tools.protoc",
-            f"-I{proto_dir}",
-            f"-I{well_known}",
-            f"--python_out={out_dir}",
-            f"--grpc_python_out={out_dir}",
-            os.path.join(proto_dir, "flowctl/control_plane.proto"),
-        ])
-        if code != 0:
-            sys.exit(f"protoc failed (exit {code})")
-        open(os.path.join(out_dir, "flowctl", "__init__.py"), "a").close()
-    sys.path.insert(0, out_dir)
+# The stubs are built as the wire test builds them (its module sits beside this one).
+from wire_client import generate
 
 
 def interval(text, interval_as):

@@ -14,10 +14,15 @@ import sys
 
 
 def generate(proto_dir, out_dir):
-    """Compile flowctl/control_plane.proto and flowctl/v1/control_plane.proto into out_dir."""
+    """Compile flowctl/control_plane.proto and flowctl/v1/control_plane.proto into out_dir,
+    unless an earlier run (a restarted stand-in) already did."""
+    sys.path.insert(0, out_dir)
+    if os.path.exists(os.path.join(out_dir, "flowctl", "v1", "__init__.py")):
+        return
     from grpc_tools import protoc
     import grpc_tools
 
+    os.makedirs(out_dir, exist_ok=True)
     well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     for proto in ("flowctl/control_plane.proto", "flowctl/v1/control_plane.proto"):
         code = protoc.main([
@@ -33,7 +38,6 @@ def generate(proto_dir, out_dir):
     # Generated modules import each other as packages: flowctl.v1.control_plane_pb2.
     for pkg in ("flowctl", os.path.join("flowctl", "v1")):
         open(os.path.join(out_dir, pkg, "__init__.py"), "a").close()
-    sys.path.insert(0, out_dir)
 
 
 def check(condition, what):
