@@ -827,7 +827,11 @@ impl Registry {
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
         let mut changes = Vec::new();
-        let stale_after = self.inner.ttl + self.inner.config.unlinked_retention;
+        // Both come from flags: a retention of u64::MAX seconds means never, not a panic.
+        let stale_after = self
+            .inner
+            .ttl
+            .saturating_add(self.inner.config.unlinked_retention);
         let stale: Vec<String> = self
             .services_read()
             .iter()
@@ -1652,6 +1656,21 @@ mod tests {
             registry.is_registered("processor"),
             "a linked one stays listed while its process lives"
         );
+    }
+
+    #[test]
+    fn a_retention_of_the_largest_duration_keeps_unlinked_registrations_instead_of_panicking() {
+        let registry = Registry::open(RegistryConfig {
+            ttl: Some(Duration::from_millis(20)),
+            unlinked_retention: Duration::MAX,
+            ..RegistryConfig::default()
+        })
+        .unwrap();
+        let stale = registry.register(reg(""));
+        std::thread::sleep(Duration::from_millis(30));
+        registry.sweep();
+        assert!(registry.is_registered(&stale));
+        assert_eq!(registry.dropped_unlinked(), 0);
     }
 
     #[test]
