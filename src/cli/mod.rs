@@ -37,7 +37,8 @@ pub enum Command {
     /// Replay a range of ledgers: a bounded copy of a pipeline, beside the live one (daemon)
     /// or in the foreground (-f FILE).
     Replay(replay::ReplayArgs),
-    /// Backfills: cut a long range into shards for an engine that places them (plan).
+    /// Backfills: cut a long range into shards for an engine that places them (plan), see where
+    /// each shard stands (status) and write the work of those not done (reconcile).
     Backfill(backfill::Args),
     /// Show a component's output from the journal.
     Logs(logs::LogsArgs),
