@@ -153,12 +153,13 @@ impl DeadLetterStore {
             max_letters: MAX_LETTERS,
             max_payload_total: MAX_PAYLOAD_TOTAL_BYTES,
         };
-        store
-            .conn
-            .execute_batch(
-                "PRAGMA journal_mode = WAL;
+        // Shards of a backfill on one host open one new file at once: the busy timeout comes
+        // before the switch to WAL, and a set-up answered "busy" is tried again.
+        super::store::set_up_retrying_busy(|| {
+            store.conn.execute_batch(
+                "PRAGMA busy_timeout = 5000;
+                 PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = NORMAL;
-                 PRAGMA busy_timeout = 5000;
                  CREATE TABLE IF NOT EXISTS dead_letters (
                      id INTEGER PRIMARY KEY AUTOINCREMENT,
                      pipeline TEXT NOT NULL,
@@ -178,7 +179,8 @@ impl DeadLetterStore {
                      ON dead_letters (pipeline, component, ledger) WHERE status = 'open';
                  CREATE INDEX IF NOT EXISTS dead_letters_by_run ON dead_letters (run_id);",
             )
-            .map_err(|e| store.err(e))?;
+        })
+        .map_err(|e| store.err(e))?;
         Ok(store)
     }
 

@@ -57,6 +57,27 @@ impl std::fmt::Debug for RunStore {
     }
 }
 
+/// Runs the idempotent set-up of a store file that other processes may be opening at the
+/// same moment (the shards of a backfill on one host, with one `--state-dir`). SQLite answers
+/// "busy" at once, without waiting, where waiting could deadlock (two openers of a new file
+/// upgrading their locks), so the set-up is tried again.
+pub(super) fn set_up_retrying_busy(
+    mut set_up: impl FnMut() -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let mut tries = 0;
+    loop {
+        match set_up() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 100 =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10 + 10 * (tries % 5)));
+            }
+            done => return done,
+        }
+    }
+}
+
 impl RunStore {
     /// Opens (or creates) `<state_dir>/runs.sqlite3`.
     pub fn open(state_dir: &Path, retention: usize) -> Result<Self, StoreError> {
@@ -100,20 +121,7 @@ impl RunStore {
     /// Sets the store up, waiting for other processes opening it at the same time (the shards
     /// of a backfill on one host, with one `--state-dir`).
     fn init(&self) -> Result<(), StoreError> {
-        // SQLite answers "busy" at once, without waiting, where waiting could deadlock (two
-        // openers of a new store upgrading their locks); setting up is idempotent, so again.
-        let mut tries = 0;
-        loop {
-            match self.init_once() {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 100 =>
-                {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(10 + 10 * (tries % 5)));
-                }
-                done => return done.map_err(|e| self.err(e)),
-            }
-        }
+        set_up_retrying_busy(|| self.init_once()).map_err(|e| self.err(e))
     }
 
     fn init_once(&self) -> rusqlite::Result<()> {
@@ -496,8 +504,9 @@ mod tests {
     }
 
     #[test]
-    fn shards_opening_one_new_store_at_once_all_open_it() {
-        // Backfill shards on one host start together with one --state-dir.
+    fn shards_opening_one_new_state_dir_at_once_all_open_its_run_and_dead_letter_stores() {
+        // Backfill shards on one host start together with one --state-dir, and each opens
+        // both of its files.
         for _ in 0..10 {
             let dir = tempfile::tempdir().unwrap();
             let start = std::sync::Arc::new(std::sync::Barrier::new(6));
@@ -506,7 +515,11 @@ mod tests {
                     let (dir, start) = (dir.path().to_path_buf(), start.clone());
                     std::thread::spawn(move || {
                         start.wait();
-                        RunStore::open(&dir, 10).map(|_| ())
+                        super::super::dead_letters::DeadLetterStore::open(&dir)
+                            .map_err(|e| e.to_string())?;
+                        RunStore::open(&dir, 10)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
                     })
                 })
                 .collect();
