@@ -132,6 +132,10 @@ pub struct Work<'a> {
     pub shards: &'a [Shard],
     /// The shards to run (by index), when not all: `backfill reconcile`'s unfinished ones.
     pub only: Option<&'a [usize]>,
+    /// The backfill's id: each shard records itself as its chunk run `ID/shard-S`.
+    pub backfill: &'a str,
+    /// Where the shards record their chunk runs, when not in their own state dir.
+    pub chunk_endpoint: Option<&'a str>,
 }
 
 impl Work<'_> {
@@ -145,6 +149,10 @@ impl Work<'_> {
         );
         if let Some(dir) = self.state_dir {
             cmd.push_str(&format!(" --state-dir {}", quote(dir)));
+        }
+        cmd.push_str(&format!(" --backfill-id {}", quote(self.backfill)));
+        if let Some(endpoint) = self.chunk_endpoint {
+            cmd.push_str(&format!(" --chunk-endpoint {}", quote(endpoint)));
         }
         cmd
     }
@@ -304,6 +312,9 @@ pub enum ShardState {
     Running,
     /// Begun, but no checkpoint moved lately: its run died (reconcile runs it again).
     Stalled,
+    /// Its chunk run failed or was aborted (pipelines without PostgreSQL sinks, whose chunk
+    /// runs tell their state); reconcile runs it again.
+    Failed,
     /// No checkpoint row: never begun.
     Missing,
 }
@@ -314,6 +325,7 @@ impl ShardState {
             ShardState::Done => "done",
             ShardState::Running => "running",
             ShardState::Stalled => "stalled",
+            ShardState::Failed => "failed",
             ShardState::Missing => "missing",
         }
     }
@@ -374,6 +386,51 @@ pub fn shard_states(
                 checkpoint: row.map(|r| r.last_ledger).filter(|l| *l > 0),
                 age_secs: row.map(|r| r.age_secs),
                 epoch: row.map(|r| r.epoch),
+            }
+        })
+        .collect()
+}
+
+/// Each shard's state from its chunk run alone: done once completed or verified, running
+/// while its record moved within `stalled_after` (a run reports as it starts and ends, so a
+/// long shard's RUNNING record goes quiet: only an older one than that is stalled), failed
+/// when failed or aborted, missing when planned or unrecorded.
+pub fn chunk_states(
+    shards: &[Shard],
+    chunks: &std::collections::BTreeMap<usize, flowctl_proto::flowctl::ChunkRun>,
+    stalled_after: std::time::Duration,
+) -> Vec<ShardStatus> {
+    use flowctl_proto::flowctl::ChunkStatus;
+    let now = std::time::SystemTime::now();
+    shards
+        .iter()
+        .map(|shard| {
+            let chunk = chunks.get(&shard.index);
+            let age_secs = chunk.and_then(|c| c.updated_at.as_ref()).map(|t| {
+                let at = std::time::UNIX_EPOCH
+                    + std::time::Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+                now.duration_since(at).unwrap_or_default().as_secs_f64()
+            });
+            let state = match chunk.map(|c| c.status()) {
+                Some(ChunkStatus::Completed | ChunkStatus::Verified) => ShardState::Done,
+                Some(ChunkStatus::Running | ChunkStatus::Dispatched) => {
+                    if age_secs.is_some_and(|a| a > stalled_after.as_secs_f64()) {
+                        ShardState::Stalled
+                    } else {
+                        ShardState::Running
+                    }
+                }
+                Some(ChunkStatus::Failed | ChunkStatus::Aborted | ChunkStatus::RetryPending) => {
+                    ShardState::Failed
+                }
+                Some(ChunkStatus::Planned | ChunkStatus::Unknown) | None => ShardState::Missing,
+            };
+            ShardStatus {
+                shard: *shard,
+                state,
+                checkpoint: None,
+                age_secs,
+                epoch: chunk.map(|c| i64::from(c.attempt)),
             }
         })
         .collect()

@@ -1,6 +1,7 @@
 //! flowctl: a systemd-native supervisor and control plane for Stellar data pipelines.
 pub mod api;
 pub mod backfill;
+pub mod chunks;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -504,3 +504,267 @@ fn shards_of_a_local_data_lake_end_on_its_object_boundaries_and_a_missing_manife
         .collect();
     assert_eq!(starts, ["2", "1600", "3200", "4800"]);
 }
+
+// ---------- shards as chunk runs ----------
+
+/// `flowctl chunks VERB … --state-dir DIR`, its output and exit code.
+fn chunks(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(flowctl())
+        .arg("chunks")
+        .args(args)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The chunk runs of a backfill as `(chunk_id, status, attempt)`, in their listed order.
+fn chunk_states(dir: &Path, backfill: &str) -> Vec<(String, String, i64)> {
+    let (ok, out, err) = chunks(dir, &["list", "--run", backfill, "--all", "-o", "json"]);
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    rows.as_array()
+        .expect("a list of chunks")
+        .iter()
+        .map(|c| {
+            (
+                c["chunk_id"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+                c["attempt"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+fn ids_with(states: &[(String, String, i64)], status: &str) -> Vec<String> {
+    states
+        .iter()
+        .filter(|(_, s, _)| s == status)
+        .map(|(id, _, _)| id.clone())
+        .collect()
+}
+
+#[test]
+fn shards_record_their_chunk_runs_and_verify_finds_a_lost_row_which_a_retry_writes_again() {
+    use flowctl_testkit::postgres::{Durability, PgCluster};
+    let Some(pg) = PgCluster::start(Durability::Off) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = postgres_range_pipeline(dir.path(), &pg, 200, 0.0);
+    let commands = dir.path().join("shards.sh");
+    plan(dir.path(), &file, "commands", &commands);
+    let backfill = "backfill-history-2-200";
+    let planned = chunk_states(dir.path(), backfill);
+    let shard_ids: Vec<String> = (0..4).map(|s| format!("{backfill}/shard-{s}")).collect();
+    assert_eq!(ids_with(&planned, "planned"), shard_ids, "{planned:?}");
+    assert!(planned.iter().all(|(_, _, attempt)| *attempt == 0));
+
+    let run = shell(dir.path()).arg(&commands).output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let done = chunk_states(dir.path(), backfill);
+    assert_eq!(ids_with(&done, "completed"), shard_ids, "{done:?}");
+    assert!(done.iter().all(|(_, _, attempt)| *attempt == 1));
+
+    let (ok, _, err) = chunks(dir.path(), &["verify", "--run", backfill]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        ids_with(&chunk_states(dir.path(), backfill), "verified"),
+        shard_ids
+    );
+
+    // Rows lost from shard 1's range (64-127): verifying it again finds them missing.
+    let lost = pg
+        .query("WITH d AS (DELETE FROM ttp_events WHERE ledger_sequence BETWEEN 70 AND 72 RETURNING 1) SELECT count(*) FROM d")
+        .expect("the delete runs");
+    assert_ne!(lost, "0");
+    let (ok, _, err) = chunks(dir.path(), &["verify", &shard_ids[1]]);
+    assert!(!ok, "a mismatch fails the verification");
+    assert!(err.contains("rows in the range"), "{err}");
+    let (_, show, _) = chunks(dir.path(), &["show", &shard_ids[1], "-o", "json"]);
+    let shown: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(shown["status"], "failed");
+    assert_eq!(shown["failure_class"], "verification");
+
+    // A retry marks it pending and writes the work of that shard alone; running it writes
+    // the range again (attempt 2), which then verifies.
+    let script = dir.path().join("again.sh");
+    let (ok, _, err) = chunks(
+        dir.path(),
+        &[
+            "retry",
+            "--failed",
+            "--run",
+            backfill,
+            "--script",
+            script.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let again = std::fs::read_to_string(&script).unwrap();
+    assert_eq!(again.lines().count(), 1, "{again}");
+    assert!(
+        again.contains("--from-ledger 64 --to-ledger 127 --shard-id 1"),
+        "{again}"
+    );
+    let pending = chunk_states(dir.path(), backfill);
+    assert_eq!(ids_with(&pending, "retry_pending"), [shard_ids[1].clone()]);
+    let run = shell(dir.path()).arg(&script).output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (ok, _, err) = chunks(dir.path(), &["verify", &shard_ids[1]]);
+    assert!(ok, "{err}");
+    let after = chunk_states(dir.path(), backfill);
+    assert!(
+        after.contains(&(shard_ids[1].clone(), "verified".into(), 2)),
+        "{after:?}"
+    );
+
+    // backfill status shows each shard's chunk run beside its checkpoint.
+    let mut status = Command::new(flowctl());
+    status
+        .args(["backfill", "status", "-f"])
+        .arg(&file)
+        .args([
+            "--from-ledger",
+            "2",
+            "--to-ledger",
+            "200",
+            "--shard-size",
+            "64",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"));
+    let rows = shard_rows(status);
+    let cells: Vec<(String, String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["state"].as_str().unwrap().to_string(),
+                r["chunk_status"].as_str().unwrap().to_string(),
+                r["chunk_attempt"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            ("done".into(), "verified".into(), 1),
+            ("done".into(), "verified".into(), 2),
+            ("done".into(), "verified".into(), 1),
+            ("done".into(), "verified".into(), 1),
+        ]
+    );
+}
+
+/// A pipeline of one command component, over `spec.range`, whose process does `script`.
+fn command_range_pipeline(dir: &Path, name: &str, script: &str) -> std::path::PathBuf {
+    let text = format!(
+        "apiVersion: flowctl/v1
+kind: Pipeline
+metadata:
+  name: {name}
+spec:
+  range: {{from_ledger: 2, to_ledger: 127}}
+  sinks:
+    - id: writer
+      command: /bin/sh
+      args: [\"-c\", {script:?}]
+      restart:
+        policy: \"no\"
+"
+    );
+    pipeline(dir, name, &text)
+}
+
+#[test]
+fn a_failed_shard_records_its_failure_class_and_status_without_postgresql_reads_the_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    // Shard 0 exits 0 (its range written), shard 1 fails, shard 2 is killed by SIGKILL.
+    let file = command_range_pipeline(
+        dir.path(),
+        "cmd",
+        "case $START_LEDGER in 2) exit 0;; 64) exit 3;; *) kill -9 $$;; esac",
+    );
+    let commands = dir.path().join("shards.sh");
+    let plan = Command::new(flowctl())
+        .args(["backfill", "plan", "-f"])
+        .arg(&file)
+        .args([
+            "--from-ledger",
+            "2",
+            "--to-ledger",
+            "191",
+            "--shard-size",
+            "64",
+        ])
+        .args(["--engine", "commands", "-o"])
+        .arg(&commands)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    // Each line on its own: a failing shard does not stop the others.
+    for line in std::fs::read_to_string(&commands).unwrap().lines() {
+        let _ = shell(dir.path()).args(["-c", line]).output().unwrap();
+    }
+    let backfill = "backfill-cmd-2-191";
+    let show = |shard: usize| {
+        let (ok, out, err) = chunks(
+            dir.path(),
+            &["show", &format!("{backfill}/shard-{shard}"), "-o", "json"],
+        );
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    assert_eq!(show(0)["status"], "completed");
+    let failed = show(1);
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["failure_class"], "retryable_infrastructure");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 3"),
+        "{failed}"
+    );
+    let killed = show(2);
+    assert_eq!(killed["failure_class"], "oom", "{killed}");
+
+    let mut status = Command::new(flowctl());
+    status
+        .args(["backfill", "status", "-f"])
+        .arg(&file)
+        .args([
+            "--from-ledger",
+            "2",
+            "--to-ledger",
+            "191",
+            "--shard-size",
+            "64",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"));
+    let states: Vec<String> = shard_rows(status)
+        .iter()
+        .map(|r| r["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states, ["done", "failed", "failed"]);
+}

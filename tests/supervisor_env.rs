@@ -29,6 +29,10 @@ async fn child_sees_exact_environment() {
         .insert("FLOWCTL_HEARTBEAT_INTERVAL".into(), "10000".into());
     let mut opts = options(dir.path());
     opts.endpoint = Some("127.0.0.1:8080".into());
+    opts.run_ids
+        .write()
+        .unwrap()
+        .insert("p".into(), "run-42".into());
     let run = start_with(
         testplan::pipeline("p", vec![c]),
         opts,
@@ -43,6 +47,9 @@ async fn child_sees_exact_environment() {
         ("FLOWCTL_COMPONENT_ID", "ttp-processor"),
         ("FLOWCTL_SERVICE_ID", "ttp-processor"),
         ("FLOWCTL_HEARTBEAT_INTERVAL", "10000"),
+        ("FLOWCTL_HEARTBEAT_INTERVAL_MS", "10000"),
+        ("FLOWCTL_ATTEMPT", "1"),
+        ("FLOWCTL_RUN_ID", "run-42"),
         ("HEALTH_PORT", "18088"),
         ("HEALTH_ENDPOINT", "http://127.0.0.1:18088/health"),
         ("FLOWCTL_ON_ERROR", "fail"),
@@ -62,6 +69,51 @@ async fn child_sees_exact_environment() {
         }
     }
     assert_eq!(seen, want);
+    run.handle.shutdown();
+    run.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_child_restarted_after_a_crash_is_told_its_second_attempt_of_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("env.json");
+    let mut c = kit(
+        "loader",
+        &[
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "--exit-code",
+            "1",
+            "--after-ms",
+            "100",
+        ],
+    );
+    c.restart.initial_delay = Duration::from_millis(50);
+    let opts = options(dir.path());
+    opts.run_ids
+        .write()
+        .unwrap()
+        .insert("p".into(), "run-9".into());
+    let run = start_with(
+        testplan::pipeline("p", vec![c]),
+        opts,
+        tempfile::tempdir().unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let text = std::fs::read_to_string(&env_file).unwrap_or_default();
+        if let Ok(env) = serde_json::from_str::<BTreeMap<String, String>>(&text) {
+            if env.get("FLOWCTL_ATTEMPT").map(String::as_str) == Some("2") {
+                break env;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second start: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(seen["FLOWCTL_RUN_ID"], "run-9");
     run.handle.shutdown();
     run.task.await.unwrap();
 }

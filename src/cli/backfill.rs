@@ -27,7 +27,8 @@ enum BackfillCommand {
     Plan(PlanArgs),
     /// Each shard's state from its PostgreSQL sinks' checkpoint rows: done, running (a
     /// checkpoint moved in the last minute), stalled, or missing; EPOCH counts the runs of
-    /// the shard that claimed its row (above 1: it was started more than once).
+    /// the shard that claimed its row (above 1: it was started more than once); CHUNK is its
+    /// chunk run's status and attempt. Without PostgreSQL sinks, the chunk runs decide.
     Status(StatusArgs),
     /// The work of the shards not done (missing or stalled; running ones are left alone), as
     /// `plan` writes it, each shard keeping its task id; `--submit` hands it to `sbatch`.
@@ -71,15 +72,27 @@ struct CheckpointArgs {
 
 /// What work is written for which engine, and where.
 #[derive(Debug, ClapArgs)]
-struct WorkArgs {
+pub(super) struct WorkArgs {
     #[arg(long, value_enum, default_value = "slurm")]
-    engine: Engine,
-    /// Where each shard records its run (`flowctl run --state-dir`); default: each host's.
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
+    pub(super) engine: Engine,
+    #[command(flatten)]
+    pub(super) records: RecordArgs,
     /// Write here (the Slurm script made executable) instead of standard output.
     #[arg(short = 'o', long = "output", value_name = "OUT")]
-    output: Option<PathBuf>,
+    pub(super) output: Option<PathBuf>,
+}
+
+/// Where the shards record their runs and chunk runs.
+#[derive(Debug, ClapArgs)]
+pub(super) struct RecordArgs {
+    /// Where each shard records its run (`flowctl run --state-dir`); default: each host's.
+    /// The shards' chunk runs are recorded in its store too, unless --chunk-endpoint is given.
+    #[arg(long, value_name = "DIR")]
+    pub(super) state_dir: Option<PathBuf>,
+    /// A control plane every host reaches (a `flowctl server`) where the shards' chunk runs
+    /// are recorded, instead of the state dir's store.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(super) chunk_endpoint: Option<String>,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -109,13 +122,15 @@ struct StatusArgs {
     range: ShardArgs,
     #[command(flatten)]
     checkpoints: CheckpointArgs,
+    #[command(flatten)]
+    records: RecordArgs,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: super::list::Output,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum Engine {
+pub(super) enum Engine {
     /// An `sbatch --array` script: one task per shard, `--requeue`.
     Slurm,
     /// One shell command per line, a shard each.
@@ -178,32 +193,114 @@ fn plan(args: PlanArgs) -> anyhow::Result<i32> {
     let Some((shards, file, plan)) = shards_and_plan(&args.range)? else {
         return Ok(1);
     };
+    let backfill = backfill_id(&args.range, &plan);
+    // Recorded before the work is handed out, so no shard starts unrecorded.
+    let (new, known) = runtime()?
+        .block_on(async {
+            let mut records = chunk_records(&args.work.records).await?;
+            let (mut new, mut known) = (0, 0);
+            for shard in &shards {
+                let chunk = shard_chunk(&backfill, &file, &plan, &args.work, shard);
+                // A plan written again leaves the shards already recorded as they stand.
+                if records.get(&chunk.id()).await?.is_some() {
+                    known += 1;
+                } else {
+                    records.upsert(chunk.planned()).await?;
+                    new += 1;
+                }
+            }
+            anyhow::Ok((new, known))
+        })
+        .with_context(|| format!("cannot record the chunk runs of backfill {backfill}"))?;
     write_work(&args.work, &file, &plan, &shards, None)?;
     crate::stderr_line!(
-        "flowctl: {} shard(s) of `{}`, ledgers {}-{}",
+        "flowctl: {} shard(s) of `{}`, ledgers {}-{}: backfill {backfill} ({new} chunk run(s)          recorded planned{})",
         shards.len(),
         plan.name,
         args.range.from_ledger,
-        args.range.to_ledger
+        args.range.to_ledger,
+        if known > 0 {
+            format!(", {known} already recorded")
+        } else {
+            String::new()
+        }
     );
     Ok(0)
 }
 
-/// Writes the work of `only` (all shards when `None`) for the engine.
-fn write_work(
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The backfill's id, from the pipeline and the whole range.
+fn backfill_id(range: &ShardArgs, plan: &crate::plan::PipelinePlan) -> String {
+    crate::chunks::backfill_id(&plan.name, range.from_ledger, range.to_ledger)
+}
+
+/// A shard as its chunk run names it.
+fn shard_chunk(
+    backfill: &str,
+    file: &std::path::Path,
+    plan: &crate::plan::PipelinePlan,
+    work: &WorkArgs,
+    shard: &backfill::Shard,
+) -> crate::chunks::ShardChunk {
+    crate::chunks::ShardChunk {
+        backfill: backfill.to_string(),
+        shard: shard.index.to_string(),
+        pipeline: plan.name.clone(),
+        file: file.display().to_string(),
+        from: shard.from,
+        to: shard.to,
+        state_dir: work
+            .records
+            .state_dir
+            .as_ref()
+            .map(|d| d.display().to_string()),
+        chunk_endpoint: work.records.chunk_endpoint.clone(),
+    }
+}
+
+/// Where the shards' chunk runs are recorded: --chunk-endpoint's control plane, else the
+/// store of --state-dir (default: this user's, as `flowctl run` picks it).
+pub(super) async fn chunk_records(records: &RecordArgs) -> anyhow::Result<crate::chunks::Records> {
+    match &records.chunk_endpoint {
+        Some(endpoint) => crate::chunks::Records::remote(endpoint).await,
+        None => {
+            let dir = records
+                .state_dir
+                .clone()
+                .unwrap_or_else(crate::registry::server::default_state_dir);
+            crate::chunks::Records::store(&dir)
+        }
+    }
+}
+
+/// The work of `only` (all shards when `None`) for the engine.
+pub(super) fn work_text(
     args: &WorkArgs,
     file: &std::path::Path,
     plan: &crate::plan::PipelinePlan,
     shards: &[backfill::Shard],
     only: Option<&[usize]>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     // The flowctl that wrote the plan runs it, where it is installed the same on every host.
     let flowctl = std::env::current_exe()
         .ok()
         .filter(|p| p.starts_with("/usr"))
         .map_or_else(|| "flowctl".to_string(), |p| p.display().to_string());
     let file = file.display().to_string();
-    let state_dir = args.state_dir.as_ref().map(|d| d.display().to_string());
+    let state_dir = args
+        .records
+        .state_dir
+        .as_ref()
+        .map(|d| d.display().to_string());
+    let first = shards.first().map_or(0, |s| s.from);
+    let last = shards.last().map_or(0, |s| s.to);
+    let backfill = crate::chunks::backfill_id(&plan.name, first, last);
     let work = backfill::Work {
         flowctl: &flowctl,
         file: &file,
@@ -211,11 +308,24 @@ fn write_work(
         plan,
         shards,
         only,
+        backfill: &backfill,
+        chunk_endpoint: args.records.chunk_endpoint.as_deref(),
     };
-    let text = match args.engine {
+    Ok(match args.engine {
         Engine::Slurm => work.slurm(),
         Engine::Commands => work.commands(),
-    };
+    })
+}
+
+/// Writes the work of `only` (all shards when `None`) for the engine.
+pub(super) fn write_work(
+    args: &WorkArgs,
+    file: &std::path::Path,
+    plan: &crate::plan::PipelinePlan,
+    shards: &[backfill::Shard],
+    only: Option<&[usize]>,
+) -> anyhow::Result<()> {
+    let text = work_text(args, file, plan, shards, only)?;
     match &args.output {
         None => std::io::stdout().write_all(text.as_bytes())?,
         Some(out) => {
@@ -279,54 +389,119 @@ async fn checkpoint_rows(
     Ok(rows)
 }
 
-/// The shards with their states, read from the sinks' checkpoint rows.
+/// The shards with their states, read from the sinks' checkpoint rows (or, for a pipeline
+/// without PostgreSQL sinks, from the shards' chunk runs), and their chunk runs.
 struct Reading {
     shards: Vec<backfill::Shard>,
     file: PathBuf,
     plan: crate::plan::PipelinePlan,
     states: Vec<backfill::ShardStatus>,
+    /// Each shard's chunk run by shard index, where one is recorded.
+    chunks: std::collections::BTreeMap<usize, flowctl_proto::flowctl::ChunkRun>,
 }
 
-fn read_states(range: &ShardArgs, checkpoints: &CheckpointArgs) -> anyhow::Result<Option<Reading>> {
+fn read_states(
+    range: &ShardArgs,
+    checkpoints: &CheckpointArgs,
+    records: &RecordArgs,
+) -> anyhow::Result<Option<Reading>> {
     let Some((shards, file, plan)) = shards_and_plan(range)? else {
         return Ok(None);
     };
     let sinks = backfill::postgres_sinks(&plan, checkpoints.database_url.as_deref());
-    if sinks.is_empty() {
-        anyhow::bail!(
-            "{}: no PostgreSQL sink (SINK: postgres) keeps checkpoints to read the shards from",
-            range.file.display()
-        );
-    }
-    let rows = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(checkpoint_rows(&sinks, &shards))?;
-    let states = backfill::shard_states(
-        &sinks,
-        &shards,
-        &rows,
-        checkpoints.stalled_after.as_secs_f64(),
-    );
+    let backfill = backfill_id(range, &plan);
+    let rt = runtime()?;
+    let chunks = rt.block_on(async {
+        let filter = crate::registry::chunks::ChunkFilter {
+            pipeline_run_id: Some(backfill.clone()),
+            ..Default::default()
+        };
+        // A status never makes a store where none was planned.
+        let default_dir = crate::registry::server::default_state_dir();
+        let unplanned = records.chunk_endpoint.is_none()
+            && !records
+                .state_dir
+                .as_ref()
+                .unwrap_or(&default_dir)
+                .join(crate::registry::store::RUNS_DB)
+                .exists();
+        if unplanned {
+            return Ok(Vec::new());
+        }
+        chunk_records(records).await?.all(&filter).await
+    });
+    let chunks: std::collections::BTreeMap<usize, _> = match chunks {
+        Ok(chunks) => chunks
+            .into_iter()
+            .filter_map(|c| {
+                let shard = crate::chunks::ShardChunk::of_record(&c)?;
+                let index: usize = shard.shard.parse().ok()?;
+                let planned = shards.get(index)?;
+                // A chunk of another cut of the same range is not this shard's.
+                (planned.from == shard.from && planned.to == shard.to).then_some((index, c))
+            })
+            .collect(),
+        // The checkpoints still tell where the shards stand.
+        Err(e) if !sinks.is_empty() => {
+            crate::stderr_line!(
+                "flowctl: warning: cannot read the chunk runs of backfill {backfill}: {e:#}"
+            );
+            Default::default()
+        }
+        Err(e) => {
+            return Err(e.context(format!(
+                "{}: no PostgreSQL sink (SINK: postgres) keeps checkpoints, and the chunk runs \
+                 of backfill {backfill} cannot be read",
+                range.file.display()
+            )))
+        }
+    };
+    let states = if sinks.is_empty() {
+        backfill::chunk_states(&shards, &chunks, checkpoints.stalled_after)
+    } else {
+        let rows = rt.block_on(checkpoint_rows(&sinks, &shards))?;
+        backfill::shard_states(
+            &sinks,
+            &shards,
+            &rows,
+            checkpoints.stalled_after.as_secs_f64(),
+        )
+    };
     Ok(Some(Reading {
         shards,
         file,
         plan,
         states,
+        chunks,
     }))
 }
 
+/// A chunk run as a status cell: `completed#2` (its status and attempt).
+fn chunk_cell(c: &flowctl_proto::flowctl::ChunkRun) -> String {
+    format!(
+        "{}#{}",
+        crate::registry::chunks::status_word(c.status()),
+        c.attempt
+    )
+}
+
 fn status(args: StatusArgs) -> anyhow::Result<i32> {
-    let Some(Reading { shards, states, .. }) = read_states(&args.range, &args.checkpoints)? else {
+    let Some(Reading {
+        shards,
+        states,
+        chunks,
+        ..
+    }) = read_states(&args.range, &args.checkpoints, &args.records)?
+    else {
         return Ok(1);
     };
     let count = |state| states.iter().filter(|s| s.state == state).count();
     let summary = format!(
-        "{} done, {} running, {} stalled, {} missing (of {} shards)",
+        "{} done, {} running, {} stalled, {} failed, {} missing (of {} shards)",
         count(backfill::ShardState::Done),
         count(backfill::ShardState::Running),
         count(backfill::ShardState::Stalled),
+        count(backfill::ShardState::Failed),
         count(backfill::ShardState::Missing),
         shards.len()
     );
@@ -335,11 +510,18 @@ fn status(args: StatusArgs) -> anyhow::Result<i32> {
             let items: Vec<_> = states
                 .iter()
                 .map(|s| {
+                    let chunk = chunks.get(&s.shard.index);
                     serde_json::json!({
                         "shard": s.shard.index, "from_ledger": s.shard.from,
                         "to_ledger": s.shard.to, "state": s.state.word(),
                         "checkpoint": s.checkpoint, "checkpoint_age_secs": s.age_secs,
                         "epoch": s.epoch,
+                        "chunk_id": chunk.map(|c| c.chunk_id.clone()),
+                        "chunk_status": chunk.map(|c| crate::registry::chunks::status_word(c.status())),
+                        "chunk_attempt": chunk.map(|c| c.attempt),
+                        "chunk_failure": chunk
+                            .filter(|c| c.failure_class != 0)
+                            .map(|c| crate::registry::chunks::failure_word(c.failure_class())),
                     })
                 })
                 .collect();
@@ -356,11 +538,23 @@ fn status(args: StatusArgs) -> anyhow::Result<i32> {
                         s.checkpoint.map(|c| c.to_string()).unwrap_or_default(),
                         s.age_secs.map(|a| format!("{a:.0}s")).unwrap_or_default(),
                         s.epoch.map(|e| e.to_string()).unwrap_or_default(),
+                        chunks
+                            .get(&s.shard.index)
+                            .map(chunk_cell)
+                            .unwrap_or_default(),
                     ]
                 })
                 .collect();
             super::list::print_table(
-                &["SHARD", "RANGE", "STATE", "CHECKPOINT", "AGE", "EPOCH"],
+                &[
+                    "SHARD",
+                    "RANGE",
+                    "STATE",
+                    "CHECKPOINT",
+                    "AGE",
+                    "EPOCH",
+                    "CHUNK",
+                ],
                 &rows,
             );
             println!("{summary}");
@@ -373,7 +567,7 @@ fn reconcile(args: ReconcileArgs) -> anyhow::Result<i32> {
     if args.submit && (!matches!(args.work.engine, Engine::Slurm) || args.work.output.is_none()) {
         anyhow::bail!("--submit hands a script to sbatch: give --engine slurm and -o OUT");
     }
-    let Some(reading) = read_states(&args.range, &args.checkpoints)? else {
+    let Some(reading) = read_states(&args.range, &args.checkpoints, &args.work.records)? else {
         return Ok(1);
     };
     let left: Vec<usize> = reading
@@ -382,7 +576,9 @@ fn reconcile(args: ReconcileArgs) -> anyhow::Result<i32> {
         .filter(|s| {
             matches!(
                 s.state,
-                backfill::ShardState::Missing | backfill::ShardState::Stalled
+                backfill::ShardState::Missing
+                    | backfill::ShardState::Stalled
+                    | backfill::ShardState::Failed
             )
         })
         .map(|s| s.shard.index)
@@ -413,20 +609,25 @@ fn reconcile(args: ReconcileArgs) -> anyhow::Result<i32> {
         reading.shards.len()
     );
     if args.submit {
-        let script = args.work.output.as_ref().expect("checked above");
-        let out = std::process::Command::new("sbatch")
-            .arg("--parsable")
-            .arg(script)
-            .output()
-            .context("cannot run sbatch (is Slurm's client installed and on PATH?)")?;
-        if !out.status.success() {
-            anyhow::bail!(
-                "sbatch {} failed: {}",
-                script.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        println!("{}", String::from_utf8_lossy(&out.stdout).trim());
+        submit(args.work.output.as_ref().expect("checked above"))?;
     }
     Ok(0)
+}
+
+/// Hands a written script to `sbatch`, printing the job id it answers.
+pub(super) fn submit(script: &std::path::Path) -> anyhow::Result<()> {
+    let out = std::process::Command::new("sbatch")
+        .arg("--parsable")
+        .arg(script)
+        .output()
+        .context("cannot run sbatch (is Slurm's client installed and on PATH?)")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "sbatch {} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    println!("{}", String::from_utf8_lossy(&out.stdout).trim());
+    Ok(())
 }

@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 
 pub mod apply;
 pub mod backfill;
+pub mod chunk_work;
+pub mod chunks;
 pub mod delete;
 pub mod dlq;
 pub mod get;
@@ -40,6 +42,9 @@ pub enum Command {
     /// Backfills: cut a long range into shards for an engine that places them (plan), see where
     /// each shard stands (status) and write the work of those not done (reconcile).
     Backfill(backfill::Args),
+    /// Chunk runs, the records of bounded historical work (backfill shards, loaders'
+    /// ranges): list, show ID, retry ID|--failed, verify ID|--run RUN.
+    Chunks(chunks::Args),
     /// Show a component's output from the journal.
     Logs(logs::LogsArgs),
     /// Run the registry (control plane) alone, for components that run elsewhere.
@@ -71,6 +76,7 @@ impl Command {
             Command::List(args) => args.run(),
             Command::Pipelines(args) => args.run(),
             Command::Dlq(args) => args.run(),
+            Command::Chunks(args) => args.run(),
             Command::Get(args) => args.run(),
             Command::Apply(args) => apply::run(args),
             Command::Delete(args) => delete::run(args),

@@ -137,6 +137,7 @@ pub fn foreground_text(
             cgroups: component_cgroups(!args.no_cgroups),
             must_complete: true,
             resolve_dead_letters: resolves,
+            chunk: None,
         },
     )
 }

@@ -65,6 +65,17 @@ pub struct RunArgs {
     /// recorded as NAME@shard-S (letters, digits, `-`, `_`, `.`).
     #[arg(long, value_name = "S", requires = "to_ledger", value_parser = parse_shard_id)]
     pub shard_id: Option<String>,
+
+    /// With --shard-id: the backfill the shard belongs to (`backfill plan` writes it). The run
+    /// records itself as the chunk run BACKFILL/shard-S: running with the next attempt, then
+    /// completed, failed (with a failure class) or aborted.
+    #[arg(long, value_name = "ID", requires = "shard_id", value_parser = crate::chunks::parse_backfill_id)]
+    pub backfill_id: Option<String>,
+
+    /// Record the shard's chunk run with this control plane instead of the run's own (its
+    /// in-process one, or --endpoint's).
+    #[arg(long, value_name = "HOST:PORT", requires = "backfill_id")]
+    pub chunk_endpoint: Option<String>,
 }
 
 fn parse_shard_id(s: &str) -> Result<String, String> {
@@ -120,6 +131,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     for notice in &loaded.notices {
         crate::stderr_line!("{notice}");
     }
+    let chunk = match (&args.backfill_id, &args.shard_id, options.range) {
+        (Some(backfill), Some(shard), Some(range)) => Some(crate::chunks::ShardChunk {
+            backfill: backfill.clone(),
+            shard: shard.clone(),
+            pipeline: loaded.plan.name.clone(),
+            file: std::path::absolute(&args.file)
+                .unwrap_or_else(|_| args.file.clone())
+                .display()
+                .to_string(),
+            from: range.from,
+            to: range.to.unwrap_or(range.from),
+            state_dir: args.state_dir.as_ref().map(|d| d.display().to_string()),
+            chunk_endpoint: args.chunk_endpoint.clone(),
+        }),
+        _ => None,
+    };
     if let Some(shard) = &args.shard_id {
         loaded.plan.name = format!("{}@shard-{shard}", loaded.plan.name);
     }
@@ -136,6 +163,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             },
             log_sink: Arc::new(StderrSink),
             cgroups: component_cgroups(!args.no_cgroups),
+            chunk,
             ..Default::default()
         },
     )
@@ -164,6 +192,8 @@ pub struct RunOptions {
     /// Dead letters this run replays: resolved when it completes without failing on them
     /// again (in-process control plane only).
     pub resolve_dead_letters: Vec<String>,
+    /// This run is a backfill's shard: the chunk run it records.
+    pub chunk: Option<crate::chunks::ShardChunk>,
 }
 
 /// Which control plane a run uses.
@@ -186,6 +216,7 @@ impl Default for RunOptions {
             cgroups: None,
             must_complete: false,
             resolve_dead_letters: Vec::new(),
+            chunk: None,
         }
     }
 }
@@ -207,6 +238,16 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
     let listener = api::socket::bind(&socket)?;
     let name = plan.name.clone();
     let pipeline = plan.name.clone();
+    let sinks: Vec<String> = plan
+        .components
+        .iter()
+        .filter(|c| c.role == crate::plan::Role::Sink)
+        .map(|c| c.id.clone())
+        .collect();
+    let remote_registry = match &options.registry {
+        RegistryChoice::Remote(endpoint) => Some(endpoint.clone()),
+        _ => None,
+    };
     let mut sup_options = SupervisorOptions::new(&runtime_dir);
     // Where `flowctl dlq --state-dir` finds this run's dead letters.
     let mut letters_dir = None;
@@ -256,6 +297,13 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         Some(embedded) => Some(embedded.begin_run(&plan)?),
         None => None,
     };
+    if let Some((run_id, _)) = &run {
+        sup_options
+            .run_ids
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(plan.name.clone(), run_id.clone());
+    }
     sup_options.log_sink = options.log_sink;
     sup_options.cgroups = options.cgroups.clone();
     sup_options.exit_when_done = true;
@@ -330,8 +378,39 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
             embedded.endpoint()
         );
     }
+    let mut chunk = match options.chunk {
+        Some(chunk) => {
+            let records = match (&chunk.chunk_endpoint, &embedded, &remote_registry) {
+                (Some(endpoint), _, _) | (None, None, Some(endpoint)) => {
+                    crate::chunks::Records::remote(endpoint).await
+                }
+                (None, Some(embedded), _) => {
+                    Ok(crate::chunks::Records::Local(embedded.registry.clone()))
+                }
+                (None, None, None) => Err(anyhow::anyhow!(
+                    "this run has no control plane (--no-registry): give --chunk-endpoint"
+                )),
+            };
+            ShardReport::start(chunk, records, run_id.as_deref().unwrap_or("")).await
+        }
+        None => None,
+    };
+
+    let progress = chunk.as_ref().and_then(|report| {
+        let records = report.records.duplicate()?;
+        let registry = embedded.as_ref().map(|e| e.registry.clone());
+        Some(tokio::spawn(ShardReport::keep_fresh(
+            report.chunk.clone(),
+            report.attempt,
+            records,
+            registry.zip(run_id.clone()),
+        )))
+    });
 
     let summary = supervisor.run().await;
+    if let Some(task) = progress {
+        task.abort();
+    }
     if let Some(tree) = &options.cgroups {
         tree.dissolve();
     }
@@ -382,6 +461,25 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
             }
         }
     }
+    if let (Some(chunk), Ok(summary)) = (&mut chunk, &summary) {
+        let rows = match (&embedded, &run_id) {
+            (Some(embedded), Some(run_id)) => embedded
+                .registry
+                .get_run(run_id)
+                .ok()
+                .and_then(|run| run.metrics)
+                .map(|m| {
+                    m.component_metrics
+                        .into_iter()
+                        .filter(|(id, _)| sinks.contains(id))
+                        .map(|(id, m)| (id, m.events_in))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Default::default(),
+        };
+        chunk.finish(outcome(summary, &pipeline, rows)).await;
+    }
     let letters = match (&embedded, &run_id) {
         (Some(embedded), Some(run_id)) => embedded
             .registry
@@ -412,6 +510,112 @@ pub async fn run_plan_async(plan: PipelinePlan, options: RunOptions) -> anyhow::
         );
     }
     Ok(code)
+}
+
+/// A backfill shard's chunk run, as this run records it.
+struct ShardReport {
+    chunk: crate::chunks::ShardChunk,
+    records: crate::chunks::Records,
+    attempt: i32,
+}
+
+impl ShardReport {
+    /// Records the shard running, with the attempt after the stored one. A control plane
+    /// that cannot be reached costs the record, never the shard's work: it is said and the
+    /// run goes on.
+    async fn start(
+        chunk: crate::chunks::ShardChunk,
+        records: anyhow::Result<crate::chunks::Records>,
+        run_id: &str,
+    ) -> Option<ShardReport> {
+        let id = chunk.id();
+        let begun = async {
+            let mut records = records?;
+            let attempt = records.get(&id).await?.map_or(0, |c| c.attempt) + 1;
+            records.upsert(chunk.running(attempt, run_id)).await?;
+            anyhow::Ok((records, attempt))
+        };
+        match begun.await {
+            Ok((records, attempt)) => {
+                crate::stderr_line!("flowctl: chunk run {id}: attempt {attempt}");
+                Some(ShardReport {
+                    chunk,
+                    records,
+                    attempt,
+                })
+            }
+            Err(e) => {
+                crate::stderr_line!("flowctl: warning: cannot record chunk run {id}: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Refreshes the RUNNING record every [`crate::chunks::PROGRESS_EVERY`] with the last
+    /// ledger the run's sinks wrote (from this run's record in `run`, when it has one).
+    async fn keep_fresh(
+        chunk: crate::chunks::ShardChunk,
+        attempt: i32,
+        mut records: crate::chunks::Records,
+        run: Option<(crate::registry::Registry, String)>,
+    ) {
+        let mut every = tokio::time::interval(crate::chunks::PROGRESS_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let through = run.as_ref().and_then(|(registry, id)| {
+                let done = registry.get_run(id).ok()?.last_ledger_done;
+                (done > 0).then_some(done)
+            });
+            if let Err(e) = records.upsert(chunk.progress(attempt, through)).await {
+                tracing::debug!(chunk = %chunk.id(), error = %e, "cannot refresh the chunk run");
+            }
+        }
+    }
+
+    async fn finish(&mut self, outcome: crate::chunks::Outcome) {
+        let record = self.chunk.finished(self.attempt, &outcome);
+        let id = record.chunk_id.clone();
+        let status = crate::registry::chunks::status_word(record.status());
+        match self.records.upsert(record).await {
+            Ok(_) => crate::stderr_line!("flowctl: chunk run {id}: {status}"),
+            Err(e) => {
+                crate::stderr_line!(
+                    "flowctl: warning: cannot record chunk run {id} {status}: {e:#}"
+                )
+            }
+        }
+    }
+}
+
+/// How the run ended, for its chunk record.
+fn outcome(
+    summary: &RunSummary,
+    pipeline: &str,
+    rows: std::collections::HashMap<String, i64>,
+) -> crate::chunks::Outcome {
+    let failed: Vec<_> = summary.failed().collect();
+    if !failed.is_empty() {
+        return crate::chunks::Outcome::Failed {
+            reasons: failed
+                .iter()
+                .map(|f| format!("{}: {}", f.id, f.reason.as_deref().unwrap_or("failed")))
+                .collect(),
+            fenced: failed.iter().all(|f| f.fenced),
+            // SIGKILL that flowctl sent after a stop timeout is not the kernel's.
+            killed: failed.iter().any(|f| {
+                f.killed_after.is_none()
+                    && f.reason
+                        .as_deref()
+                        .is_some_and(|r| r.contains("killed by signal 9"))
+            }),
+        };
+    }
+    if summary.completed.iter().any(|p| p == pipeline) {
+        crate::chunks::Outcome::Completed { rows }
+    } else {
+        crate::chunks::Outcome::Stopped
+    }
 }
 
 /// Says what each component used and what failed, and picks the exit code.

@@ -119,8 +119,12 @@ async fn run_async(
         crate::systemd::cgroup::Containment::ProcessGroups { .. } => None,
     };
     options.cgroups = cgroups.clone();
+    let run_ids = options.run_ids.clone();
     let (supervisor, handle) = Supervisor::new(plans.clone(), options)?;
-    let mut runs = PipelineRuns::default();
+    let mut runs = PipelineRuns {
+        runs: BTreeMap::new(),
+        ids: run_ids,
+    };
     for plan in &plans {
         runs.begin(&embedded, plan, &handle, Vec::new())?;
     }
@@ -228,12 +232,15 @@ struct ActiveRun {
 }
 
 /// The run record of each running pipeline in the embedded registry.
-#[derive(Default)]
-struct PipelineRuns(BTreeMap<String, ActiveRun>);
+struct PipelineRuns {
+    runs: BTreeMap<String, ActiveRun>,
+    /// The supervisor's copy, which its processes get as `FLOWCTL_RUN_ID`.
+    ids: crate::supervisor::env::RunIds,
+}
 
 impl PipelineRuns {
     fn len(&self) -> usize {
-        self.0.len()
+        self.runs.len()
     }
 
     /// Records the start of `plan`; returns its run id.
@@ -253,7 +260,11 @@ impl PipelineRuns {
             stop_task,
             resolves,
         };
-        if let Some(old) = self.0.insert(plan.name.clone(), new) {
+        self.ids
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(plan.name.clone(), run_id.clone());
+        if let Some(old) = self.runs.insert(plan.name.clone(), new) {
             old.stop_task.abort();
             embedded.end_run(&old.run_id, RunStatus::Stopped, None);
         }
@@ -261,7 +272,7 @@ impl PipelineRuns {
     }
 
     fn end(&mut self, embedded: &EmbeddedRegistry, pipeline: &str) {
-        if let Some(run) = self.0.remove(pipeline) {
+        if let Some(run) = self.runs.remove(pipeline) {
             run.stop_task.abort();
             embedded.end_run(&run.run_id, RunStatus::Stopped, None);
         }
@@ -269,7 +280,7 @@ impl PipelineRuns {
 
     /// The run of `pipeline`, while it is recorded as active.
     fn run_of(&self, pipeline: &str) -> Option<&str> {
-        self.0.get(pipeline).map(|r| r.run_id.as_str())
+        self.runs.get(pipeline).map(|r| r.run_id.as_str())
     }
 
     /// Ends the runs that are over: a bounded pipeline that completed (once drained), and a
@@ -300,7 +311,7 @@ impl PipelineRuns {
             } else {
                 continue;
             };
-            let Some(run) = self.0.remove(&p.name) else {
+            let Some(run) = self.runs.remove(&p.name) else {
                 continue;
             };
             run.stop_task.abort();
@@ -324,7 +335,7 @@ impl PipelineRuns {
     }
 
     fn end_all(&mut self, embedded: &EmbeddedRegistry) {
-        for name in self.0.keys().cloned().collect::<Vec<_>>() {
+        for name in self.runs.keys().cloned().collect::<Vec<_>>() {
             self.end(embedded, &name);
         }
     }

@@ -1,6 +1,6 @@
 //! Who may call what on the registry.
 //!
-//! | caller | reads | a component's own register / heartbeat / unregister / dead letter | runs: create, update, stop; dead letters: resolve, purge |
+//! | caller | reads | a component's own register / heartbeat / unregister / dead letter / chunk run | runs: create, update, stop; dead letters: resolve, purge |
 //! |---|---|---|---|
 //! | the unix socket (0660) or the operator token | yes | any component | yes |
 //! | a process the supervisor started (found by [`super::peer`]) | yes | only its own | no |
@@ -162,6 +162,35 @@ impl Access {
                 Anonymous::ReadAndRegister => Ok(()),
                 Anonymous::Nothing => Err(missing_token()),
                 Anonymous::Read => Err(not_supervised("Report")),
+            },
+        }
+    }
+
+    /// A chunk run report for `component`: a supervised process reports its own component's
+    /// chunks only (an empty one is filled in with it); the operator any; anonymous callers
+    /// where they may register.
+    pub fn report_chunk_for<T>(
+        &self,
+        request: &Request<T>,
+        component: &mut String,
+    ) -> Result<(), Status> {
+        match self.caller(request.extensions()) {
+            Caller::Operator => Ok(()),
+            Caller::Component(own) => {
+                if component.is_empty() {
+                    component.clone_from(&own.component);
+                } else if *component != own.component {
+                    return Err(Status::permission_denied(format!(
+                        "this process belongs to component {own}, so it cannot report a chunk \
+                         run of component {component:?}"
+                    )));
+                }
+                Ok(())
+            }
+            Caller::Anonymous => match self.anonymous {
+                Anonymous::ReadAndRegister => Ok(()),
+                Anonymous::Nothing => Err(missing_token()),
+                Anonymous::Read => Err(not_supervised("UpsertChunkRun")),
             },
         }
     }

@@ -11,6 +11,10 @@ use flowctl_proto::flowctl::v1::{
     ListComponentsResponse, RegisterRequest, RegisterResponse, UnregisterRequest,
 };
 use flowctl_proto::flowctl::{
+    ChunkRun, ChunkStatus, GetChunkRunRequest, ListChunkRunsRequest, ListChunkRunsResponse,
+    UpsertChunkRunRequest,
+};
+use flowctl_proto::flowctl::{
     CreatePipelineRunRequest, GetPipelineRunRequest, ListPipelineRunsRequest,
     ListPipelineRunsResponse, PipelineRun, RegistrationAck, RunStatus, ServiceHeartbeat,
     ServiceInfo, ServiceList, ServiceStatus, ServiceType, StopPipelineRunRequest,
@@ -19,6 +23,7 @@ use flowctl_proto::flowctl::{
 use tonic::{Request, Response, Status};
 
 use super::access::Access;
+use super::chunks::{ChunkError, ChunkFilter};
 use super::dead_letters::DeadLetterError;
 use super::health::HealthStatus;
 use super::limits;
@@ -54,6 +59,14 @@ impl From<RegistryError> for Status {
             }
             RegistryError::DeadLetters(_) => {
                 tracing::error!(error = %message, "dead-letter store failed");
+                Status::internal(message)
+            }
+            RegistryError::Chunks(ChunkError::Invalid(_)) => Status::invalid_argument(message),
+            RegistryError::Chunks(ChunkError::StaleAttempt { .. }) => {
+                Status::failed_precondition(message)
+            }
+            RegistryError::Chunks(ChunkError::Store(_)) => {
+                tracing::error!(error = %message, "chunk store failed");
                 Status::internal(message)
             }
         }
@@ -277,6 +290,111 @@ impl ControlPlane for ControlPlaneV0 {
         Ok(Response::new(shown(
             self.registry.stop_run(&request.into_inner().run_id).await?,
         )))
+    }
+
+    async fn upsert_chunk_run(
+        &self,
+        request: Request<UpsertChunkRunRequest>,
+    ) -> Result<Response<ChunkRun>, Status> {
+        let mut component = request
+            .get_ref()
+            .chunk
+            .as_ref()
+            .map(|c| c.component_id.clone())
+            .unwrap_or_default();
+        self.access.report_chunk_for(&request, &mut component)?;
+        let Some(mut chunk) = request.into_inner().chunk else {
+            return Err(Status::invalid_argument("chunk: missing"));
+        };
+        chunk.component_id = component;
+        for (field, value) in [
+            ("chunk.chunk_id", &chunk.chunk_id),
+            ("chunk.pipeline_run_id", &chunk.pipeline_run_id),
+            ("chunk.component_id", &chunk.component_id),
+            ("chunk.phase", &chunk.phase),
+        ] {
+            limits::id(field, value)?;
+        }
+        limits::text("chunk.error", &chunk.error, limits::MAX_TEXT_BYTES)?;
+        limits::text(
+            "chunk.recommended_action",
+            &chunk.recommended_action,
+            limits::MAX_TEXT_BYTES,
+        )?;
+        limits::metadata("chunk.verification", &chunk.verification)?;
+        limits::metadata("chunk.metadata", &chunk.metadata)?;
+        limits::metrics("chunk.row_counts", &chunk.row_counts)?;
+        for key in chunk.row_counts.keys() {
+            limits::id("chunk.row_counts key", key)?;
+        }
+        // The control plane says when it stored it.
+        chunk.updated_at = None;
+        let stored = self
+            .registry
+            .chunks()
+            .upsert(chunk, std::time::SystemTime::now())
+            .map_err(RegistryError::from)?;
+        Ok(Response::new(stored))
+    }
+
+    async fn get_chunk_run(
+        &self,
+        request: Request<GetChunkRunRequest>,
+    ) -> Result<Response<ChunkRun>, Status> {
+        self.access.read(&request)?;
+        let id = request.into_inner().chunk_id;
+        limits::id("chunk_id", &id)?;
+        match self
+            .registry
+            .chunks()
+            .get(&id)
+            .map_err(RegistryError::from)?
+        {
+            Some(chunk) => Ok(Response::new(chunk)),
+            None => Err(Status::not_found(format!("no chunk run {id:?}"))),
+        }
+    }
+
+    async fn list_chunk_runs(
+        &self,
+        request: Request<ListChunkRunsRequest>,
+    ) -> Result<Response<ListChunkRunsResponse>, Status> {
+        self.access.read(&request)?;
+        let req = request.into_inner();
+        limits::id("pipeline_run_id", &req.pipeline_run_id)?;
+        limits::id("component_id", &req.component_id)?;
+        limits::text("page_token", &req.page_token, limits::MAX_ID_BYTES * 2)?;
+        let status = ChunkStatus::try_from(req.status).map_err(|_| {
+            Status::invalid_argument(format!("status: {} is not a ChunkStatus", req.status))
+        })?;
+        if req.limit < 0 {
+            return Err(Status::invalid_argument(format!(
+                "limit: {} is negative",
+                req.limit
+            )));
+        }
+        let filter = ChunkFilter {
+            pipeline_run_id: Some(req.pipeline_run_id).filter(|r| !r.is_empty()),
+            component_id: Some(req.component_id).filter(|c| !c.is_empty()),
+            status: (status != ChunkStatus::Unknown).then_some(status),
+            limit: req.limit as usize,
+            page_token: Some(req.page_token).filter(|t| !t.is_empty()),
+        };
+        let page = self
+            .registry
+            .chunks()
+            .list(&filter)
+            .map_err(RegistryError::from)?;
+        let (chunks, cut) = limits::fit_answer(page.chunks);
+        // A page cut to fit the message limit goes on after its last chunk.
+        let next_page_token = match (cut, chunks.last()) {
+            (true, Some(last)) => super::chunks::token_after(last),
+            _ => page.next_page_token,
+        };
+        Ok(Response::new(ListChunkRunsResponse {
+            chunks,
+            next_page_token,
+        }))
     }
 }
 

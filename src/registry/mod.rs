@@ -4,6 +4,7 @@
 //! - [`health`]: the pure rule deciding a component's health from its heartbeats.
 //! - [`state`]: [`Registry`], the one place the state lives, and the supervisor's API to it.
 //! - [`store`]: run history in SQLite under the state dir.
+//! - [`chunks`]: chunk runs (bounded units of historical work), beside the run history.
 //! - [`dead_letters`]: the ledgers and events components set aside, beside the run history.
 //! - [`grpc`]: `flowctl.ControlPlane` and `flowctl.v1.ControlPlaneService` over the registry,
 //!   and `flowctl.v1.DeadLetterService` over its dead-letter store.
@@ -59,6 +60,7 @@
 //! ```
 
 pub mod access;
+pub mod chunks;
 pub mod client;
 pub mod connections;
 pub mod dead_letter_grpc;

@@ -91,6 +91,8 @@ pub enum RegistryError {
     Store(#[from] StoreError),
     #[error(transparent)]
     DeadLetters(#[from] DeadLetterError),
+    #[error(transparent)]
+    Chunks(#[from] super::chunks::ChunkError),
 }
 
 /// A metric value as the component sent it: `flowctl.ControlPlane` sends numbers,
@@ -386,6 +388,7 @@ struct Inner {
     supervised_starts: std::sync::atomic::AtomicU64,
     runs: Mutex<Runs>,
     dead_letters: Mutex<DeadLetterStore>,
+    chunks: Mutex<super::chunks::ChunkStore>,
     /// The `HEALTH_PORT` of each supervised component, for linking by health endpoint.
     health_ports: RwLock<HashMap<SupervisedComponent, u16>>,
     /// Unlinked registrations dropped after staying unhealthy past the retention.
@@ -451,6 +454,10 @@ impl Registry {
             Some(dir) => DeadLetterStore::open(dir)?,
             None => DeadLetterStore::in_memory()?,
         };
+        let chunks = match &config.state_dir {
+            Some(dir) => super::chunks::ChunkStore::open(dir)?,
+            None => super::chunks::ChunkStore::in_memory()?,
+        };
         let (events, _) = broadcast::channel(1024);
         Ok(Registry {
             inner: Arc::new(Inner {
@@ -461,6 +468,7 @@ impl Registry {
                 supervised_starts: Default::default(),
                 runs: Mutex::new(Runs { store, active }),
                 dead_letters: Mutex::new(dead_letters),
+                chunks: Mutex::new(chunks),
                 warned_fast: Mutex::default(),
                 health_ports: RwLock::default(),
                 dropped_unlinked: Default::default(),
@@ -493,6 +501,11 @@ impl Registry {
             .filter(|a| a.run.pipeline_name == pipeline)
             .max_by_key(|a| a.run.start_time.as_ref().map(timestamp_ms))
             .map(|a| a.run.run_id.clone())
+    }
+
+    /// The chunk runs, beside the run history.
+    pub fn chunks(&self) -> std::sync::MutexGuard<'_, super::chunks::ChunkStore> {
+        lock(&self.inner.chunks)
     }
 
     /// The dead-letter store, beside the run store.

@@ -16,6 +16,11 @@ pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_se
 /// Used when the supervisor itself has no `PATH`.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The id of each pipeline's current run, as the control plane recorded it: children get it
+/// as `FLOWCTL_RUN_ID`. Shared by whoever begins runs (`flowctl run`, the daemon) and the
+/// supervisor that starts the processes.
+pub type RunIds = std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>;
+
 /// What the environment is built from besides the plan.
 pub struct EnvInputs<'a> {
     /// The control plane's address; `None` when no registry runs, in which case components
@@ -27,6 +32,11 @@ pub struct EnvInputs<'a> {
     pub user_home: Option<&'a Path>,
     /// The supervisor's own environment.
     pub parent: &'a [(String, String)],
+    /// The pipeline run the process belongs to (`FLOWCTL_RUN_ID`), when one is recorded.
+    pub run_id: Option<&'a str>,
+    /// This process's start of its component: 1 for the first, 2 after one restart …
+    /// (`FLOWCTL_ATTEMPT`).
+    pub attempt: u32,
 }
 
 /// Builds the component's environment.
@@ -72,6 +82,19 @@ pub fn child_env(plan: &ComponentPlan, inputs: &EnvInputs<'_>) -> BTreeMap<Strin
         "FLOWCTL_HEARTBEAT_INTERVAL".to_string(),
         plan.heartbeat_interval_format.render(HEARTBEAT_INTERVAL),
     );
+    // The Go flowctl v0.0.10 reporter reads the interval in milliseconds, whatever the form
+    // of FLOWCTL_HEARTBEAT_INTERVAL.
+    env.insert(
+        "FLOWCTL_HEARTBEAT_INTERVAL_MS".to_string(),
+        HEARTBEAT_INTERVAL.as_millis().to_string(),
+    );
+    env.insert(
+        "FLOWCTL_ATTEMPT".to_string(),
+        inputs.attempt.max(1).to_string(),
+    );
+    if let Some(run_id) = inputs.run_id {
+        env.insert("FLOWCTL_RUN_ID".to_string(), run_id.to_string());
+    }
     env.insert("HEALTH_PORT".to_string(), plan.health_port.to_string());
     // The Node.js consumer reports this as its health endpoint, else a hard-coded one.
     env.insert(
@@ -124,6 +147,8 @@ mod tests {
                 notify_socket: None,
                 user_home: None,
                 parent: &parent,
+                run_id: Some("run-7"),
+                attempt: 2,
             },
         );
         let want: BTreeMap<String, String> = [
@@ -134,6 +159,9 @@ mod tests {
             ("FLOWCTL_COMPONENT_ID", "ttp"),
             ("FLOWCTL_SERVICE_ID", "ttp"),
             ("FLOWCTL_HEARTBEAT_INTERVAL", "10s"),
+            ("FLOWCTL_HEARTBEAT_INTERVAL_MS", "10000"),
+            ("FLOWCTL_ATTEMPT", "2"),
+            ("FLOWCTL_RUN_ID", "run-7"),
             ("HEALTH_PORT", "8088"),
             ("HEALTH_ENDPOINT", "http://127.0.0.1:8088/health"),
             ("FLOWCTL_ON_ERROR", "fail"),
@@ -159,6 +187,8 @@ mod tests {
                 notify_socket: Some(Path::new("/run/n.sock")),
                 user_home: Some(Path::new("/home/flowctl")),
                 parent: &parent,
+                run_id: None,
+                attempt: 1,
             },
         );
         assert_eq!(env["FLOWCTL_HEARTBEAT_INTERVAL"], "10000");
@@ -168,6 +198,11 @@ mod tests {
         assert_eq!(env["ENABLE_FLOWCTL"], "false");
         assert_eq!(env["NOTIFY_SOCKET"], "/run/n.sock");
         assert!(!env.contains_key("FLOWCTL_ENDPOINT"));
+        assert!(
+            !env.contains_key("FLOWCTL_RUN_ID"),
+            "no run recorded, none told"
+        );
+        assert_eq!(env["FLOWCTL_ATTEMPT"], "1");
     }
 
     #[test]
@@ -178,6 +213,8 @@ mod tests {
             notify_socket: None,
             user_home: None,
             parent: &[],
+            run_id: None,
+            attempt: 1,
         };
         assert_eq!(
             child_env(&plan, &inputs)["FLOWCTL_HEARTBEAT_INTERVAL"],
@@ -199,6 +236,8 @@ mod tests {
             notify_socket: None,
             user_home: None,
             parent: &[],
+            run_id: None,
+            attempt: 1,
         };
         assert_eq!(child_env(&plan, &inputs)["FLOWCTL_ON_ERROR"], "dead-letter");
         plan.env.insert("FLOWCTL_ON_ERROR".into(), "fail".into());

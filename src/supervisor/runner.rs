@@ -52,6 +52,8 @@ pub struct SupervisorOptions {
     pub search_dirs: Option<Vec<PathBuf>>,
     /// One cgroup per component under a delegated subtree; `None`: process groups only.
     pub cgroups: Option<Arc<crate::systemd::cgroup::CgroupTree>>,
+    /// Each pipeline's current run id, given to its processes as `FLOWCTL_RUN_ID`.
+    pub run_ids: super::env::RunIds,
 }
 
 impl SupervisorOptions {
@@ -65,6 +67,7 @@ impl SupervisorOptions {
             stop_on_failure: false,
             search_dirs: None,
             cgroups: None,
+            run_ids: Default::default(),
         }
     }
 }
@@ -1210,6 +1213,13 @@ impl Supervisor {
         } else {
             None
         };
+        let run_id = self
+            .options
+            .run_ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&*c.pipeline)
+            .cloned();
         let env = child_env(
             &c.plan,
             &EnvInputs {
@@ -1217,6 +1227,8 @@ impl Supervisor {
                 notify_socket: notify_path.as_deref(),
                 user_home: identity.as_ref().and_then(|i| i.home.as_deref()),
                 parent: &self.parent_env,
+                run_id: run_id.as_deref(),
+                attempt: c.spawns + 1,
             },
         );
         let join = match &self.options.cgroups {

@@ -77,6 +77,24 @@ impl ControlPlane for RecordingControlPlane {
     ) -> Result<Response<PipelineRun>, Status> {
         Err(Status::unimplemented(""))
     }
+    async fn upsert_chunk_run(
+        &self,
+        _: Request<flowctl_proto::flowctl::UpsertChunkRunRequest>,
+    ) -> Result<Response<flowctl_proto::flowctl::ChunkRun>, Status> {
+        Err(Status::unimplemented(""))
+    }
+    async fn get_chunk_run(
+        &self,
+        _: Request<flowctl_proto::flowctl::GetChunkRunRequest>,
+    ) -> Result<Response<flowctl_proto::flowctl::ChunkRun>, Status> {
+        Err(Status::unimplemented(""))
+    }
+    async fn list_chunk_runs(
+        &self,
+        _: Request<flowctl_proto::flowctl::ListChunkRunsRequest>,
+    ) -> Result<Response<flowctl_proto::flowctl::ListChunkRunsResponse>, Status> {
+        Err(Status::unimplemented(""))
+    }
 }
 
 fn free_port() -> u16 {

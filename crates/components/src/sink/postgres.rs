@@ -9,7 +9,8 @@
 //! range is neither skipped because of the live checkpoint nor moves it. A bounded run
 //! started again after a kill resumes from its own row; one whose row says the range is
 //! complete writes it again from `FROM` (a new replay; rows that did not change stay as they
-//! are).
+//! are). The row also counts the events committed with it since its range was (re)started
+//! (`events`), which `flowctl chunks verify` compares with the rows found in the range.
 //!
 //! Each process of a sink claims its checkpoint row when it first connects: the row's
 //! `epoch` goes up by one and the process remembers it. Every batch transaction first locks
@@ -58,26 +59,32 @@ const EVENTS_COLUMNS: &str = "
     event             JSONB       NOT NULL,
     PRIMARY KEY (ledger_sequence, transaction_index, operation_index, event_index)";
 
-/// The checkpoint table, and its `epoch` column added to one made before fencing existed.
+/// The checkpoint table, and its `epoch` and `events` columns added to one made before they
+/// existed (`events` is NULL there: not counted from the start of the range).
 const CHECKPOINTS: &str = "
 CREATE TABLE IF NOT EXISTS ttp_sink_checkpoints (
     sink_id     TEXT        PRIMARY KEY,
     last_ledger BIGINT      NOT NULL,
     updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     -- Raised by each process of the sink when it starts; only the latest may commit.
-    epoch       BIGINT      NOT NULL DEFAULT 0
+    epoch       BIGINT      NOT NULL DEFAULT 0,
+    -- Events committed with this checkpoint since the range was (re)started: what a check of
+    -- the range's rows expects to find.
+    events      BIGINT               DEFAULT 0
 );
-ALTER TABLE ttp_sink_checkpoints ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;";
+ALTER TABLE ttp_sink_checkpoints ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE ttp_sink_checkpoints ADD COLUMN IF NOT EXISTS events BIGINT;
+ALTER TABLE ttp_sink_checkpoints ALTER COLUMN events SET DEFAULT 0;";
 
 /// What exists already: `ttp_events`'s relkind (`r` plain, `p` partitioned) and partition
-/// key, and whether the checkpoint table has its `epoch` column. Reads the catalog only, so
-/// a sink that finds everything in place takes no lock.
+/// key, and whether the checkpoint table has its `epoch` and `events` columns. Reads the
+/// catalog only, so a sink that finds everything in place takes no lock.
 const LAYOUT: &str = "
 SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('ttp_events')),
        pg_get_partkeydef(to_regclass('ttp_events')),
-       EXISTS (SELECT 1 FROM pg_attribute
-               WHERE attrelid = to_regclass('ttp_sink_checkpoints')
-                 AND attname = 'epoch' AND NOT attisdropped)";
+       (SELECT COUNT(*) = 2 FROM pg_attribute
+        WHERE attrelid = to_regclass('ttp_sink_checkpoints')
+          AND attname IN ('epoch', 'events') AND NOT attisdropped)";
 
 /// The key of the advisory lock every sink takes around DDL on the database.
 const DDL_LOCK: i64 = 0x7474_705f_6464_6c00; // "ttp_ddl\0"
@@ -111,14 +118,17 @@ WHERE (ttp_events.closed_at, ttp_events.tx_hash, ttp_events.contract_address,
        EXCLUDED.event_type, EXCLUDED.from_address, EXCLUDED.to_address,
        EXCLUDED.asset, EXCLUDED.amount, EXCLUDED.event)";
 
-/// The row exists: it was claimed, and the fence locked it.
+/// The row exists: it was claimed, and the fence locked it. `$3` events were committed with it.
 const CHECKPOINT: &str = "
-UPDATE ttp_sink_checkpoints SET last_ledger = GREATEST(last_ledger, $2), updated_at = now()
+UPDATE ttp_sink_checkpoints SET last_ledger = GREATEST(last_ledger, $2), updated_at = now(),
+    events = events + $3
 WHERE sink_id = $1";
 
-/// Sets the checkpoint as given, also backwards: a completed range written again.
+/// Sets the checkpoint as given, also backwards: a completed range written again, whose
+/// events are counted again from none.
 const RESET_CHECKPOINT: &str = "
-UPDATE ttp_sink_checkpoints SET last_ledger = $2, updated_at = now() WHERE sink_id = $1";
+UPDATE ttp_sink_checkpoints SET last_ledger = $2, updated_at = now(), events = 0
+WHERE sink_id = $1";
 
 /// The name of a sink's checkpoint row: the sink id for a live run, `SINK_ID@FROM-TO` for a
 /// bounded one, so that each range keeps its own progress.
@@ -329,7 +339,11 @@ impl PgSink {
                     )
                     .await?;
                 }
-                tx.execute(CHECKPOINT, &[&id, &i64::from(through)]).await?;
+                tx.execute(
+                    CHECKPOINT,
+                    &[&id, &i64::from(through), &(rows.len() as i64)],
+                )
+                .await?;
                 Ok(tx.commit().await?)
             })
         })
