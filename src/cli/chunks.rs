@@ -127,7 +127,7 @@ async fn list(
         }
         Output::Table => {
             if chunks.is_empty() {
-                println!("No chunk runs found");
+                println!("no chunk runs");
                 return Ok(0);
             }
             let rows: Vec<Vec<String>> = chunks
@@ -141,7 +141,11 @@ async fn list(
                         c.attempt.to_string(),
                         status_word(c.status()).to_string(),
                         failure(c),
-                        c.phase.clone(),
+                        if c.phase.is_empty() {
+                            "-".into()
+                        } else {
+                            c.phase.clone()
+                        },
                         c.row_counts.values().sum::<i64>().to_string(),
                         c.updated_at.as_ref().map(ago).unwrap_or_default(),
                     ]
@@ -158,7 +162,7 @@ async fn list(
                     "FAILURE",
                     "PHASE",
                     "ROWS",
-                    "UPDATED",
+                    "AGE",
                 ],
                 &rows,
             );

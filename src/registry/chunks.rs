@@ -407,10 +407,7 @@ impl ChunkStore {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let escaped = prefix
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
+        let escaped = super::store::like_escaped(prefix);
         let mut stmt = self
             .conn
             .prepare(
@@ -444,7 +441,8 @@ impl ChunkStore {
         match found.len() {
             0 | 1 => Ok(found.pop().unwrap_or_else(|| run.to_string())),
             _ => Err(ChunkError::Invalid(format!(
-                "pipeline_run_id: {run:?} is the start of several runs' ids ({}{}): give more of it",
+                "pipeline_run_id: {run:?} is ambiguous, the start of several runs' ids ({}{}): give \
+                 more of it",
                 found[..found.len().min(5)].join(", "),
                 if found.len() > 5 { ", …" } else { "" }
             ))),

@@ -244,10 +244,7 @@ impl RunStore {
 
     /// Run ids starting with `prefix`, at most `limit` of them.
     pub fn ids_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        let escaped = prefix
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
+        let escaped = like_escaped(prefix);
         let mut stmt = self
             .conn
             .prepare(
@@ -383,6 +380,13 @@ fn raw_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
         to_ledger: row.get(14)?,
         last_ledger_done: row.get(15)?,
     })
+}
+
+/// `text` for a `LIKE … ESCAPE '\'` pattern: its wildcards taken literally.
+pub(super) fn like_escaped(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 /// The word stored for a status (and shown by the CLI).
