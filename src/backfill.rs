@@ -136,6 +136,8 @@ pub struct Work<'a> {
     pub backfill: &'a str,
     /// Where the shards record their chunk runs, when not in their own state dir.
     pub chunk_endpoint: Option<&'a str>,
+    /// At most this many shards run at once.
+    pub max_workers: Option<u32>,
 }
 
 impl Work<'_> {
@@ -166,6 +168,12 @@ impl Work<'_> {
     /// One shell command a line, a shard each.
     pub fn commands(&self) -> String {
         let mut out = String::new();
+        if let Some(w) = self.max_workers {
+            // A comment line is a no-op to `sh` and to `xargs … sh -c`.
+            out.push_str(&format!(
+                "# at most {w} at once: xargs -P {w} -d '\\n' -n 1 sh -c < THIS_FILE\n"
+            ));
+        }
         for s in self.selected() {
             let runtime = format!(
                 "\"${{TMPDIR:-/tmp}}\"/flowctl-backfill-{}-{}",
@@ -192,7 +200,11 @@ impl Work<'_> {
             plan.name
         ));
         let tasks: Vec<usize> = self.selected().map(|s| s.index).collect();
-        out.push_str(&format!("#SBATCH --array={}\n", array_spec(&tasks)));
+        let throttle = self.max_workers.map_or(String::new(), |w| format!("%{w}"));
+        out.push_str(&format!(
+            "#SBATCH --array={}{throttle}\n",
+            array_spec(&tasks)
+        ));
         out.push_str("#SBATCH --requeue\n");
         out.push_str(&format!(
             "#SBATCH --output=flowctl-backfill-{}-%A_%a.out\n",

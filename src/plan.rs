@@ -25,6 +25,21 @@ pub struct PipelinePlan {
     /// A bounded run that writes no ledger for this long is reported stalled
     /// (`spec.range.stalled_after`, default 5 min); `None` never.
     pub stalled_after: Option<Duration>,
+    /// How a backfill of the pipeline is cut and retried, where the file says.
+    pub chunking: Chunking,
+}
+
+/// What a pipeline file says about cutting a long range into chunks and running them
+/// (`spec.range.chunk_size`, `spec.range.max_workers`, `spec.retry_policy.max_attempts`):
+/// the defaults of `flowctl backfill` and `flowctl chunks retry`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Chunking {
+    /// Ledgers in each shard (`--shard-size`).
+    pub chunk_size: Option<u32>,
+    /// Shards running at once (`--max-workers`; Slurm's `--array=…%N`).
+    pub max_workers: Option<u32>,
+    /// Attempts of a chunk before `chunks retry` gives up on it (`--max-attempts`).
+    pub max_attempts: Option<u32>,
 }
 
 /// A range of ledgers: `from..=to`, or from `from` on, following the tip, without `to`.

@@ -768,3 +768,130 @@ fn a_failed_shard_records_its_failure_class_and_status_without_postgresql_reads_
         .collect();
     assert_eq!(states, ["done", "failed", "failed"]);
 }
+
+#[test]
+fn a_pipeline_in_the_go_ecosystems_form_is_cut_throttled_and_retried_as_its_range_and_retry_policy_say(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let starts = dir.path().join("starts.log");
+    // Every start of the writer is logged; the shard from 64 always fails.
+    let script = format!(
+        "echo $START_LEDGER >> {}; case $START_LEDGER in 64) exit 3;; esac",
+        starts.display()
+    );
+    let text = format!(
+        "apiVersion: flowctl/v1
+kind: Pipeline
+metadata:
+  name: go
+spec:
+  range: {{start: 2, end: 191, chunkSize: 64, maxWorkers: 2}}
+  retryPolicy: {{maxAttempts: 2, initialBackoff: 100ms, maxBackoff: 200ms}}
+  sinks:
+    - id: writer
+      command: /bin/sh
+      args: [\"-c\", {script:?}]
+"
+    );
+    let file = pipeline(dir.path(), "go", &text);
+    let backfill = |verb: &str, extra: &[&str]| {
+        let out = Command::new(flowctl())
+            .args(["backfill", verb, "-f"])
+            .arg(&file)
+            .args(extra)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    // No range or size on the command line: the file's.
+    let sbatch = dir.path().join("go.sbatch");
+    let said = backfill("plan", &["-o", sbatch.to_str().unwrap()]);
+    for notice in [
+        "`spec.range.start` (the Go ecosystem's name) is read as `spec.range.from_ledger`",
+        "`spec.range.maxWorkers` (the Go ecosystem's name) is read as `spec.range.max_workers`",
+        "`spec.retryPolicy` (the Go ecosystem's name) is read as `spec.retry_policy`",
+    ] {
+        assert!(said.contains(notice), "{notice} missing:\n{said}");
+    }
+    assert!(said.contains("3 shard(s) of `go`, ledgers 2-191"), "{said}");
+    let script_text = std::fs::read_to_string(&sbatch).unwrap();
+    assert!(
+        script_text.contains("#SBATCH --array=0-2%2\n"),
+        "{script_text}"
+    );
+    backfill(
+        "plan",
+        &["--max-workers", "3", "-o", sbatch.to_str().unwrap()],
+    );
+    let script_text = std::fs::read_to_string(&sbatch).unwrap();
+    assert!(
+        script_text.contains("#SBATCH --array=0-2%3\n"),
+        "the flag wins over the file:\n{script_text}"
+    );
+
+    let commands = dir.path().join("shards.sh");
+    backfill(
+        "plan",
+        &["--engine", "commands", "-o", commands.to_str().unwrap()],
+    );
+    let lines = std::fs::read_to_string(&commands).unwrap();
+    let throttle = lines.lines().next().unwrap();
+    assert!(
+        throttle.starts_with("# at most 2 at once: xargs -P 2"),
+        "{lines}"
+    );
+    // Run as the comment says: two at once.
+    let xargs = shell(dir.path())
+        .args(["-c", "xargs -P 2 -d '\\n' -n 1 sh -c < \"$0\""])
+        .arg(&commands)
+        .output()
+        .unwrap();
+    assert!(!xargs.status.success(), "the shard from 64 fails");
+    let count = |ledger: &str| {
+        std::fs::read_to_string(&starts)
+            .unwrap()
+            .lines()
+            .filter(|l| *l == ledger)
+            .count()
+    };
+    assert_eq!(
+        (count("2"), count("64"), count("128")),
+        (1, 2, 1),
+        "maxAttempts: 2 starts the failing writer twice in its run"
+    );
+    let states = || -> Vec<String> {
+        let mut status = Command::new(flowctl());
+        status
+            .args(["backfill", "status", "-f"])
+            .arg(&file)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"));
+        shard_rows(status)
+            .iter()
+            .map(|r| r["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(states(), ["done", "failed", "done"]);
+
+    // The file's maxAttempts is also how many attempts of a chunk `chunks retry` allows.
+    let again = dir.path().join("again.sh");
+    let (ok, _, err) = chunks(
+        dir.path(),
+        &["retry", "--failed", "--script", again.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let _ = shell(dir.path()).arg(&again).output().unwrap();
+    assert_eq!(count("64"), 4, "the second attempt starts it twice too");
+    let (ok, _, err) = chunks(dir.path(), &["retry", "--failed"]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("backfill-go-2-191/shard-1: not run again: it has had 2 attempt(s), the most allowed (2)"),
+        "{err}"
+    );
+    let (ok, _, err) = chunks(dir.path(), &["retry", "--failed", "--max-attempts", "3"]);
+    assert!(ok, "the flag wins over the file: {err}");
+}

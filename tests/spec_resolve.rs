@@ -844,3 +844,134 @@ fn on_error_defaults_to_fail_and_dead_letter_is_per_component() {
     assert_eq!(get(&p, "src").on_error, flowctl::plan::OnError::DeadLetter);
     assert_eq!(get(&p, "snk").on_error, flowctl::plan::OnError::Fail);
 }
+
+#[test]
+fn the_go_ecosystems_range_and_retry_policy_are_read_as_ours_with_a_notice_each() {
+    let text = format!(
+        "{HEAD}  range: {{start: 1000, end: 1999, chunkSize: 256, maxWorkers: 4}}
+  retryPolicy: {{maxAttempts: 5, initialBackoff: 2s, maxBackoff: 30s, backoffMultiplier: 3}}
+  sources:
+    - id: src
+      command: [x]
+      restart: {{initial_delay: 1s}}
+  sinks:
+    - id: sink
+      command: [x]
+      inputs: [src]
+      retryPolicy: {{maxAttempts: 2}}
+"
+    );
+    let p = parse_str(Path::new("p.yaml"), &text).unwrap_or_else(|d| panic!("{d}"));
+    let notices: Vec<String> = p.notices.notices().map(|n| n.to_string()).collect();
+    for (alias, ours) in [
+        ("spec.range.start", "spec.range.from_ledger"),
+        ("spec.range.end", "spec.range.to_ledger"),
+        ("spec.range.chunkSize", "spec.range.chunk_size"),
+        ("spec.range.maxWorkers", "spec.range.max_workers"),
+        ("spec.retryPolicy", "spec.retry_policy"),
+        (
+            "spec.retryPolicy.maxAttempts",
+            "spec.retryPolicy.max_attempts",
+        ),
+        (
+            "spec.retryPolicy.initialBackoff",
+            "spec.retryPolicy.initial_delay",
+        ),
+        ("retryPolicy", "retry_policy"),
+    ] {
+        let wanted = format!("`{alias}` (the Go ecosystem's name) is read as `{ours}`");
+        assert!(
+            notices.iter().any(|n| n.contains(&wanted)),
+            "{wanted} missing: {notices:#?}"
+        );
+    }
+    assert!(notices.iter().all(|n| n.starts_with("p.yaml:")));
+    let plan = resolve(&p, &opts_with(&[])).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        plan.range,
+        Some(flowctl::plan::LedgerRange {
+            from: 1000,
+            to: Some(1999)
+        })
+    );
+    assert_eq!(
+        plan.chunking,
+        flowctl::plan::Chunking {
+            chunk_size: Some(256),
+            max_workers: Some(4),
+            max_attempts: Some(5),
+        }
+    );
+    // The pipeline's policy is every component's, under what a component says itself.
+    let src = &get(&plan, "src").restart;
+    assert_eq!(src.policy, RestartPolicy::OnFailure);
+    assert_eq!(src.start_limit_burst, 5);
+    assert_eq!(
+        src.initial_delay,
+        Duration::from_secs(1),
+        "its own restart wins"
+    );
+    assert_eq!(src.max_delay, Duration::from_secs(30));
+    assert_eq!(src.multiplier, 3.0);
+    let sink = &get(&plan, "sink").restart;
+    assert_eq!(sink.policy, RestartPolicy::OnFailure);
+    assert_eq!(sink.start_limit_burst, 2);
+    assert_eq!(sink.initial_delay, Duration::from_secs(2));
+    // Attempts of the whole run, not of a minute.
+    assert_eq!(sink.start_limit_interval, Duration::from_secs(86400 * 365));
+}
+
+#[test]
+fn a_field_in_both_spellings_or_a_retry_policy_beside_restart_is_an_error_naming_both() {
+    for (body, message) in [
+        (
+            "  range: {from_ledger: 5, start: 6}\n",
+            "`spec.range.from_ledger` and `spec.range.start` both set `spec.range.from_ledger`",
+        ),
+        (
+            "  range: {start: 9, end: 8}\n",
+            "`spec.range.end` (8) is before `start` (9)",
+        ),
+        (
+            "  range: {from_ledger: 5, chunkSize: 0}\n",
+            "`spec.range.chunkSize` must be between 1 and",
+        ),
+        (
+            "  retryPolicy: {maxDelay: 1s, maxBackoff: 2s}\n",
+            "`spec.retryPolicy.maxDelay` and `spec.retryPolicy.maxBackoff` both set",
+        ),
+        (
+            "  retry_policy: {max_attempts: 2}\n  retryPolicy: {maxAttempts: 2}\n",
+            "`spec.retry_policy` and `spec.retryPolicy` both set",
+        ),
+        (
+            "  retryPolicy: {backoffMultiplier: 0.5}\n",
+            "`spec.retryPolicy.backoffMultiplier` must be at least 1",
+        ),
+        (
+            "  retryPolicy: {initialDelay: 10s, maxDelay: 1s}\n",
+            "its maximum delay is shorter than its initial delay",
+        ),
+        ("  retryPolicy: {maxAttempt: 2}\n", "maxAttempts"),
+    ] {
+        let text = format!("{HEAD}{body}  sources:\n    - id: s\n      command: [x]\n");
+        let d = parse_str(Path::new("p.yaml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(d.contains(message), "{body}: {d}");
+        assert!(
+            d.starts_with("p.yaml:5:") || d.starts_with("p.yaml:6:"),
+            "{body}: {d}"
+        );
+    }
+    let text = format!(
+        "{HEAD}  sources:\n    - id: s\n      command: [x]\n      restart_policy: always\n      retryPolicy: {{maxAttempts: 2}}\n"
+    );
+    let d = parse_str(Path::new("p.yaml"), &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        d.contains("`restart_policy` and `retryPolicy` both say how `s` is restarted: keep one"),
+        "{d}"
+    );
+}

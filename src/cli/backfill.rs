@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{ArgGroup, Args as ClapArgs, Subcommand, ValueEnum};
+use clap::{Args as ClapArgs, Subcommand, ValueEnum};
 
 use crate::backfill::{self, Sizing};
 use crate::spec::{self, ResolveOptions};
@@ -35,22 +35,24 @@ enum BackfillCommand {
     Reconcile(ReconcileArgs),
 }
 
-/// The range and how it is cut: the same for `plan` and `status`.
+/// The range and how it is cut: the same for `plan` and `status`. The file's `spec.range`
+/// gives what is left out.
 #[derive(Debug, ClapArgs)]
-#[command(group(ArgGroup::new("size").required(true).args(["shards", "shard_size"])))]
 struct ShardArgs {
     /// The pipeline file every shard runs.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: PathBuf,
+    /// The first ledger (default: the file's `spec.range.from_ledger`).
     #[arg(long, value_name = "LEDGER")]
-    from_ledger: u32,
-    /// The last ledger, included.
+    from_ledger: Option<u32>,
+    /// The last ledger, included (default: the file's `spec.range.to_ledger`).
     #[arg(long, value_name = "LEDGER")]
-    to_ledger: u32,
+    to_ledger: Option<u32>,
     /// About this many shards (make many more than hosts: a slow or lost host costs little).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "shard_size")]
     shards: Option<u32>,
-    /// Shards of this many ledgers (rounded up to a multiple of 64).
+    /// Shards of this many ledgers, rounded up to a multiple of 64 (default: the file's
+    /// `spec.range.chunk_size`).
     #[arg(long, value_name = "K")]
     shard_size: Option<u32>,
     /// Ledgers in each object of the pipeline's data lake, when it is on object storage and
@@ -75,6 +77,10 @@ struct CheckpointArgs {
 pub(super) struct WorkArgs {
     #[arg(long, value_enum, default_value = "slurm")]
     pub(super) engine: Engine,
+    /// At most this many shards run at once (Slurm's `--array=…%N`; default: the file's
+    /// `spec.range.max_workers`, else as many as the engine places).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(super) max_workers: Option<u32>,
     #[command(flatten)]
     pub(super) records: RecordArgs,
     /// Write here (the Slurm script made executable) instead of standard output.
@@ -147,41 +153,93 @@ impl Args {
     }
 }
 
-/// The shards of the range and the pipeline as its first shard resolves it; `Err(1)`-style
-/// problems are printed and answered with `None`.
-fn shards_and_plan(
-    args: &ShardArgs,
-) -> anyhow::Result<Option<(Vec<backfill::Shard>, PathBuf, crate::plan::PipelinePlan)>> {
-    let sizing = match (args.shards, args.shard_size) {
-        (Some(n), _) => Sizing::Count(n),
-        (None, Some(k)) => Sizing::Ledgers(k),
-        (None, None) => unreachable!("clap requires --shards or --shard-size"),
-    };
-    // Every shard must resolve: check the file once, as its first shard will run it (the
-    // first shard starts at --from-ledger whatever the cut).
+/// A backfill's range, cut into shards, and its pipeline as its first shard resolves it.
+struct Cut {
+    shards: Vec<backfill::Shard>,
+    file: PathBuf,
+    plan: crate::plan::PipelinePlan,
+    from: u32,
+    to: u32,
+}
+
+impl Cut {
+    /// The backfill's id, from the pipeline and the whole range.
+    fn backfill_id(&self) -> String {
+        crate::chunks::backfill_id(&self.plan.name, self.from, self.to)
+    }
+}
+
+fn print_diagnostics(diags: &spec::Diagnostics) {
+    for d in diags {
+        crate::stderr_line!("{d}");
+    }
+}
+
+/// The cut of the range the flags and the file's `spec.range` say; problems are printed and
+/// answered with `None`.
+fn shards_and_plan(args: &ShardArgs) -> anyhow::Result<Option<Cut>> {
     let file = std::path::absolute(&args.file)
         .with_context(|| format!("{}: cannot make the path absolute", args.file.display()))?;
+    let pipeline = match spec::load_file(&file) {
+        Ok(p) => p,
+        Err(diags) => {
+            print_diagnostics(&diags);
+            return Ok(None);
+        }
+    };
+    print_diagnostics(&pipeline.notices);
+    let from = args.from_ledger.or(pipeline.range.map(|r| r.from));
+    let to = args.to_ledger.or(pipeline.range.and_then(|r| r.to));
+    let (Some(from), Some(to)) = (from, to) else {
+        crate::stderr_line!(
+            "flowctl: {}: a backfill needs a bounded range: give --from-ledger and --to-ledger, \
+             or `spec.range.from_ledger` and `to_ledger` in the file",
+            args.file.display()
+        );
+        return Ok(None);
+    };
+    let sizing = match (
+        args.shards,
+        args.shard_size.or(pipeline.chunking.chunk_size),
+    ) {
+        (Some(n), _) => Sizing::Count(n),
+        (None, Some(k)) => Sizing::Ledgers(k),
+        (None, None) => {
+            crate::stderr_line!(
+                "flowctl: {}: say how the range is cut: --shards N or --shard-size K, or \
+                 `spec.range.chunk_size` in the file",
+                args.file.display()
+            );
+            return Ok(None);
+        }
+    };
+    // Every shard must resolve: check the file once, as its first shard will run it (the
+    // first shard starts at the range's first ledger whatever the cut).
     let options = ResolveOptions {
         range: Some(crate::plan::LedgerRange {
-            from: args.from_ledger,
-            to: Some(args.to_ledger.max(args.from_ledger)),
+            from,
+            to: Some(to.max(from)),
         }),
         shard_id: Some("0".into()),
         ..Default::default()
     };
-    let plan = match spec::load_plan(&file, &options) {
-        Ok(loaded) => loaded.plan,
+    let plan = match spec::resolve(&pipeline, &options) {
+        Ok(plan) => plan,
         Err(diags) => {
-            for d in &diags {
-                crate::stderr_line!("{d}");
-            }
+            print_diagnostics(&diags);
             return Ok(None);
         }
     };
     let cut = backfill::alignment(&plan, args.ledgers_per_file)
-        .and_then(|align| backfill::shards(args.from_ledger, args.to_ledger, sizing, align));
+        .and_then(|align| backfill::shards(from, to, sizing, align));
     match cut {
-        Ok(shards) => Ok(Some((shards, file, plan))),
+        Ok(shards) => Ok(Some(Cut {
+            shards,
+            file,
+            plan,
+            from,
+            to,
+        })),
         Err(e) => {
             crate::stderr_line!("flowctl: {}: {e}", args.file.display());
             Ok(None)
@@ -190,17 +248,20 @@ fn shards_and_plan(
 }
 
 fn plan(args: PlanArgs) -> anyhow::Result<i32> {
-    let Some((shards, file, plan)) = shards_and_plan(&args.range)? else {
+    let Some(cut) = shards_and_plan(&args.range)? else {
         return Ok(1);
     };
-    let backfill = backfill_id(&args.range, &plan);
+    let backfill = cut.backfill_id();
+    let Cut {
+        shards, file, plan, ..
+    } = &cut;
     // Recorded before the work is handed out, so no shard starts unrecorded.
     let (new, known) = runtime()?
         .block_on(async {
             let mut records = chunk_records(&args.work.records).await?;
             let (mut new, mut known) = (0, 0);
-            for shard in &shards {
-                let chunk = shard_chunk(&backfill, &file, &plan, &args.work, shard);
+            for shard in shards {
+                let chunk = shard_chunk(&backfill, file, plan, &args.work, shard);
                 // A plan written again leaves the shards already recorded as they stand.
                 if records.get(&chunk.id()).await?.is_some() {
                     known += 1;
@@ -212,13 +273,14 @@ fn plan(args: PlanArgs) -> anyhow::Result<i32> {
             anyhow::Ok((new, known))
         })
         .with_context(|| format!("cannot record the chunk runs of backfill {backfill}"))?;
-    write_work(&args.work, &file, &plan, &shards, None)?;
+    write_work(&args.work, file, plan, shards, None)?;
     crate::stderr_line!(
-        "flowctl: {} shard(s) of `{}`, ledgers {}-{}: backfill {backfill} ({new} chunk run(s)          recorded planned{})",
+        "flowctl: {} shard(s) of `{}`, ledgers {}-{}: backfill {backfill} ({new} chunk run(s) \
+         recorded planned{})",
         shards.len(),
         plan.name,
-        args.range.from_ledger,
-        args.range.to_ledger,
+        cut.from,
+        cut.to,
         if known > 0 {
             format!(", {known} already recorded")
         } else {
@@ -233,11 +295,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-/// The backfill's id, from the pipeline and the whole range.
-fn backfill_id(range: &ShardArgs, plan: &crate::plan::PipelinePlan) -> String {
-    crate::chunks::backfill_id(&plan.name, range.from_ledger, range.to_ledger)
 }
 
 /// A shard as its chunk run names it.
@@ -310,6 +367,7 @@ pub(super) fn work_text(
         only,
         backfill: &backfill,
         chunk_endpoint: args.records.chunk_endpoint.as_deref(),
+        max_workers: args.max_workers.or(plan.chunking.max_workers),
     };
     Ok(match args.engine {
         Engine::Slurm => work.slurm(),
@@ -405,11 +463,14 @@ fn read_states(
     checkpoints: &CheckpointArgs,
     records: &RecordArgs,
 ) -> anyhow::Result<Option<Reading>> {
-    let Some((shards, file, plan)) = shards_and_plan(range)? else {
+    let Some(cut) = shards_and_plan(range)? else {
         return Ok(None);
     };
+    let backfill = cut.backfill_id();
+    let Cut {
+        shards, file, plan, ..
+    } = cut;
     let sinks = backfill::postgres_sinks(&plan, checkpoints.database_url.as_deref());
-    let backfill = backfill_id(range, &plan);
     let rt = runtime()?;
     let chunks = rt.block_on(async {
         let filter = crate::registry::chunks::ChunkFilter {

@@ -19,6 +19,9 @@ use crate::chunks::{not_retried, Records, ShardChunk};
 use crate::registry::chunks::{failure_word, status_word, ChunkFilter};
 use crate::spec::{self, ResolveOptions};
 
+/// Attempts of a chunk `retry` allows where neither the flag nor its pipeline file says.
+const DEFAULT_MAX_ATTEMPTS: i32 = 3;
+
 #[derive(Debug, ClapArgs)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "failed"])))]
 pub(super) struct RetryArgs {
@@ -30,9 +33,10 @@ pub(super) struct RetryArgs {
     /// With --failed: only this run's (a backfill id, or a unique prefix of one).
     #[arg(long, value_name = "RUN", requires = "failed")]
     pub(super) run: Option<String>,
-    /// Attempts after which a chunk is not run again.
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=1000))]
-    pub(super) max_attempts: i32,
+    /// Attempts after which a chunk is not run again (default: its pipeline file's
+    /// `spec.retry_policy.max_attempts`, else 3).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub(super) max_attempts: Option<i32>,
     /// Also chunks whose failure running again does not fix (bad data, a schema) or that
     /// have had their attempts.
     #[arg(long)]
@@ -134,9 +138,21 @@ pub(super) async fn retry(mut records: Records, args: RetryArgs) -> anyhow::Resu
     let mut by_backfill: BTreeMap<String, Vec<ShardChunk>> = BTreeMap::new();
     let mut skipped = 0;
     let mut marked = 0;
+    let mut file_attempts: BTreeMap<String, Option<u32>> = BTreeMap::new();
     for c in &chunks {
         let shard = ShardChunk::of_record(c);
-        if let Some(why) = not_retried(c, args.max_attempts, args.force) {
+        let from_file = shard.as_ref().and_then(|s| {
+            *file_attempts.entry(s.file.clone()).or_insert_with(|| {
+                spec::load_file(std::path::Path::new(&s.file))
+                    .ok()
+                    .and_then(|p| p.chunking.max_attempts)
+            })
+        });
+        let max_attempts = args
+            .max_attempts
+            .or(from_file.map(|n| n.min(i32::MAX as u32) as i32))
+            .unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if let Some(why) = not_retried(c, max_attempts, args.force) {
             crate::stderr_line!("flowctl: {}: not run again: {why}", c.chunk_id);
             skipped += 1;
             continue;
@@ -243,6 +259,7 @@ async fn work_of(
     let plan = shard_plan(first)?;
     let work = super::backfill::WorkArgs {
         engine: args.engine,
+        max_workers: None,
         records: super::backfill::RecordArgs {
             state_dir: first.state_dir.as_ref().map(PathBuf::from),
             chunk_endpoint: first.chunk_endpoint.clone(),

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::bundled;
 use super::model::{
@@ -26,8 +25,29 @@ const SPEC: &[&str] = &[
     "config",
     "pipelines",
     "range",
+    "retry_policy",
+    // The Go ecosystem's proposal.
+    "retryPolicy",
 ];
-const RANGE: &[&str] = &["from_ledger", "to_ledger", "stalled_after"];
+const RANGE: &[&str] = &[
+    "from_ledger",
+    "to_ledger",
+    "stalled_after",
+    "chunk_size",
+    "max_workers",
+    // The Go ecosystem's proposal.
+    "start",
+    "end",
+    "chunkSize",
+    "maxWorkers",
+];
+/// The Go ecosystem's proposal's names for what `spec.range` says, and ours.
+const RANGE_ALIASES: &[(&str, &str)] = &[
+    ("start", "from_ledger"),
+    ("end", "to_ledger"),
+    ("chunkSize", "chunk_size"),
+    ("maxWorkers", "max_workers"),
+];
 const COMPONENT: &[&str] = &[
     // The Go flowctl's fields.
     "id",
@@ -63,6 +83,9 @@ const COMPONENT: &[&str] = &[
     "on_error",
     "heartbeat_interval_format",
     "start_timeout",
+    "retry_policy",
+    // The Go ecosystem's proposal.
+    "retryPolicy",
 ];
 const PORT: &[&str] = &["name", "containerPort", "hostPort", "protocol"];
 const RESOURCES: &[&str] = &["requests", "limits"];
@@ -89,6 +112,26 @@ const RESTART: &[&str] = &[
     "start_limit_interval",
     "with_dependencies",
 ];
+const RETRY_POLICY: &[&str] = &[
+    "max_attempts",
+    "initial_delay",
+    "max_delay",
+    "multiplier",
+    // The Go ecosystem's proposal.
+    "maxAttempts",
+    "initialDelay",
+    "initialBackoff",
+    "maxDelay",
+    "maxBackoff",
+    "backoffMultiplier",
+];
+/// Each field of a retry policy: ours, then the proposal's spellings of it.
+const RETRY_ALIASES: &[(&str, &[&str])] = &[
+    ("max_attempts", &["maxAttempts"]),
+    ("initial_delay", &["initialDelay", "initialBackoff"]),
+    ("max_delay", &["maxDelay", "maxBackoff"]),
+    ("multiplier", &["backoffMultiplier"]),
+];
 const PROBE_CHECKS: &[&str] = &["http", "grpc", "tcp", "exec", "notify", "registered"];
 const PROBE: &[&str] = &[
     "http",
@@ -113,33 +156,97 @@ const HEARTBEAT_FORMATS: &[&str] = &["go", "millis"];
 
 pub const API_VERSION: &str = "flowctl/v1";
 
-/// `spec.range: {from_ledger: A, to_ledger: B}`; without `to_ledger` the run follows the tip.
-/// `stalled_after` is read into `stalled_after`.
-fn range(
+/// The node of field `ours` of `o`, or of one of `theirs` (other tools' names for it, read
+/// with a notice saying what they are read as); the field's full name comes with it. Two
+/// names of one field at once are an error.
+fn aliased<'n>(
     ctx: &mut Ctx,
-    n: &Node,
-    stalled_after: &mut Option<Duration>,
-) -> Option<crate::plan::LedgerRange> {
-    let o = ctx.object(n, "spec.range", RANGE)?;
-    if let Some(after) = o.get("stalled_after") {
-        *stalled_after = ctx.duration(after, "spec.range.stalled_after");
-    }
-    let Some(from_node) = o.get("from_ledger") else {
+    o: &Obj<'n>,
+    section: &str,
+    ours: &str,
+    theirs: &[&str],
+) -> Option<(&'n Node, String)> {
+    let written: Vec<&str> = std::iter::once(ours)
+        .chain(theirs.iter().copied())
+        .filter(|k| o.has(k))
+        .collect();
+    let full = |key: &str| match section {
+        "" => key.to_string(),
+        _ => format!("{section}.{key}"),
+    };
+    let (&first, rest) = written.split_first()?;
+    if let Some(&second) = rest.first() {
+        let pos = o.key_pos(second).unwrap_or(o.pos);
         ctx.error(
-            o.pos,
-            "`spec.range` needs `from_ledger`, the first ledger of the run",
+            pos,
+            format!(
+                "`{}` and `{}` both set `{}`: keep one",
+                full(first),
+                full(second),
+                full(ours)
+            ),
         );
         return None;
+    }
+    if first != ours {
+        let pos = o.key_pos(first).unwrap_or(o.pos);
+        ctx.notice(
+            pos,
+            format!(
+                "`{}` (the Go ecosystem's name) is read as `{}`",
+                full(first),
+                full(ours)
+            ),
+        );
+    }
+    Some((o.get(first)?, full(first)))
+}
+
+fn range_field<'n>(ctx: &mut Ctx, o: &Obj<'n>, ours: &str) -> Option<(&'n Node, String)> {
+    let theirs: Vec<&str> = RANGE_ALIASES
+        .iter()
+        .filter(|(_, o)| *o == ours)
+        .map(|(t, _)| *t)
+        .collect();
+    aliased(ctx, o, "spec.range", ours, &theirs)
+}
+
+/// `spec.range: {from_ledger: A, to_ledger: B}`; without `to_ledger` the run follows the tip.
+/// `stalled_after`, `chunk_size` and `max_workers` go into `p`. The Go ecosystem's proposal's
+/// `{start, end, chunkSize, maxWorkers}` are read as ours.
+fn range(ctx: &mut Ctx, n: &Node, p: &mut Pipeline) -> Option<crate::plan::LedgerRange> {
+    let o = ctx.object(n, "spec.range", RANGE)?;
+    if let Some(after) = o.get("stalled_after") {
+        p.stalled_after = ctx.duration(after, "spec.range.stalled_after");
+    }
+    if let Some((n, field)) = range_field(ctx, &o, "chunk_size") {
+        p.chunking.chunk_size = ctx.count(n, &field, 1);
+    }
+    if let Some((n, field)) = range_field(ctx, &o, "max_workers") {
+        p.chunking.max_workers = ctx.count(n, &field, 1);
+    }
+    let to_field = range_field(ctx, &o, "to_ledger");
+    let Some((from_node, from_field)) = range_field(ctx, &o, "from_ledger") else {
+        if !o.has("from_ledger") && !o.has("start") {
+            ctx.error(
+                o.pos,
+                "`spec.range` needs `from_ledger`, the first ledger of the run",
+            );
+        }
+        return None;
     };
-    let from = ctx.int(from_node, "spec.range.from_ledger", 1, u32::MAX.into())? as u32;
-    let to = match o.get("to_ledger") {
+    let from = ctx.int(from_node, &from_field, 1, u32::MAX.into())? as u32;
+    let to = match to_field {
         None => None,
-        Some(to_node) => {
-            let to = ctx.int(to_node, "spec.range.to_ledger", 1, u32::MAX.into())? as u32;
+        Some((to_node, to_field)) => {
+            let to = ctx.int(to_node, &to_field, 1, u32::MAX.into())? as u32;
             if to < from {
                 ctx.error(
                     to_node.pos,
-                    format!("`spec.range.to_ledger` ({to}) is before `from_ledger` ({from})"),
+                    format!(
+                        "`{to_field}` ({to}) is before `{}` ({from})",
+                        from_field.trim_start_matches("spec.range.")
+                    ),
                 );
                 return None;
             }
@@ -147,6 +254,51 @@ fn range(
         }
     };
     Some(crate::plan::LedgerRange { from, to })
+}
+
+/// `retry_policy` (or the Go ecosystem's `retryPolicy`): `{max_attempts, initial_delay,
+/// max_delay, multiplier}` in the proposal's spellings too. It is a restart policy of
+/// `on-failure` whose `max_attempts` starts are all a run gives a component.
+fn retry_policy(ctx: &mut Ctx, n: &Node, field: &str) -> Option<(RestartSpec, Option<u32>)> {
+    let o = ctx.object(n, field, RETRY_POLICY)?;
+    let mut r = RestartSpec {
+        policy: Some(RestartPolicy::OnFailure),
+        ..Default::default()
+    };
+    let mut max_attempts = None;
+    for (ours, theirs) in RETRY_ALIASES {
+        let Some((n, name)) = aliased(ctx, &o, field, ours, theirs) else {
+            continue;
+        };
+        match *ours {
+            "max_attempts" => {
+                max_attempts = ctx.count(n, &name, 1);
+                r.start_limit_burst = max_attempts;
+                // Attempts of the whole run, not of a window.
+                r.start_limit_interval = Some(units::MAX_DURATION);
+            }
+            "initial_delay" => r.initial_delay = ctx.duration(n, &name),
+            "max_delay" => r.max_delay = ctx.duration(n, &name),
+            _ => {
+                r.multiplier = ctx.float(n, &name);
+                if r.multiplier.is_some_and(|m| m < 1.0) {
+                    ctx.error(
+                        n.pos,
+                        format!("`{name}` must be at least 1 (1 keeps the delay constant)"),
+                    );
+                }
+            }
+        }
+    }
+    if let (Some(a), Some(b)) = (r.initial_delay, r.max_delay) {
+        if b < a {
+            ctx.error(
+                o.pos,
+                format!("`{field}`: its maximum delay is shorter than its initial delay"),
+            );
+        }
+    }
+    Some((r, max_attempts))
 }
 
 /// The variables a source or sink reads its range from, as the seeds' components do.
@@ -198,6 +350,8 @@ pub fn pipeline(ctx: &mut Ctx, root: &Node, text: &str) -> Pipeline {
         components: Vec::new(),
         range: None,
         stalled_after: None,
+        chunking: Default::default(),
+        retry_policy: None,
         notices: Default::default(),
     };
     if root.value == Value::Null {
@@ -298,7 +452,13 @@ pub fn pipeline(ctx: &mut Ctx, root: &Node, text: &str) -> Pipeline {
         p.driver = driver(ctx, n);
     }
     if let Some(n) = spec.get("range") {
-        p.range = range(ctx, n, &mut p.stalled_after);
+        p.range = range(ctx, n, &mut p);
+    }
+    if let Some((n, field)) = aliased(ctx, &spec, "spec", "retry_policy", &["retryPolicy"]) {
+        if let Some((r, max_attempts)) = retry_policy(ctx, n, &field) {
+            p.retry_policy = Some(r);
+            p.chunking.max_attempts = max_attempts;
+        }
     }
     if let Some(pos) = spec.key_pos("pipelines") {
         ctx.error(
@@ -492,6 +652,22 @@ fn component(
     }
     if let Some(n) = o.get("restart") {
         restart(ctx, n, &mut c.restart, o.has("restart_policy"));
+    }
+    if let Some((n, field)) = aliased(ctx, &o, "", "retry_policy", &["retryPolicy"]) {
+        for other in ["restart", "restart_policy"] {
+            if let Some(pos) = o.key_pos(other) {
+                ctx.error(
+                    pos,
+                    format!(
+                        "`{other}` and `{field}` both say how `{}` is restarted: keep one",
+                        c.id
+                    ),
+                );
+            }
+        }
+        if let Some((r, _)) = retry_policy(ctx, n, &field) {
+            c.restart = r;
+        }
     }
 
     if let Some(n) = o.get("readiness") {

@@ -14,8 +14,10 @@
 //! config, inputs, depends_on, input_event_types, output_event_types, ports, health_check,
 //! health_port, restart_policy, resources, replicas, secrets`) and the supervisor's own
 //! (`working_dir, user, group, inherit_env, rlimits, restart, readiness, liveness, stop,
-//! watchdog`). Container-only fields (`volumes`, `spec.pipelines`, container drivers, images
-//! other than the bundled components) are refused with the reason.
+//! watchdog, retry_policy`; the Go ecosystem's `retryPolicy` is read as it, as `spec.range`'s
+//! `start, end, chunkSize, maxWorkers` are read as `from_ledger, to_ledger, chunk_size,
+//! max_workers`, with a notice). Container-only fields (`volumes`, `spec.pipelines`,
+//! container drivers, images other than the bundled components) are refused with the reason.
 //!
 //! # Ports and references
 //!

@@ -47,6 +47,10 @@ pub struct Pipeline {
     pub range: Option<crate::plan::LedgerRange>,
     /// `spec.range.stalled_after`; zero never reports a stall.
     pub stalled_after: Option<Duration>,
+    /// `spec.range.chunk_size`, `max_workers` and `spec.retry_policy.max_attempts`.
+    pub chunking: crate::plan::Chunking,
+    /// `spec.retry_policy`: every component's restart where its own says nothing.
+    pub retry_policy: Option<RestartSpec>,
     /// Things the operator should know that do not stop the pipeline (a bundled component
     /// standing in for an image, an ignored `image`).
     pub notices: Diagnostics,
@@ -175,6 +179,23 @@ pub struct RestartSpec {
     pub start_limit_burst: Option<u32>,
     pub start_limit_interval: Option<Duration>,
     pub with_dependencies: Option<bool>,
+}
+
+impl RestartSpec {
+    /// This spec, with `fallback`'s fields where it leaves them unset.
+    pub fn or(&self, fallback: &RestartSpec) -> RestartSpec {
+        RestartSpec {
+            policy: self.policy.or(fallback.policy),
+            initial_delay: self.initial_delay.or(fallback.initial_delay),
+            multiplier: self.multiplier.or(fallback.multiplier),
+            max_delay: self.max_delay.or(fallback.max_delay),
+            jitter: self.jitter.or(fallback.jitter),
+            reset_after: self.reset_after.or(fallback.reset_after),
+            start_limit_burst: self.start_limit_burst.or(fallback.start_limit_burst),
+            start_limit_interval: self.start_limit_interval.or(fallback.start_limit_interval),
+            with_dependencies: self.with_dependencies.or(fallback.with_dependencies),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

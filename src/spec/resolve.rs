@@ -182,7 +182,11 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
             check_account(&mut ctx, g, "group");
         }
 
-        let r = &c.restart;
+        // A component's own restart fields win over the pipeline's `retry_policy`.
+        let r = &match &p.retry_policy {
+            Some(shared) => c.restart.or(shared),
+            None => c.restart.clone(),
+        };
         let dr = &d.restart;
         let mut depends_on: Vec<String> = Vec::new();
         for dep in c.inputs.iter().chain(&c.depends_on) {
@@ -263,6 +267,7 @@ pub fn resolve(p: &Pipeline, opts: &ResolveOptions) -> Result<PipelinePlan, Diag
         range,
         stalled_after: Some(p.stalled_after.unwrap_or(DEFAULT_STALLED_AFTER))
             .filter(|d| !d.is_zero()),
+        chunking: p.chunking,
     })
 }
 

@@ -74,5 +74,6 @@ pub fn pipeline(name: &str, components: Vec<ComponentPlan>) -> PipelinePlan {
         components,
         range: None,
         stalled_after: None,
+        chunking: Default::default(),
     }
 }
