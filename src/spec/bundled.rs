@@ -36,6 +36,17 @@ const BUNDLED: &[Bundled] = &[
         command: "ttp-sink",
         env: &[],
     },
+    // The Arrow data plane (obsrvr-stellar-components).
+    Bundled {
+        name: "stellar-arrow-source",
+        command: "stellar-arrow-source",
+        env: &[],
+    },
+    Bundled {
+        name: "ttp-arrow-processor",
+        command: "ttp-arrow-processor",
+        env: &[],
+    },
 ];
 
 /// The programs flowctl ships, for messages.

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod extract;
+pub mod flight;
 pub mod metrics;
 pub mod readiness;
 pub mod registration;

@@ -1,7 +1,9 @@
 //! The ledger source: serves `raw_ledger_service.RawLedgerService` from one of three
 //! backends (a Galexie data lake, Stellar RPC, or the synthetic generator).
 
+pub mod config;
 pub mod datalake;
+pub mod flight;
 pub mod metrics;
 pub mod rpc;
 pub mod server;

@@ -57,55 +57,31 @@ impl LedgerService {
         self
     }
 
-    async fn start_of(&self, requested: u32) -> Result<u32, Status> {
-        if requested != 0 {
-            return Ok(requested);
-        }
-        if self.default_start != 0 {
-            return Ok(self.default_start);
-        }
-        match self.backend.latest().await.map_err(status)? {
-            Some(latest) => Ok(latest),
-            None => Err(Status::invalid_argument(
-                "start_ledger is 0 and neither START_LEDGER nor the backend gives a start",
-            )),
-        }
+    /// The last ledger this source serves (END_LEDGER).
+    pub fn end(&self) -> Option<u32> {
+        self.end
     }
-}
 
-fn status(e: SourceError) -> Status {
-    match e {
-        SourceError::Ledger { .. } => Status::out_of_range(e.to_string()),
-        // Consumers must not retry forever what will never decode.
-        SourceError::Unreadable { .. } => Status::data_loss(e.to_string()),
-        SourceError::Order { .. } => Status::internal(e.to_string()),
-        _ => Status::unavailable(e.to_string()),
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
     }
-}
 
-#[tonic::async_trait]
-impl RawLedgerService for LedgerService {
-    type StreamRawLedgersStream = ReceiverStream<Result<RawLedger, Status>>;
+    pub fn metrics(&self) -> &Arc<SourceMetrics> {
+        &self.metrics
+    }
 
-    async fn stream_raw_ledgers(
+    /// Batches of consecutive ledgers from `start` to `end` (or on, following the tip), as
+    /// the backend hands them out. The next batch is fetched while the previous one is being
+    /// sent, so backend latency (object store, RPC, generation) overlaps with the consumer.
+    /// The fetching stops when the receiver is dropped.
+    pub fn fetch_ahead(
         &self,
-        request: Request<StreamLedgersRequest>,
-    ) -> Result<Response<Self::StreamRawLedgersStream>, Status> {
-        let start = self.start_of(request.into_inner().start_ledger).await?;
-        if let Some(end) = self.end {
-            if start > end {
-                return Err(Status::out_of_range(format!(
-                    "start_ledger {start} is after this source's END_LEDGER {end}"
-                )));
-            }
-        }
-        let (tx, rx) = mpsc::channel(64);
+        start: u32,
+        end: Option<u32>,
+    ) -> mpsc::Receiver<Result<Vec<RawLedger>, SourceError>> {
         let backend = self.backend.clone();
-        let metrics = self.metrics.clone();
-        let (end, poll) = (self.end, self.poll);
-        // The producer fetches the next batch while the previous one is being sent, so
-        // backend latency (object store, RPC, generation) overlaps with the consumer.
-        let (batches_tx, mut batches) = mpsc::channel::<Result<Vec<RawLedger>, SourceError>>(1);
+        let poll = self.poll;
+        let (batches_tx, batches) = mpsc::channel::<Result<Vec<RawLedger>, SourceError>>(1);
         tokio::spawn(async move {
             let mut next = start;
             loop {
@@ -149,6 +125,56 @@ impl RawLedgerService for LedgerService {
                 }
             }
         });
+        batches
+    }
+
+    /// The first ledger of a request asking for `requested` (0: the source's default).
+    pub async fn start_of(&self, requested: u32) -> Result<u32, Status> {
+        if requested != 0 {
+            return Ok(requested);
+        }
+        if self.default_start != 0 {
+            return Ok(self.default_start);
+        }
+        match self.backend.latest().await.map_err(status)? {
+            Some(latest) => Ok(latest),
+            None => Err(Status::invalid_argument(
+                "start_ledger is 0 and neither START_LEDGER nor the backend gives a start",
+            )),
+        }
+    }
+}
+
+/// The gRPC status of a backend error.
+pub fn status(e: SourceError) -> Status {
+    match e {
+        SourceError::Ledger { .. } => Status::out_of_range(e.to_string()),
+        // Consumers must not retry forever what will never decode.
+        SourceError::Unreadable { .. } => Status::data_loss(e.to_string()),
+        SourceError::Order { .. } => Status::internal(e.to_string()),
+        _ => Status::unavailable(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl RawLedgerService for LedgerService {
+    type StreamRawLedgersStream = ReceiverStream<Result<RawLedger, Status>>;
+
+    async fn stream_raw_ledgers(
+        &self,
+        request: Request<StreamLedgersRequest>,
+    ) -> Result<Response<Self::StreamRawLedgersStream>, Status> {
+        let start = self.start_of(request.into_inner().start_ledger).await?;
+        if let Some(end) = self.end {
+            if start > end {
+                return Err(Status::out_of_range(format!(
+                    "start_ledger {start} is after this source's END_LEDGER {end}"
+                )));
+            }
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let metrics = self.metrics.clone();
+        let mut batches = self.fetch_ahead(start, self.end);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let forward = async {
