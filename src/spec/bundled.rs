@@ -47,6 +47,11 @@ const BUNDLED: &[Bundled] = &[
         command: "ttp-arrow-processor",
         env: &[],
     },
+    Bundled {
+        name: "arrow-analytics-sink",
+        command: "arrow-analytics-sink",
+        env: &[],
+    },
 ];
 
 /// The programs flowctl ships, for messages.

@@ -1,5 +1,6 @@
 //! Shared code of the bundled Stellar components.
 
+pub mod analytics;
 pub mod arrow;
 pub mod backoff;
 pub mod grpc;
