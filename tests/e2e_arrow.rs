@@ -333,3 +333,35 @@ fn a_sink_killed_mid_stream_leaves_every_event_once_and_no_partial_file_in_sight
     assert!(want.len() > 1000, "{} events", want.len());
     assert_same(&parquet_events("pyarrow", &out), &want, "after the kill");
 }
+
+#[test]
+fn the_arrow_example_runs_and_duckdb_counts_its_events_by_type_as_the_readme_shows() {
+    if !has_python_readers() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = run_cmd(dir.path(), &repo().join("examples/arrow-analytics.yaml"));
+    cmd.current_dir(dir.path());
+    let o = Running::spawn(dir.path(), cmd).finish(Duration::from_secs(120));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let query = "SELECT event_type, count(*) AS events, sum(amount) AS stroops \
+                 FROM read_parquet('analytics-out/**/*.parquet', hive_partitioning = true) \
+                 GROUP BY event_type ORDER BY events DESC";
+    let out = Command::new("python3")
+        .args(["-c", &format!("import duckdb; print(duckdb.sql(\"{query}\").fetchall())")])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let counts = String::from_utf8_lossy(&out.stdout);
+    // The same ledgers through the gRPC pipeline, counted by type.
+    let want = reference_events(2, 201);
+    for kind in ["fee", "transfer"] {
+        let n = want.iter().filter(|e| e.get(kind).is_some()).count();
+        assert!(n > 0);
+        assert!(
+            counts.contains(&format!("('{kind}', {n}, ")),
+            "{kind}: {n} expected in {counts}"
+        );
+    }
+}
