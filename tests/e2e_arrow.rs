@@ -343,16 +343,28 @@ fn the_arrow_example_runs_and_duckdb_counts_its_events_by_type_as_the_readme_sho
     let mut cmd = run_cmd(dir.path(), &repo().join("examples/arrow-analytics.yaml"));
     cmd.current_dir(dir.path());
     let o = Running::spawn(dir.path(), cmd).finish(Duration::from_secs(120));
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let query = "SELECT event_type, count(*) AS events, sum(amount) AS stroops \
                  FROM read_parquet('analytics-out/**/*.parquet', hive_partitioning = true) \
                  GROUP BY event_type ORDER BY events DESC";
     let out = Command::new("python3")
-        .args(["-c", &format!("import duckdb; print(duckdb.sql(\"{query}\").fetchall())")])
+        .args([
+            "-c",
+            &format!("import duckdb; print(duckdb.sql(\"{query}\").fetchall())"),
+        ])
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let counts = String::from_utf8_lossy(&out.stdout);
     // The same ledgers through the gRPC pipeline, counted by type.
     let want = reference_events(2, 201);

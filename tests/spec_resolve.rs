@@ -975,3 +975,47 @@ fn a_field_in_both_spellings_or_a_retry_policy_beside_restart_is_an_error_naming
         "{d}"
     );
 }
+
+#[test]
+fn the_obsrvr_stellar_components_images_run_the_bundled_arrow_programs() {
+    let text = format!(
+        "{HEAD}  sources:
+    - id: src
+      image: ghcr.io/withobsrvr/stellar-arrow-source:latest
+  processors:
+    - id: ttp
+      image: withobsrvr/ttp-arrow-processor:v2
+      inputs: [src]
+  sinks:
+    - id: out
+      type: withobsrvr/arrow-analytics-sink@v1.0.0
+      inputs: [ttp]
+"
+    );
+    let p = parse_str(Path::new("p.yaml"), &text).unwrap_or_else(|d| panic!("{d}"));
+    let commands: Vec<&str> = p
+        .components
+        .iter()
+        .map(|c| c.command.value.as_str())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "stellar-arrow-source",
+            "ttp-arrow-processor",
+            "arrow-analytics-sink"
+        ]
+    );
+    let plan = resolve(&p, &opts_with(&[])).unwrap_or_else(|d| panic!("{d}"));
+    // The processor and the sink find their upstream's Flight through the injected names.
+    let src_port = get(&plan, "src").ports[0].port;
+    assert_eq!(
+        get(&plan, "ttp").env["SOURCE_SERVICE_ADDRESS"],
+        format!("127.0.0.1:{src_port}")
+    );
+    let ttp_port = get(&plan, "ttp").ports[0].port;
+    assert_eq!(
+        get(&plan, "out").env["TTP_SERVICE_ADDRESS"],
+        format!("127.0.0.1:{ttp_port}")
+    );
+}
