@@ -31,6 +31,12 @@ fn arrow_pipeline(
     out: &Path,
     sink_env: &str,
 ) -> PathBuf {
+    let formats = if sink_env.contains("OUTPUT_FORMATS") {
+        ""
+    } else {
+        "        OUTPUT_FORMATS: parquet\n"
+    };
+    let sink_env = format!("{formats}{sink_env}");
     let backend = match ledgers {
         Ledgers::Lake(lake) => format!("DATALAKE_URL: \"{}\"", lake.display()),
         Ledgers::Synthetic(rate) => format!("BACKEND: synthetic\n        SYNTHETIC_RATE: \"{rate}\"\n        SYNTHETIC_TXS_PER_LEDGER: \"10\""),
@@ -62,7 +68,6 @@ spec:
       command: arrow-analytics-sink
       inputs: [ttp]
       env:
-        OUTPUT_FORMATS: parquet
         OUTPUT_DIR: \"{}\"
         MAX_BACKOFF: 500ms
 {sink_env}
@@ -375,5 +380,61 @@ fn the_arrow_example_runs_and_duckdb_counts_its_events_by_type_as_the_readme_sho
             counts.contains(&format!("('{kind}', {n}, ")),
             "{kind}: {n} expected in {counts}"
         );
+    }
+}
+
+#[test]
+fn the_arrow_components_register_by_role_and_heartbeat_their_arrow_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("parquet");
+    let file = arrow_pipeline(
+        dir.path(),
+        "arrow-registered",
+        Ledgers::Synthetic(20.0),
+        TESTNET,
+        (2, 1000),
+        &out,
+        "        OUTPUT_FORMATS: parquet,websocket\n        WEBSOCKET_PORT: \"0\"",
+    );
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "      env:\n",
+        "      env:\n        FLOWCTL_HEARTBEAT_INTERVAL: 200ms\n",
+    );
+    std::fs::write(&file, text).unwrap();
+    let run = Running::start(dir.path(), &file);
+    let pid = run.ready_pid("sink", Duration::from_secs(30));
+    let endpoint = endpoint_of(pid);
+    let wanted = [
+        ("ledgers", "source", "arrow_batches_sent_total"),
+        ("ttp", "processor", "events_extracted_total"),
+        ("sink", "sink", "websocket_connections"),
+    ];
+    let mut listed = serde_json::Value::Null;
+    let all_there = |listed: &serde_json::Value| {
+        wanted.iter().all(|(id, _, metric)| {
+            listed.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|s| s["service_id"] == *id && s["metrics"].get(*metric).is_some())
+            })
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !all_there(&listed) {
+        std::thread::sleep(Duration::from_millis(100));
+        let o = Command::new(flowctl())
+            .args(["list", "--endpoint", &endpoint, "-o", "json"])
+            .output()
+            .unwrap();
+        listed = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    }
+    assert!(all_there(&listed), "{listed:#}");
+    for (id, kind, _) in wanted {
+        let s = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service_id"] == id)
+            .unwrap();
+        assert_eq!(s["type"], kind, "{s}");
     }
 }
