@@ -27,6 +27,10 @@ pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 pub const CHECKPOINT: &str = "_checkpoint.json";
 
+/// Rows buffered that make a flush by default: two row groups, about 100 MiB of memory at
+/// its peak while a file is encoded.
+pub const DEFAULT_FLUSH_ROWS: usize = 256 * 1024;
+
 /// When buffered events are written out.
 #[derive(Debug, Clone, Copy)]
 pub struct FlushPolicy {
@@ -39,7 +43,7 @@ pub struct FlushPolicy {
 impl Default for FlushPolicy {
     fn default() -> Self {
         FlushPolicy {
-            rows: 512 * 1024,
+            rows: DEFAULT_FLUSH_ROWS,
             interval: Duration::from_secs(30),
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use flowctl_components::analytics::dataset::FlushPolicy;
+use flowctl_components::analytics::dataset::{FlushPolicy, DEFAULT_FLUSH_ROWS};
 use flowctl_components::analytics::feed::Feed;
 use flowctl_components::analytics::metrics::AnalyticsMetrics;
 use flowctl_components::analytics::{OutputFormats, Outputs, OutputsConfig};
@@ -60,7 +60,7 @@ struct Args {
     #[arg(long, env = "FLUSH_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     flush_interval: Duration,
     /// Events buffered that make a Parquet flush.
-    #[arg(long, env = "FLUSH_ROWS", default_value_t = 512 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "FLUSH_ROWS", default_value_t = DEFAULT_FLUSH_ROWS as u64, value_parser = clap::value_parser!(u64).range(1..))]
     flush_rows: u64,
     /// Longest wait between attempts to reach the processor.
     #[arg(long, env = "MAX_BACKOFF", default_value = "10s", value_parser = humantime::parse_duration)]
