@@ -130,37 +130,6 @@ fn run_ok(dir: &Path, file: &Path, extra: &[&str]) {
     );
 }
 
-/// Writes ledgers as a one-ledger-an-object data lake.
-fn write_lake(root: &Path, passphrase: &str, ledgers: &[stellar_xdr::LedgerCloseMeta]) {
-    use stellar_xdr::WriteXdr;
-    let m = stellar_ledgers::DataLakeConfig {
-        network_passphrase: passphrase.into(),
-        version: "1.0".into(),
-        compression: "zstd".into(),
-        ledgers_per_batch: 1,
-        batches_per_partition: 64000,
-    };
-    std::fs::write(
-        root.join(".config.json"),
-        format!(
-            r#"{{"networkPassphrase":"{passphrase}","version":"1.0","compression":"zstd","ledgersPerBatch":1,"batchesPerPartition":64000}}"#
-        ),
-    )
-    .unwrap();
-    for l in ledgers {
-        let seq = stellar_ledgers::ledger_sequence(l);
-        let batch = stellar_xdr::LedgerCloseMetaBatch {
-            start_sequence: seq,
-            end_sequence: seq,
-            ledger_close_metas: vec![l.clone()].try_into().unwrap(),
-        };
-        let key = root.join(m.object_key(seq));
-        std::fs::create_dir_all(key.parent().unwrap()).unwrap();
-        let bytes = batch.to_xdr(stellar_xdr::Limits::none()).unwrap();
-        std::fs::write(&key, zstd::encode_all(&bytes[..], 3).unwrap()).unwrap();
-    }
-}
-
 #[test]
 fn the_testnet_lake_and_pubnet_ledgers_land_in_parquet_holding_exactly_the_golden_events() {
     let Some(root) = testdata() else { return };
@@ -199,8 +168,7 @@ fn the_testnet_lake_and_pubnet_ledgers_land_in_parquet_holding_exactly_the_golde
         .collect();
     pubnet.sort_by_key(stellar_ledgers::ledger_sequence);
     let pubnet_lake = dir.path().join("pubnet-lake");
-    std::fs::create_dir_all(&pubnet_lake).unwrap();
-    write_lake(&pubnet_lake, PUBNET, &pubnet);
+    flowctl_testkit::lake::write_lake(&pubnet_lake, PUBNET, &pubnet);
     let out = dir.path().join("pubnet");
     let first = stellar_ledgers::ledger_sequence(&pubnet[0]);
     let file = arrow_pipeline(

@@ -4,6 +4,7 @@ pub mod analytics;
 pub mod arrow;
 pub mod backoff;
 pub mod grpc;
+pub mod process;
 pub mod processor;
 pub mod shutdown;
 pub mod sink;

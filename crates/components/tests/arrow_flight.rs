@@ -89,7 +89,7 @@ async fn lighthorizon_and_pubnet_ledgers_through_a_lake_give_the_golden_events_e
         })
         .collect();
     let lake = tempfile::tempdir().unwrap();
-    support::write_lake(lake.path(), TESTNET, &ledgers);
+    flowctl_testkit::lake::write_lake(lake.path(), TESTNET, &ledgers);
     let (_source, source_port) = arrow_source(&[
         ("DATALAKE_URL", lake.path().to_str().unwrap()),
         ("NETWORK_PASSPHRASE", TESTNET),
@@ -113,7 +113,7 @@ async fn lighthorizon_and_pubnet_ledgers_through_a_lake_give_the_golden_events_e
         })
         .collect();
     let lake = tempfile::tempdir().unwrap();
-    support::write_lake(lake.path(), PUBNET, &pubnet);
+    flowctl_testkit::lake::write_lake(lake.path(), PUBNET, &pubnet);
     let (_source, source_port) = arrow_source(&[
         ("DATALAKE_URL", lake.path().to_str().unwrap()),
         ("NETWORK_PASSPHRASE", PUBNET),

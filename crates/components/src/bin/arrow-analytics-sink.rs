@@ -69,21 +69,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let code = match run(Args::parse()).await {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("arrow-analytics-sink: {e:#}");
-            1
-        }
-    };
-    std::process::exit(code);
+    flowctl_components::process::init_logging();
+    flowctl_components::process::exit("arrow-analytics-sink", run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

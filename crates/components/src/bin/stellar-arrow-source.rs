@@ -41,21 +41,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let code = match run(Args::parse()).await {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("stellar-arrow-source: {e:#}");
-            1
-        }
-    };
-    std::process::exit(code);
+    flowctl_components::process::init_logging();
+    flowctl_components::process::exit("stellar-arrow-source", run(Args::parse()).await)
 }
 
 /// Where the ledgers are kept, in the seed's `storage_type` words.

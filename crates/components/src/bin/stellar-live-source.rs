@@ -32,24 +32,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: under a supervisor the lines go to a journal or a log.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let code = match run(Args::parse()).await {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("stellar-live-source: {e:#}");
-            1
-        }
-    };
-    // Not waiting for the runtime: a backend call still on a blocking thread (a decode, a
-    // local read) must not delay the exit.
-    std::process::exit(code);
+    flowctl_components::process::init_logging();
+    flowctl_components::process::exit("stellar-live-source", run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

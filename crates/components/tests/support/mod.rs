@@ -384,40 +384,6 @@ pub fn assert_same(ours: &[serde_json::Value], golden: &[serde_json::Value]) {
     assert_eq!(ours.len(), golden.len(), "event count");
 }
 
-/// Writes `ledgers` as a Galexie data lake of one ledger an object under `root`, for the
-/// components that read a lake; returns `root`.
-pub fn write_lake(root: &Path, passphrase: &str, ledgers: &[stellar_xdr::LedgerCloseMeta]) {
-    let m = stellar_ledgers::DataLakeConfig {
-        network_passphrase: passphrase.into(),
-        version: "1.0".into(),
-        compression: "zstd".into(),
-        ledgers_per_batch: 1,
-        batches_per_partition: 64000,
-    };
-    std::fs::write(
-        root.join(".config.json"),
-        format!(
-            r#"{{"networkPassphrase":"{passphrase}","version":"1.0","compression":"zstd","ledgersPerBatch":1,"batchesPerPartition":64000}}"#
-        ),
-    )
-    .unwrap();
-    for l in ledgers {
-        let seq = stellar_ttp::ledger_sequence(l);
-        let batch = stellar_xdr::LedgerCloseMetaBatch {
-            start_sequence: seq,
-            end_sequence: seq,
-            ledger_close_metas: vec![l.clone()].try_into().unwrap(),
-        };
-        let key = root.join(m.object_key(seq));
-        std::fs::create_dir_all(key.parent().unwrap()).unwrap();
-        std::fs::write(
-            &key,
-            zstd::encode_all(&batch.to_xdr(Limits::none()).unwrap()[..], 3).unwrap(),
-        )
-        .unwrap();
-    }
-}
-
 /// A bundled binary of this crate on a free port, in an otherwise empty environment (and
 /// `RUST_LOG=warn`).
 pub fn component(binary: &str, env: &[(&str, &str)]) -> (Proc, u16) {
