@@ -352,7 +352,7 @@ fn the_arrow_example_runs_and_duckdb_counts_its_events_by_type_as_the_readme_sho
 }
 
 #[test]
-fn the_arrow_components_register_by_role_and_heartbeat_their_arrow_metrics() {
+fn the_arrow_components_register_with_the_seeds_types_and_metadata_and_heartbeat_their_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("parquet");
     let file = arrow_pipeline(
@@ -396,13 +396,60 @@ fn the_arrow_components_register_by_role_and_heartbeat_their_arrow_metrics() {
         listed = serde_json::from_slice(&o.stdout).unwrap_or_default();
     }
     assert!(all_there(&listed), "{listed:#}");
-    for (id, kind, _) in wanted {
-        let s = listed
+    let service = |id: &str| {
+        listed
             .as_array()
             .unwrap()
             .iter()
             .find(|s| s["service_id"] == id)
-            .unwrap();
-        assert_eq!(s["type"], kind, "{s}");
+            .unwrap()
+            .clone()
+    };
+    for (id, kind, _) in wanted {
+        assert_eq!(service(id)["type"], kind);
     }
+    // The seed's registration: event types and metadata.
+    let source = service("ledgers");
+    assert_eq!(
+        source["output_event_types"],
+        serde_json::json!(["stellar_ledger_service.StellarLedger"])
+    );
+    for (k, v) in [
+        ("network", TESTNET),
+        ("storage_type", "synthetic"),
+        ("backend_type", "synthetic"),
+        ("batch_size", "1000"),
+        ("compression", "none"),
+    ] {
+        assert_eq!(source["metadata"][k], v, "{source}");
+    }
+    let processor = service("ttp");
+    assert_eq!(
+        processor["input_event_types"],
+        serde_json::json!(["stellar_ledger_service.StellarLedger"])
+    );
+    assert_eq!(
+        processor["output_event_types"],
+        serde_json::json!(["ttp_event_service.TTPEvent"])
+    );
+    assert_eq!(
+        processor["metadata"]["processor_type"],
+        "ttp_event_extraction"
+    );
+    assert_eq!(
+        processor["metadata"]["event_types"],
+        "transfer,mint,burn,clawback,fee"
+    );
+    let sink = service("sink");
+    assert_eq!(
+        sink["input_event_types"],
+        serde_json::json!(["ttp_event_service.TTPEvent"])
+    );
+    assert_eq!(sink["metadata"]["output_formats"], "parquet,websocket");
+    assert_eq!(sink["metadata"]["websocket_enabled"], "true");
+    let endpoints = sink["metadata"]["endpoints"].as_str().unwrap();
+    assert!(
+        endpoints.starts_with("ws://127.0.0.1:") && endpoints.ends_with("/ws"),
+        "{endpoints}"
+    );
 }

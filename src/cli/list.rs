@@ -191,6 +191,7 @@ pub async fn list_services(conn: &Conn) -> anyhow::Result<i32> {
                 .map(|c| {
                     let info = c.component.clone().unwrap_or_default();
                     let metrics: BTreeMap<_, _> = c.metrics.iter().collect();
+                    let metadata: BTreeMap<_, _> = info.metadata.iter().collect();
                     json!({
                         "service_id": info.id,
                         "component_id": component_ids.get(&info.id).cloned().unwrap_or_default(),
@@ -199,6 +200,9 @@ pub async fn list_services(conn: &Conn) -> anyhow::Result<i32> {
                         "registered_at": c.registered_at.as_ref().map(rfc3339),
                         "last_heartbeat": c.last_heartbeat.as_ref().map(rfc3339),
                         "endpoint": info.endpoint,
+                        "input_event_types": info.input_event_types,
+                        "output_event_types": info.output_event_types,
+                        "metadata": metadata,
                         "metrics": metrics,
                     })
                 })
