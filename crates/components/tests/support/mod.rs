@@ -385,16 +385,33 @@ pub fn assert_same(ours: &[serde_json::Value], golden: &[serde_json::Value]) {
 }
 
 /// A bundled binary of this crate on a free port, in an otherwise empty environment (and
-/// `RUST_LOG=warn`).
+/// `RUST_LOG=warn`), listening when this returns. A port taken by another test between
+/// asking and binding makes the component exit: it is started again on other ports.
 pub fn component(binary: &str, env: &[(&str, &str)]) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = std::process::Command::new(binary);
-    cmd.env_clear()
-        .env("PORT", port.to_string())
-        .env("HEALTH_PORT", free_port().to_string())
-        .env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
+    for _ in 0..5 {
+        let mut port = free_port();
+        let mut cmd = std::process::Command::new(binary);
+        cmd.env_clear()
+            .env("PORT", port.to_string())
+            .env("HEALTH_PORT", free_port().to_string())
+            .env("RUST_LOG", "warn");
+        for (k, v) in env {
+            if *k == "PORT" {
+                port = v.parse().expect("PORT is a number");
+            }
+            cmd.env(k, v);
+        }
+        let mut p = Proc(cmd.spawn().expect("start the component"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if p.0.try_wait().unwrap().is_some() {
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (p, port);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
-    (Proc(cmd.spawn().expect("start the component")), port)
+    panic!("{binary} did not start listening in five attempts");
 }
