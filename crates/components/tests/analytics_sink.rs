@@ -260,3 +260,47 @@ fn a_dataset_without_its_checkpoint_but_with_part_files_is_refused_naming_both()
         .to_string();
     assert!(err.contains("not a dataset checkpoint"), "{err}");
 }
+
+#[tokio::test]
+async fn a_client_sending_a_large_message_is_closed_and_the_feed_goes_on() {
+    use futures::SinkExt;
+    let formats = OutputFormats::parse("websocket").unwrap();
+    let metrics = Arc::new(AnalyticsMetrics::new(formats));
+    let (feed, addr) = Feed::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        metrics.clone(),
+        Shutdown::never(),
+    )
+    .await
+    .unwrap();
+    let url = format!("ws://{addr}/ws");
+    let (mut big, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let _ = big
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            "x".repeat(1 << 20).into(),
+        ))
+        .await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match big.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the sender of 1 MiB is disconnected");
+    let (mut reader, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while feed.clients() != 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    feed.send("{\"still\":\"on\"}");
+    let msg = tokio::time::timeout(Duration::from_secs(10), reader.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.into_text().unwrap().as_str(), "{\"still\":\"on\"}");
+}

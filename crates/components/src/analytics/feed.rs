@@ -65,8 +65,14 @@ impl Feed {
     }
 }
 
+/// Largest message a client may send: the feed reads clients' messages only to see them go,
+/// so none needs more than a close frame.
+const MAX_CLIENT_MESSAGE: usize = 1024;
+
 async fn upgrade(ws: WebSocketUpgrade, State(feed): State<Feed>) -> impl IntoResponse {
-    ws.on_upgrade(move |socket| client(socket, feed))
+    ws.max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| client(socket, feed))
 }
 
 async fn client(mut socket: WebSocket, feed: Feed) {
