@@ -98,6 +98,8 @@ fn sync_dir(dir: &Path) -> Result<(), SinkError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
 /// The partition directory of a close time in microseconds.
 fn date_of(micros: i64) -> Result<String, SinkError> {
     arrow_array::temporal_conversions::timestamp_us_to_datetime(micros)
@@ -229,25 +231,29 @@ impl ParquetDataset {
     /// The buffered rows cut into runs of one close date (ledgers are in order, so a date's
     /// rows are together).
     fn by_partition(&self) -> Result<Vec<(String, Vec<RecordBatch>)>, SinkError> {
-        let mut out: Vec<(String, Vec<RecordBatch>)> = Vec::new();
+        let mut runs: Vec<(i64, Vec<RecordBatch>)> = Vec::new();
         for batch in &self.buffered {
             let times = events::close_times(batch).map_err(bad_batch)?;
+            // Days since the epoch: a comparison per row, a date's name once per run.
+            let day = |row: usize| times.value(row).div_euclid(MICROS_PER_DAY);
             let mut start = 0;
             while start < batch.num_rows() {
-                let date = date_of(times.value(start))?;
+                let today = day(start);
                 let mut end = start + 1;
-                while end < batch.num_rows() && date_of(times.value(end))? == date {
+                while end < batch.num_rows() && day(end) == today {
                     end += 1;
                 }
                 let slice = batch.slice(start, end - start);
-                match out.last_mut() {
-                    Some((d, batches)) if *d == date => batches.push(slice),
-                    _ => out.push((date, vec![slice])),
+                match runs.last_mut() {
+                    Some((d, batches)) if *d == today => batches.push(slice),
+                    _ => runs.push((today, vec![slice])),
                 }
                 start = end;
             }
         }
-        Ok(out)
+        runs.into_iter()
+            .map(|(day, batches)| Ok((date_of(day * MICROS_PER_DAY)?, batches)))
+            .collect()
     }
 
     /// One part file of `batches`, in place whole; its size.

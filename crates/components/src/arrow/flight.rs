@@ -378,3 +378,47 @@ pub fn endpoint(address: &str) -> Result<Endpoint, String> {
         .map(|e| e.connect_timeout(Duration::from_secs(5)))
         .map_err(|e| format!("address {address:?}: {e}"))
 }
+
+/// Where a Flight service listens: the same variables for every Arrow component.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ListenArgs {
+    /// Arrow Flight port (bare number). FLIGHT_PORT is read when PORT is absent.
+    #[arg(long, env = "PORT")]
+    port: Option<u16>,
+    #[arg(long, env = "FLIGHT_PORT", hide = true)]
+    flight_port: Option<u16>,
+    /// Address to bind; loopback unless told otherwise.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+}
+
+impl ListenArgs {
+    /// The address to bind, `default_port` when neither PORT nor FLIGHT_PORT is set.
+    pub fn addr(&self, default_port: u16) -> std::net::SocketAddr {
+        let port = self.port.or(self.flight_port).unwrap_or(default_port);
+        std::net::SocketAddr::new(self.bind, port)
+    }
+}
+
+/// Serves `producer`'s flights on `listener` until `shutdown`. Flights end on the signal; a
+/// reader that does not read (or holds its connection) is not waited for beyond the grace
+/// period.
+pub async fn serve<P: RangeProducer>(
+    producer: Arc<P>,
+    listener: tokio::net::TcpListener,
+    shutdown: &crate::shutdown::Shutdown,
+) -> Result<(), tonic::transport::Error> {
+    let server = tonic::transport::Server::builder()
+        .add_service(RangeFlights::new(producer).into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.requested(),
+        );
+    tokio::select! {
+        served = server => served,
+        _ = shutdown.grace_over() => {
+            tracing::warn!("closing the connections still open");
+            Ok(())
+        }
+    }
+}

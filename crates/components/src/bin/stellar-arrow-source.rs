@@ -1,13 +1,12 @@
 //! `stellar-arrow-source`: the ledgers of `stellar-live-source`'s backends (data lake, Stellar
 //! RPC, synthetic) as an Arrow Flight service, one flight per ledger range.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use flowctl_components::arrow::flight::RangeFlights;
+use flowctl_components::arrow::flight::{self, ListenArgs};
 use flowctl_components::arrow::ticket::LedgerTicket;
 use flowctl_components::shutdown::Shutdown;
 use flowctl_components::source::config::{BackendArgs, BackendKind};
@@ -24,14 +23,8 @@ const PREFIX: &str = "STELLAR_ARROW_SOURCE";
     about = "Serves Stellar ledgers as Arrow Flight record batches from a data lake, RPC or a synthetic generator"
 )]
 struct Args {
-    /// Arrow Flight port (bare number). FLIGHT_PORT is read when PORT is absent.
-    #[arg(long, env = "PORT")]
-    port: Option<u16>,
-    #[arg(long, env = "FLIGHT_PORT", hide = true)]
-    flight_port: Option<u16>,
-    /// Address to bind; loopback unless told otherwise.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1")]
-    bind: IpAddr,
+    #[command(flatten)]
+    listen: ListenArgs,
     /// Most ledgers in one record batch (a batch is also sent at 16 MiB of XDR).
     #[arg(long, env = "BATCH_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
@@ -60,7 +53,6 @@ fn storage_type(args: &BackendArgs) -> &'static str {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals()?;
-    let port = args.port.or(args.flight_port).unwrap_or(8815);
     let kind = args.source.kind();
     let end = args.source.end();
     let on_error = flowctl_sdk::OnError::from_env(PREFIX)?;
@@ -87,7 +79,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.batch_size as usize,
     ));
 
-    let addr = SocketAddr::new(args.bind, port);
+    let addr = args.listen.addr(8815);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr} (PORT)"))?;
@@ -121,16 +113,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await?;
     sdk.set_ready(true);
     tracing::info!(%addr, backend = %kind_word, ?end, "serving Arrow Flight");
-    let server = tonic::transport::Server::builder()
-        .add_service(RangeFlights::new(flights).into_server())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown.requested(),
-        );
-    tokio::select! {
-        served = server => served.context("Flight server")?,
-        _ = shutdown.grace_over() => tracing::warn!("closing the connections still open"),
-    }
+    flight::serve(flights, listener, &shutdown)
+        .await
+        .context("Flight server")?;
     sdk.shutdown().await;
     tracing::info!(ledgers = metrics.processed(), "stopped");
     Ok(())

@@ -2,13 +2,12 @@
 //! token-transfer events (the same events as `ttp-processor`) as an Arrow Flight of typed
 //! record batches.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use flowctl_components::arrow::flight::{self, RangeFlights};
+use flowctl_components::arrow::flight::{self, ListenArgs};
 use flowctl_components::arrow::ticket::LedgerTicket;
 use flowctl_components::backoff::Backoff;
 use flowctl_components::processor::flight::{EventFilter, EventFlights, FlightMetrics};
@@ -24,14 +23,8 @@ const PREFIX: &str = "TTP_ARROW_PROCESSOR";
     about = "Serves the token-transfer events of stellar-arrow-source's ledgers as Arrow Flight record batches"
 )]
 struct Args {
-    /// Arrow Flight port (bare number). FLIGHT_PORT is read when PORT is absent.
-    #[arg(long, env = "PORT")]
-    port: Option<u16>,
-    #[arg(long, env = "FLIGHT_PORT", hide = true)]
-    flight_port: Option<u16>,
-    /// Address to bind; loopback unless told otherwise.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1")]
-    bind: IpAddr,
+    #[command(flatten)]
+    listen: ListenArgs,
     /// The ledger source's Flight address (host:port). SOURCE_SERVICE_ADDRESS, which flowctl
     /// sets from `inputs`, is read when it is absent.
     #[arg(long, env = "SOURCE_ENDPOINT")]
@@ -61,7 +54,6 @@ async fn main() {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals()?;
-    let port = args.port.or(args.flight_port).unwrap_or(8816);
     let Some(source) = args
         .source_endpoint
         .clone()
@@ -81,7 +73,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
     });
 
-    let addr = SocketAddr::new(args.bind, port);
+    let addr = args.listen.addr(8816);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr} (PORT)"))?;
@@ -119,16 +111,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         on_upstream: Arc::new(|_| {}),
     });
     tracing::info!(%addr, %source, "serving Arrow Flight of token-transfer events");
-    let server = tonic::transport::Server::builder()
-        .add_service(RangeFlights::new(flights).into_server())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown.requested(),
-        );
-    tokio::select! {
-        served = server => served.context("Flight server")?,
-        _ = shutdown.grace_over() => tracing::warn!("closing the connections still open"),
-    }
+    flight::serve(flights, listener, &shutdown)
+        .await
+        .context("Flight server")?;
     sdk.shutdown().await;
     Ok(())
 }

@@ -283,7 +283,8 @@ impl RangeProducer for EventFlights {
     }
 }
 
-/// A stream fed by a task through a channel: the task stops when the stream is dropped.
+/// A stream fed by a task through a channel, which reads ahead of the consumer by
+/// [`PIPELINE`] items; once the stream is dropped the task stops at its next send.
 fn async_stream<T, F, Fut>(f: F) -> impl futures::Stream<Item = T>
 where
     T: Send + 'static,
