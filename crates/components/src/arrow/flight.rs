@@ -261,11 +261,6 @@ impl FlightFeed {
         self
     }
 
-    /// The next ledger the feed will ask for.
-    pub fn next_ledger(&self) -> u32 {
-        self.next
-    }
-
     fn done(&self) -> bool {
         self.end.is_some_and(|e| self.next > e)
     }
@@ -382,7 +377,8 @@ pub fn endpoint(address: &str) -> Result<Endpoint, String> {
 /// Where a Flight service listens: the same variables for every Arrow component.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ListenArgs {
-    /// Arrow Flight port (bare number). FLIGHT_PORT is read when PORT is absent.
+    /// Arrow Flight port (bare number; default 8815 for the source, 8816 for the processor).
+    /// FLIGHT_PORT is read when PORT is absent.
     #[arg(long, env = "PORT")]
     port: Option<u16>,
     #[arg(long, env = "FLIGHT_PORT", hide = true)]

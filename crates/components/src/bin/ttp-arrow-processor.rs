@@ -108,7 +108,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         offered,
         metrics: metrics.clone(),
         dead_letters: (on_error == flowctl_sdk::OnError::DeadLetter).then_some(letters),
-        on_upstream: Arc::new(|_| {}),
     });
     tracing::info!(%addr, %source, "serving Arrow Flight of token-transfer events");
     flight::serve(flights, listener, &shutdown)

@@ -128,8 +128,6 @@ pub struct EventFlights {
     /// With `on_error: dead-letter`: ledgers that cannot be processed are recorded here and
     /// skipped; without, such a ledger ends the flight with DATA_LOSS naming it.
     pub dead_letters: Option<flowctl_sdk::DeadLetters>,
-    /// Called with whether the source's flight is reached.
-    pub on_upstream: Arc<dyn Fn(bool) + Send + Sync>,
 }
 
 /// The events of one batch of ledgers, and the ledgers of it that could not be processed.
@@ -205,14 +203,12 @@ impl RangeProducer for EventFlights {
     }
 
     async fn batches(&self, range: LedgerTicket) -> Result<Batches, Status> {
-        let on_upstream = self.on_upstream.clone();
         let mut feed = FlightFeed::new(
             self.upstream.clone(),
             range.start_ledger,
             range.end(),
             self.backoff,
-        )
-        .on_connected(move |up| on_upstream(up));
+        );
         let transactions = self.metrics.clone();
         let ledger_batches = async_stream(move |tx| async move {
             loop {
