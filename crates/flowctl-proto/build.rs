@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "token_transfer_service/event_service.proto",
         "token_transfer/token_transfer_event.proto",
         "asset/asset.proto",
+        "contract_data/contract_data_service.proto",
     ];
     let descriptors = protox::compile(files, [&proto_root])?;
     tonic_prost_build::configure()

@@ -3,6 +3,7 @@
 pub mod analytics;
 pub mod arrow;
 pub mod backoff;
+pub mod contract_data;
 pub mod grpc;
 pub mod process;
 pub mod processor;

@@ -34,3 +34,8 @@ pub mod token_transfer {
 pub mod asset {
     tonic::include_proto!("asset");
 }
+
+/// `package contract_data`: Soroban contract-data changes (`contract-data-processor`).
+pub mod contract_data {
+    tonic::include_proto!("contract_data");
+}

@@ -1,7 +1,7 @@
 //! The component's side of flowctl: build from the environment, start, then shut down.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -77,6 +77,9 @@ pub(crate) struct Shared {
     ready: AtomicBool,
     health: AtomicU8,
     service_id: Mutex<Option<String>>,
+    /// Heartbeats the control plane took, and those it did not.
+    pub heartbeats_sent: AtomicU64,
+    pub heartbeat_errors: AtomicU64,
 }
 
 impl Shared {
@@ -128,6 +131,10 @@ pub struct Component {
     metadata: Vec<(String, String)>,
     backoff: Backoff,
     default_health_port: Option<u16>,
+    /// The prefix of the Prometheus names; the component's name when `None`.
+    metrics_namespace: Option<String>,
+    /// Metrics of the component's own kinds (histograms, counters) served beside the rest.
+    collectors: Vec<Box<dyn prometheus_client::collector::Collector>>,
 }
 
 impl Component {
@@ -154,11 +161,31 @@ impl Component {
             metadata: Vec::new(),
             backoff: Backoff::default(),
             default_health_port: None,
+            metrics_namespace: None,
+            collectors: Vec::new(),
         }
     }
 
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// The prefix of every name on `/metrics` (`contract_data` gives
+    /// `contract_data_flowctl_registered`); the component's name by default.
+    pub fn with_metrics_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.metrics_namespace = Some(namespace.into());
+        self
+    }
+
+    /// Serves `collector`'s metrics on `/metrics` too, as they are (names included): for
+    /// histograms and counters, which the named numbers of [`Component::with_metrics`]
+    /// cannot express.
+    pub fn with_collector(
+        mut self,
+        collector: impl prometheus_client::collector::Collector + 'static,
+    ) -> Self {
+        self.collectors.push(Box::new(collector));
         self
     }
 
@@ -199,8 +226,12 @@ impl Component {
     /// Serves the health endpoints and, when `ENABLE_FLOWCTL` is set, starts registering in
     /// the background. Returns at once: an absent control plane never delays the component.
     /// Fails only when the health port cannot be bound.
-    pub async fn start(self) -> Result<Handle, StartError> {
-        let namespace = crate::metrics::prometheus_name("", &self.name);
+    pub async fn start(mut self) -> Result<Handle, StartError> {
+        let namespace = crate::metrics::prometheus_name(
+            "",
+            self.metrics_namespace.as_deref().unwrap_or(&self.name),
+        );
+        let collectors = std::mem::take(&mut self.collectors);
         let started = Instant::now();
         let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
             let mut prometheus = prometheus_client::registry::Registry::default();
@@ -215,6 +246,10 @@ impl Component {
                         "flowctl_registered".into(),
                         if s.service_id().is_some() { 1.0 } else { 0.0 },
                     );
+                    let sent = s.heartbeats_sent.load(Ordering::Relaxed);
+                    let failed = s.heartbeat_errors.load(Ordering::Relaxed);
+                    m.insert("flowctl_heartbeats_sent_total".into(), sent as f64);
+                    m.insert("flowctl_heartbeat_errors_total".into(), failed as f64);
                 }
                 m
             };
@@ -223,6 +258,9 @@ impl Component {
                 provider: self.provider.clone(),
                 extra: Arc::new(extra),
             }));
+            for c in collectors {
+                prometheus.register_collector(c);
+            }
             Shared {
                 name: self.name.clone(),
                 config: self.config.clone(),
@@ -232,6 +270,8 @@ impl Component {
                 ready: AtomicBool::new(false),
                 health: AtomicU8::new(0),
                 service_id: Mutex::new(None),
+                heartbeats_sent: AtomicU64::new(0),
+                heartbeat_errors: AtomicU64::new(0),
             }
         });
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -177,6 +177,11 @@ impl ControlLoop {
                     // A control plane that does not answer must not hold up the stop.
                     _ = self.stop.wait_for(|s| *s) => Err(Status::cancelled("stopping")),
                 };
+                let counter = match &beat {
+                    Ok(_) => &self.shared.heartbeats_sent,
+                    Err(_) => &self.shared.heartbeat_errors,
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match beat {
                     Ok(_) => {
                         if failures > 0 {

@@ -74,7 +74,8 @@ impl Config {
             expected,
         };
 
-        let enabled = match get("ENABLE_FLOWCTL") {
+        // FLOWCTL_ENABLED is the contract-data processor's spelling of the same switch.
+        let enabled = match get("ENABLE_FLOWCTL").or_else(|| get("FLOWCTL_ENABLED")) {
             None => false,
             Some(pair) => parse_bool(&pair.1).ok_or_else(|| bad(pair, "true or false"))?,
         };

@@ -5,7 +5,7 @@
 //! Pure: no I/O. Give it decoded `LedgerCloseMeta`s and a network passphrase.
 
 mod balances;
-mod changes;
+pub mod changes;
 mod contract_events;
 mod error;
 mod events;
@@ -20,7 +20,7 @@ mod verify;
 pub use error::TtpError;
 pub use flowctl_proto::token_transfer::TokenTransferEvent;
 pub use json::{to_json, write_json};
-pub use keys::{network_id, sac_contract_id};
+pub use keys::{network_id, sac_contract_id, Party};
 pub use processor::{event_asset, EventsProcessor};
 pub use verify::{verify_events, VerifyError};
 

@@ -404,8 +404,19 @@ pub async fn serve<P: RangeProducer>(
     listener: tokio::net::TcpListener,
     shutdown: &crate::shutdown::Shutdown,
 ) -> Result<(), tonic::transport::Error> {
+    let routes = tonic::service::Routes::new(RangeFlights::new(producer).into_server());
+    serve_routes(routes, listener, shutdown).await
+}
+
+/// Serves gRPC `routes` (a Flight service among others, e.g. a component's own gRPC
+/// service on the same port) as [`serve`] does.
+pub async fn serve_routes(
+    routes: tonic::service::Routes,
+    listener: tokio::net::TcpListener,
+    shutdown: &crate::shutdown::Shutdown,
+) -> Result<(), tonic::transport::Error> {
     let server = tonic::transport::Server::builder()
-        .add_service(RangeFlights::new(producer).into_server())
+        .add_routes(routes)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown.requested(),

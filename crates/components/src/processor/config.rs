@@ -91,7 +91,8 @@ impl ComponentConfig {
     }
 }
 
-fn parse_listen(a: &str, port: u16) -> Option<SocketAddr> {
+/// `IP:port`, an IP (with `port`), Go's `:port` (every interface) or `localhost`.
+pub fn parse_listen(a: &str, port: u16) -> Option<SocketAddr> {
     if let Ok(sa) = a.parse::<SocketAddr>() {
         return Some(sa);
     }

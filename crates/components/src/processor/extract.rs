@@ -1,23 +1,25 @@
-//! Offline extraction: ledger files or a data lake in, JSONL events out.
+//! Offline extraction: ledger files or a data lake in, JSON lines out — token-transfer
+//! events here, and any other processor's records through [`extract_lines`].
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use stellar_ledgers::LedgerRange;
 use stellar_ttp::EventsProcessor;
+use stellar_xdr::LedgerCloseMeta;
 
 /// Why extraction stopped; the message names the input and, where known, the ledger.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error("{0}")]
     Read(#[from] stellar_ledgers::ReadError),
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {message}", path.display())]
     Process {
         path: PathBuf,
         ledger: u32,
-        source: stellar_ttp::TtpError,
+        message: String,
     },
-    #[error("cannot write events: {0}")]
+    #[error("cannot write records: {0}")]
     Write(#[from] std::io::Error),
 }
 
@@ -25,10 +27,39 @@ pub enum ExtractError {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
     pub ledgers: u64,
+    /// Records written (events, changes).
     pub events: u64,
 }
 
-/// Writes the events of every ledger of every input, in input order, one JSON object a line.
+/// Writes the records `lines` makes of every ledger of every input, in input order.
+/// `lines` appends one JSON line per record to the buffer and returns how many it wrote.
+pub fn extract_lines(
+    inputs: &[PathBuf],
+    range: LedgerRange,
+    out: &mut impl Write,
+    mut lines: impl FnMut(&LedgerCloseMeta, &mut String) -> Result<usize, String>,
+) -> Result<Summary, ExtractError> {
+    let mut summary = Summary::default();
+    let mut text = String::with_capacity(1 << 16);
+    for path in inputs {
+        for lcm in stellar_ledgers::open(path, range)? {
+            let lcm = lcm?;
+            text.clear();
+            let n = lines(&lcm, &mut text).map_err(|message| ExtractError::Process {
+                path: path.to_path_buf(),
+                ledger: stellar_ttp::ledger_sequence(&lcm),
+                message,
+            })?;
+            out.write_all(text.as_bytes())?;
+            summary.ledgers += 1;
+            summary.events += n as u64;
+        }
+    }
+    out.flush()?;
+    Ok(summary)
+}
+
+/// Writes the token-transfer events of every ledger of every input, one JSON object a line.
 pub fn extract(
     passphrase: &str,
     inputs: &[PathBuf],
@@ -36,36 +67,14 @@ pub fn extract(
     out: &mut impl Write,
 ) -> Result<Summary, ExtractError> {
     let processor = EventsProcessor::new(passphrase);
-    let mut summary = Summary::default();
-    let mut line = String::with_capacity(1024);
-    for path in inputs {
-        for lcm in stellar_ledgers::open(path, range)? {
-            let lcm = lcm?;
-            let events = processor
-                .events_from_ledger(&lcm)
-                .map_err(|source| process_error(path, &lcm, source))?;
-            for e in &events {
-                line.clear();
-                stellar_ttp::write_json(&mut line, e);
-                line.push('\n');
-                out.write_all(line.as_bytes())?;
-            }
-            summary.ledgers += 1;
-            summary.events += events.len() as u64;
+    extract_lines(inputs, range, out, |lcm, text| {
+        let events = processor
+            .events_from_ledger(lcm)
+            .map_err(|e| e.to_string())?;
+        for e in &events {
+            stellar_ttp::write_json(text, e);
+            text.push('\n');
         }
-    }
-    out.flush()?;
-    Ok(summary)
-}
-
-fn process_error(
-    path: &Path,
-    lcm: &stellar_xdr::LedgerCloseMeta,
-    source: stellar_ttp::TtpError,
-) -> ExtractError {
-    ExtractError::Process {
-        path: path.to_path_buf(),
-        ledger: stellar_ttp::ledger_sequence(lcm),
-        source,
-    }
+        Ok(events.len())
+    })
 }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod jsonl_file;
 pub mod metrics;
 pub mod output;
+pub mod pg;
 pub mod postgres;
 
 use flowctl_proto::token_transfer::TokenTransferEvent;

@@ -35,10 +35,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::Client;
 
 use super::fields::flat;
 use super::health::Readiness;
+use super::pg::{checkpoints_ddl, describe, Failure, Op, PrepareSchema, Session, DDL_LOCK};
 use super::{LedgerEvents, SinkError};
 use stellar_ttp::to_json as event_json;
 
@@ -59,23 +60,6 @@ const EVENTS_COLUMNS: &str = "
     event             JSONB       NOT NULL,
     PRIMARY KEY (ledger_sequence, transaction_index, operation_index, event_index)";
 
-/// The checkpoint table, and its `epoch` and `events` columns added to one made before they
-/// existed (`events` is NULL there: not counted from the start of the range).
-const CHECKPOINTS: &str = "
-CREATE TABLE IF NOT EXISTS ttp_sink_checkpoints (
-    sink_id     TEXT        PRIMARY KEY,
-    last_ledger BIGINT      NOT NULL,
-    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
-    -- Raised by each process of the sink when it starts; only the latest may commit.
-    epoch       BIGINT      NOT NULL DEFAULT 0,
-    -- Events committed with this checkpoint since the range was (re)started: what a check of
-    -- the range's rows expects to find.
-    events      BIGINT               DEFAULT 0
-);
-ALTER TABLE ttp_sink_checkpoints ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE ttp_sink_checkpoints ADD COLUMN IF NOT EXISTS events BIGINT;
-ALTER TABLE ttp_sink_checkpoints ALTER COLUMN events SET DEFAULT 0;";
-
 /// What exists already: `ttp_events`'s relkind (`r` plain, `p` partitioned) and partition
 /// key, and whether the checkpoint table has its `epoch` and `events` columns. Reads the
 /// catalog only, so a sink that finds everything in place takes no lock.
@@ -86,15 +70,15 @@ SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass('ttp_events')
         WHERE attrelid = to_regclass('ttp_sink_checkpoints')
           AND attname IN ('epoch', 'events') AND NOT attisdropped)";
 
-/// The key of the advisory lock every sink takes around DDL on the database.
-const DDL_LOCK: i64 = 0x7474_705f_6464_6c00; // "ttp_ddl\0"
+/// The checkpoint rows of `ttp-sink`s.
+const CHECKPOINTS_TABLE: &str = "ttp_sink_checkpoints";
 
-/// Claims the row for this process: a new epoch, the row created if absent.
-const CLAIM: &str = "
-INSERT INTO ttp_sink_checkpoints (sink_id, last_ledger, epoch) VALUES ($1, 0, 1)
-ON CONFLICT (sink_id) DO UPDATE
-SET epoch = ttp_sink_checkpoints.epoch + 1, updated_at = now()
-RETURNING epoch";
+/// `ttp_events`'s schema step, partitioned or not.
+fn ttp_schema(partition_ledgers: Option<u32>) -> PrepareSchema {
+    std::sync::Arc::new(move |c: &mut Client| -> Op<'_, ()> {
+        Box::pin(prepare_schema(c, partition_ledgers))
+    })
+}
 
 const INSERT: &str = "
 INSERT INTO ttp_events (ledger_sequence, transaction_index, operation_index, event_index,
@@ -118,56 +102,15 @@ WHERE (ttp_events.closed_at, ttp_events.tx_hash, ttp_events.contract_address,
        EXCLUDED.event_type, EXCLUDED.from_address, EXCLUDED.to_address,
        EXCLUDED.asset, EXCLUDED.amount, EXCLUDED.event)";
 
-/// The row exists: it was claimed, and the fence locked it. `$3` events were committed with it.
-const CHECKPOINT: &str = "
-UPDATE ttp_sink_checkpoints SET last_ledger = GREATEST(last_ledger, $2), updated_at = now(),
-    events = events + $3
-WHERE sink_id = $1";
-
-/// Sets the checkpoint as given, also backwards: a completed range written again, whose
-/// events are counted again from none.
-const RESET_CHECKPOINT: &str = "
-UPDATE ttp_sink_checkpoints SET last_ledger = $2, updated_at = now(), events = 0
-WHERE sink_id = $1";
-
-/// The name of a sink's checkpoint row: the sink id for a live run, `SINK_ID@FROM-TO` for a
-/// bounded one, so that each range keeps its own progress.
-pub fn checkpoint_id(sink_id: &str, start: u32, end: Option<u32>) -> String {
-    match end {
-        None => sink_id.to_string(),
-        Some(end) => format!("{sink_id}@{start}-{end}"),
-    }
-}
+pub use super::pg::checkpoint_id;
 
 /// Rows per INSERT statement.
 const CHUNK: usize = 5000;
 
-/// Why an operation on the database did not succeed: the database's error (retried when it is
-/// a connection problem), or a verdict of the sink's own.
-enum Failure {
-    Db(tokio_postgres::Error),
-    Sink(SinkError),
-}
-
-impl From<tokio_postgres::Error> for Failure {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Failure::Db(e)
-    }
-}
-
-type Op<'c, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, Failure>> + Send + 'c>>;
-
 pub struct PgSink {
-    url: String,
-    sink_id: String,
-    client: Option<Client>,
-    readiness: Readiness,
-    max_backoff: Duration,
+    session: Session,
     /// Ledgers per partition of `ttp_events` (`PG_PARTITION_LEDGERS`); `None`: one table.
     partition_ledgers: Option<u32>,
-    /// This process's claim on its checkpoint row, taken on the first connection only.
-    epoch: Option<i64>,
     /// Partitions known to exist, by first ledger.
     partitions: BTreeSet<u64>,
 }
@@ -176,141 +119,37 @@ impl PgSink {
     /// A sink that connects (and creates the schema) on first use.
     pub fn new(url: &str, sink_id: &str, readiness: Readiness) -> Self {
         PgSink {
-            url: url.to_string(),
-            sink_id: sink_id.to_string(),
-            client: None,
-            readiness,
-            max_backoff: Duration::from_secs(10),
+            session: Session::new(url, sink_id, CHECKPOINTS_TABLE, readiness, ttp_schema(None)),
             partition_ledgers: None,
-            epoch: None,
             partitions: BTreeSet::new(),
         }
     }
 
     pub fn with_max_backoff(mut self, d: Duration) -> Self {
-        self.max_backoff = d;
+        self.session = self.session.with_max_backoff(d);
         self
     }
 
     /// `ttp_events` partitioned by ranges of `ledgers` ledgers (`PG_PARTITION_LEDGERS`).
     pub fn with_partitions(mut self, ledgers: Option<u32>) -> Self {
         self.partition_ledgers = ledgers.filter(|n| *n > 0);
+        self.session = self.session.with_schema(ttp_schema(self.partition_ledgers));
         self
     }
 
     /// This process's epoch on its checkpoint row, once it has connected.
     pub fn epoch(&self) -> Option<i64> {
-        self.epoch
-    }
-
-    async fn connect(&mut self) -> Result<Client, Failure> {
-        let (mut client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "PostgreSQL connection closed");
-            }
-        });
-        prepare_schema(&mut client, self.partition_ledgers).await?;
-        if self.epoch.is_none() {
-            let epoch: i64 = client.query_one(CLAIM, &[&self.sink_id]).await?.get(0);
-            tracing::info!(
-                checkpoint = %self.sink_id,
-                epoch,
-                "claimed the checkpoint row: older copies of this sink can no longer commit"
-            );
-            self.epoch = Some(epoch);
-        }
-        Ok(client)
-    }
-
-    /// Runs `op` until it succeeds, reconnecting with backoff on connection-class errors.
-    /// Errors that retrying cannot fix (bad SQL data, permissions, a fenced copy) are
-    /// returned. `op` gets the client and this process's epoch.
-    async fn with_retry<T>(
-        &mut self,
-        what: &str,
-        mut op: impl for<'c> FnMut(&'c mut Client, i64) -> Op<'c, T>,
-    ) -> Result<T, SinkError> {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-                match self.connect().await {
-                    Ok(c) => self.client = Some(c),
-                    Err(Failure::Db(e)) if retryable(&e) => {
-                        self.wait(what, &e, &mut delay).await;
-                        continue;
-                    }
-                    Err(Failure::Db(e)) => return Err(SinkError::Postgres(describe(&e))),
-                    Err(Failure::Sink(e)) => return Err(e),
-                }
-            }
-            let epoch = self.epoch.expect("claimed on connecting");
-            let client = self.client.as_mut().expect("connected above");
-            match op(client, epoch).await {
-                Ok(v) => {
-                    self.readiness.set_ready();
-                    return Ok(v);
-                }
-                Err(Failure::Sink(e)) => return Err(e),
-                Err(Failure::Db(e)) if retryable(&e) => {
-                    self.client = None;
-                    self.wait(what, &e, &mut delay).await;
-                }
-                Err(Failure::Db(e)) if rejected(&e) => {
-                    return Err(SinkError::Rejected {
-                        ledger: None,
-                        message: format!("{what}: {}", describe(&e)),
-                    })
-                }
-                Err(Failure::Db(e)) => {
-                    return Err(SinkError::Postgres(format!("{what}: {}", describe(&e))))
-                }
-            }
-        }
-    }
-
-    async fn wait(&self, what: &str, e: &tokio_postgres::Error, delay: &mut Duration) {
-        let reason = format!("database unavailable ({what}): {}", describe(e));
-        tracing::warn!(retry_in = ?*delay, "{reason}");
-        self.readiness.set_unhealthy(reason);
-        tokio::time::sleep(*delay).await;
-        *delay = (*delay * 2).min(self.max_backoff);
+        self.session.epoch()
     }
 
     /// The last complete ledger recorded for this sink, 0 when none.
     pub async fn checkpoint(&mut self) -> Result<u32, SinkError> {
-        let id = self.sink_id.clone();
-        let last: Option<i64> = self
-            .with_retry("reading the checkpoint", move |c, _| {
-                let id = id.clone();
-                Box::pin(async move {
-                    let row = c
-                        .query_opt(
-                            "SELECT last_ledger FROM ttp_sink_checkpoints WHERE sink_id = $1",
-                            &[&id],
-                        )
-                        .await?;
-                    Ok(row.map(|r| r.get::<_, i64>(0)))
-                })
-            })
-            .await?;
-        Ok(last.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32)
+        self.session.checkpoint().await
     }
 
     /// Moves the checkpoint to `ledger`, also backwards.
     pub async fn reset_checkpoint(&mut self, ledger: u32) -> Result<(), SinkError> {
-        let id = self.sink_id.clone();
-        self.with_retry("resetting the checkpoint", move |c, epoch| {
-            let id = id.clone();
-            Box::pin(async move {
-                let tx = c.transaction().await?;
-                fence(&tx, &id, epoch).await?;
-                tx.execute(RESET_CHECKPOINT, &[&id, &i64::from(ledger)])
-                    .await?;
-                Ok(tx.commit().await?)
-            })
-        })
-        .await
+        self.session.reset_checkpoint(ledger).await
     }
 
     /// Writes the events of complete ledgers and moves the checkpoint to `through`, in one
@@ -319,35 +158,30 @@ impl PgSink {
     pub async fn write(&mut self, batch: &[LedgerEvents], through: u32) -> Result<(), SinkError> {
         self.ensure_partitions(batch).await?;
         let rows = std::sync::Arc::new(Rows::from(batch));
-        let id = self.sink_id.clone();
-        self.with_retry("writing events", move |c, epoch| {
-            let rows = rows.clone();
-            let id = id.clone();
-            Box::pin(async move {
-                let tx = c.transaction().await?;
-                fence(&tx, &id, epoch).await?;
-                let stmt = tx.prepare(INSERT).await?;
-                for start in (0..rows.len()).step_by(CHUNK) {
-                    let end = (start + CHUNK).min(rows.len());
-                    let r = rows.slice(start, end);
-                    tx.execute(
-                        &stmt,
-                        &[
-                            &r.0, &r.1, &r.2, &r.3, &r.4, &r.5, &r.6, &r.7, &r.8, &r.9, &r.10,
-                            &r.11, &r.12,
-                        ],
-                    )
-                    .await?;
-                }
-                tx.execute(
-                    CHECKPOINT,
-                    &[&id, &i64::from(through), &(rows.len() as i64)],
-                )
-                .await?;
-                Ok(tx.commit().await?)
+        self.session
+            .with_retry("writing events", move |c, claim| {
+                let rows = rows.clone();
+                Box::pin(async move {
+                    let tx = c.transaction().await?;
+                    claim.fence(&tx).await?;
+                    let stmt = tx.prepare(INSERT).await?;
+                    for start in (0..rows.len()).step_by(CHUNK) {
+                        let end = (start + CHUNK).min(rows.len());
+                        let r = rows.slice(start, end);
+                        tx.execute(
+                            &stmt,
+                            &[
+                                &r.0, &r.1, &r.2, &r.3, &r.4, &r.5, &r.6, &r.7, &r.8, &r.9, &r.10,
+                                &r.11, &r.12,
+                            ],
+                        )
+                        .await?;
+                    }
+                    claim.advance(&tx, through, rows.len() as i64).await?;
+                    Ok(tx.commit().await?)
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// Creates the partitions of `ttp_events` that the batch's events fall in and that are not
@@ -366,63 +200,44 @@ impl PgSink {
             return Ok(());
         }
         let starts: Vec<u64> = wanted.iter().copied().collect();
-        self.with_retry("creating partitions", move |c, _| {
-            let starts = starts.clone();
-            Box::pin(async move {
-                let names: Vec<String> = starts.iter().map(|s| partition_name(*s, n)).collect();
-                let missing: Vec<bool> = c
-                    .query(
-                        "SELECT to_regclass(name) IS NULL FROM unnest($1::text[]) AS name",
-                        &[&names],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                if !missing.contains(&true) {
-                    return Ok(());
-                }
-                let tx = c.transaction().await?;
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
-                    .await?;
-                for (start, _) in starts.iter().zip(&missing).filter(|(_, m)| **m) {
-                    let sql = format!(
-                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF ttp_events \
-                         FOR VALUES FROM ({start}) TO ({})",
-                        partition_name(*start, n),
-                        start + u64::from(n)
-                    );
-                    if let Err(e) = tx.batch_execute(&sql).await {
-                        return Err(partition_error(e, *start, n));
+        self.session
+            .with_retry("creating partitions", move |c, _| {
+                let starts = starts.clone();
+                Box::pin(async move {
+                    let names: Vec<String> = starts.iter().map(|s| partition_name(*s, n)).collect();
+                    let missing: Vec<bool> = c
+                        .query(
+                            "SELECT to_regclass(name) IS NULL FROM unnest($1::text[]) AS name",
+                            &[&names],
+                        )
+                        .await?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    if !missing.contains(&true) {
+                        return Ok(());
                     }
-                }
-                Ok(tx.commit().await?)
+                    let tx = c.transaction().await?;
+                    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
+                        .await?;
+                    for (start, _) in starts.iter().zip(&missing).filter(|(_, m)| **m) {
+                        let sql = format!(
+                            "CREATE TABLE IF NOT EXISTS {} PARTITION OF ttp_events \
+                         FOR VALUES FROM ({start}) TO ({})",
+                            partition_name(*start, n),
+                            start + u64::from(n)
+                        );
+                        if let Err(e) = tx.batch_execute(&sql).await {
+                            return Err(partition_error(e, *start, n));
+                        }
+                    }
+                    Ok(tx.commit().await?)
+                })
             })
-        })
-        .await?;
+            .await?;
         self.partitions.extend(wanted);
         Ok(())
     }
-}
-
-/// Locks this sink's checkpoint row for the rest of `tx` and checks that it is still claimed
-/// by `mine`; refuses otherwise (the caller's transaction then rolls back when dropped).
-async fn fence(tx: &Transaction<'_>, row: &str, mine: i64) -> Result<(), Failure> {
-    let theirs: Option<i64> = tx
-        .query_opt(
-            "SELECT epoch FROM ttp_sink_checkpoints WHERE sink_id = $1 FOR UPDATE",
-            &[&row],
-        )
-        .await?
-        .map(|r| r.get(0));
-    if theirs == Some(mine) {
-        return Ok(());
-    }
-    Err(Failure::Sink(SinkError::Fenced {
-        row: row.to_string(),
-        theirs,
-        mine,
-    }))
 }
 
 /// Creates what is missing of the schema (under the DDL lock), then checks that `ttp_events`
@@ -442,7 +257,8 @@ async fn prepare_schema(
             None => "",
         };
         let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS ttp_events ({EVENTS_COLUMNS}\n){partitioning};{CHECKPOINTS}"
+            "CREATE TABLE IF NOT EXISTS ttp_events ({EVENTS_COLUMNS}\n){partitioning};{}",
+            checkpoints_ddl(CHECKPOINTS_TABLE)
         );
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
@@ -589,39 +405,5 @@ impl Rows {
             &self.amount[a..b],
             &self.json[a..b],
         )
-    }
-}
-
-/// Connection trouble, a server going away, or overload: worth waiting for.
-fn retryable(e: &tokio_postgres::Error) -> bool {
-    match e.code() {
-        None => true,
-        Some(code) => {
-            let class = &code.code()[..2];
-            matches!(class, "08" | "57" | "53" | "40")
-        }
-    }
-}
-
-/// A value or a constraint of the table refuses the data (SQLSTATE class 22 data exception,
-/// 23 integrity constraint violation): the same events would fail again.
-fn rejected(e: &tokio_postgres::Error) -> bool {
-    e.code()
-        .is_some_and(|code| matches!(&code.code()[..2], "22" | "23"))
-}
-
-fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(inner) = src {
-                s.push_str(": ");
-                s.push_str(&inner.to_string());
-                src = inner.source();
-            }
-            s
-        }
     }
 }
