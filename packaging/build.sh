@@ -17,7 +17,8 @@ case $what in all|deb|rpm) ;; *) echo "usage: $0 [deb|rpm]" >&2; exit 2 ;; esac
 out=target/packages
 stage=$out/stage/lib
 # The components flowctl ships, by binary name; each is bundled once the workspace builds it.
-components=(stellar-live-source ttp-processor ttp-sink stellar-arrow-source ttp-arrow-processor arrow-analytics-sink)
+components=(stellar-live-source ttp-processor ttp-sink stellar-arrow-source ttp-arrow-processor arrow-analytics-sink
+    contract-data-processor contract-data-sink)
 
 need_tool() { # cargo subcommand, crate
     if ! cargo "$1" --version >/dev/null 2>&1; then

@@ -52,6 +52,17 @@ const BUNDLED: &[Bundled] = &[
         command: "arrow-analytics-sink",
         env: &[],
     },
+    // Soroban contract data (the contract-data processor and its PostgreSQL consumer).
+    Bundled {
+        name: "contract-data-processor",
+        command: "contract-data-processor",
+        env: &[],
+    },
+    Bundled {
+        name: "contract-data-sink",
+        command: "contract-data-sink",
+        env: &[],
+    },
 ];
 
 /// The programs flowctl ships, for messages.
